@@ -1,0 +1,66 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import Synchronization
+
+/// Generates the wait tokens that pair an ask with its reply.
+///
+/// A token is a decimal number that looks like the Unix time in nanoseconds (as the Go
+/// implementation's tokens do) but is strictly increasing across the whole process: two asks
+/// issued in the same nanosecond, on any threads, still get different tokens. Client tokens
+/// carry the `$` prefix; server tokens are plain digits.
+public final class WaitTokens: Sendable {
+    /// The process-wide generator used by servers and clients.
+    public static let shared = WaitTokens()
+
+    private let last = Atomic<UInt64>(0)
+
+    /// Creates an independent generator (tests use one to start from a known state).
+    public init() {}
+
+    /// The next unique number: the current time in nanoseconds, or one more than the last
+    /// number issued if the clock has not moved past it.
+    public func next() -> UInt64 {
+        let now = Self.wallClockNanoseconds()
+        var current = last.load(ordering: .relaxed)
+        while true {
+            let candidate = max(now, current &+ 1)
+            let (exchanged, original) = last.compareExchange(
+                expected: current, desired: candidate, ordering: .relaxed)
+            if exchanged { return candidate }
+            current = original
+        }
+    }
+
+    /// A client token: `$` followed by a unique number.
+    public func clientToken() -> String { "$" + String(next()) }
+
+    /// A server token: a unique number, no prefix.
+    public func serverToken() -> String { String(next()) }
+
+    /// Whether `token` is a server token this generator has already issued.
+    ///
+    /// A server uses this to tell a late or duplicated reply to one of its own asks (which it
+    /// drops) from a request it has never seen.
+    public func hasIssued(serverToken token: Substring) -> Bool {
+        guard let value = UInt64(token) else { return false }
+        return value <= last.load(ordering: .relaxed)
+    }
+
+    /// Whether `token` was made by a client (`$` prefix, or the reserved `#`).
+    @inline(__always)
+    public static func isClientToken(_ token: String) -> Bool {
+        guard let first = token.utf8.first else { return false }
+        return first == UInt8(ascii: "$") || first == UInt8(ascii: "#")
+    }
+
+    static func wallClockNanoseconds() -> UInt64 {
+        var spec = timespec()
+        clock_gettime(CLOCK_REALTIME, &spec)
+        return UInt64(spec.tv_sec) &* 1_000_000_000 &+ UInt64(spec.tv_nsec)
+    }
+}
