@@ -120,7 +120,7 @@ extension Conn {
     // MARK: Frames
 
     /// On the event loop: one frame arrived from the transport.
-    func transportReceived(_ frame: ByteBuffer, binary: Bool) {
+    package func transportReceived(_ frame: ByteBuffer, binary: Bool) {
         if isHandshaking() {
             receiveDuringHandshake(frame, binary: binary)
         } else {
@@ -186,7 +186,7 @@ extension Conn {
                     knownErrors: settings.knownErrors)
             } catch {
                 logger.debug("dropped an invalid frame", metadata: ["error": "\(error)", "bytes": "\(frame.readableBytes)"])
-                server?.metrics.invalidFrames.increment()
+                server?.metrics.invalidFrame()
                 return
             }
         }
@@ -477,7 +477,7 @@ extension Conn {
     // MARK: Close
 
     /// On the event loop: the transport closed (either side).
-    func transportClosed(_ reason: CloseReason) {
+    package func transportClosed(_ reason: CloseReason) {
         enum Outcome {
             case reconnect([ConnState.PendingAsk])
             case finish([ConnState.PendingAsk], [CheckedContinuation<Void, any Error>],

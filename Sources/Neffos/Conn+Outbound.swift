@@ -32,11 +32,11 @@ extension Conn {
         server?.metrics.messagesOut.increment()
         let loop = transport.eventLoop
         if loop.inEventLoop {
-            _ = transport.write(frame, binary: binary)
+            if !transport.write(frame, binary: binary) { server?.metrics.dropped(1) }
             transport.flush()
         } else {
-            loop.execute {
-                _ = transport.write(frame, binary: binary)
+            loop.execute { [server] in
+                if !transport.write(frame, binary: binary) { server?.metrics.dropped(1) }
                 transport.flush()
             }
         }
@@ -116,7 +116,7 @@ extension Conn {
                     continuation.resume(throwing: error)
                 case .success(let transport):
                     let timer = transport.eventLoop.scheduleTask(in: deadline.timeAmount) {
-                        self.server?.metrics.asksTimedOut.increment()
+                        self.server?.metrics.askTimedOut()
                         self.failAsk(token, NeffosError.timeout.with(detail: "ask \"\(event)\" got no reply within \(deadline)"))
                     }
                     let stillPending = state.withLock { s -> Bool in

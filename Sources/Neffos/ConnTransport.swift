@@ -102,7 +102,7 @@ package protocol ConnTransport: AnyObject, Sendable {
 
 extension Duration {
     /// This duration as NIO's `TimeAmount`, saturating.
-    var timeAmount: TimeAmount {
+    package var timeAmount: TimeAmount {
         let (seconds, attoseconds) = components
         let nanos = seconds.multipliedReportingOverflow(by: 1_000_000_000)
         if nanos.overflow { return .nanoseconds(seconds < 0 ? .min : .max) }

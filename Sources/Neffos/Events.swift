@@ -53,7 +53,7 @@ public struct EventName: Hashable, Sendable, RawRepresentable, ExpressibleByStri
 /// `nil` to answer nothing; throw to send an error reply.
 ///
 /// ```swift
-/// events.on("ping") { conn, message in
+/// events.answer("ping") { conn, message in
 ///     "pong:" + message.bodyString      // a Reply, from a string
 /// }
 /// ```
@@ -93,10 +93,11 @@ public struct Reply: Sendable, ExpressibleByStringLiteral, ExpressibleByStringIn
     }
 }
 
-/// An event handler: a closure that receives the namespace connection and the message.
+/// An event handler: a closure that receives the namespace connection and the message, and
+/// returns a reply or nothing (`nil`).
 ///
-/// Handlers come in two kinds, picked for you by ``Events/on(_:_:)-(_,(NSConn,Message)->Reply?)``
-/// from the closure you write:
+/// Handlers come in two kinds, picked for you by ``Events/on(_:_:)-(_,(NSConn,Message)->Void)``
+/// and ``Events/answer(_:_:)-(_,(NSConn,Message)->Reply?)`` from the closure you write:
 /// - a *synchronous* closure runs inline on the connection's event loop, with no task hop:
 ///   the fastest path. It must not block.
 /// - an *asynchronous* closure (one that uses `await`) runs in the connection's handler task.
@@ -150,7 +151,7 @@ public struct EventHandler: Sendable {
 /// chat.on("chat") { conn, message in
 ///     conn.broadcastOthers(message)
 /// }
-/// chat.on("echo") { _, message in Reply(message.body) }
+/// chat.answer("echo") { _, message in Reply(message.body) }
 /// ```
 ///
 /// A message whose event has no handler goes to the ``EventName/anyEvent`` handler if there is
@@ -183,14 +184,13 @@ public struct Events: Sendable, ExpressibleByDictionaryLiteral {
         handlers[event] ?? handlers[EventName.anyEvent.rawValue]
     }
 
-    /// Registers a synchronous handler that may reply.
-    public mutating func on(
-        _ event: EventName, _ handler: @escaping @Sendable (NSConn, Message) throws -> Reply?
-    ) {
-        handlers[event.rawValue] = EventHandler(sync: handler)
-    }
+    // MARK: Handlers that answer nothing
 
-    /// Registers a synchronous handler that does not reply.
+    /// Registers a handler for `event`. A closure without `await` is synchronous: it runs
+    /// inline on the event loop and must not block.
+    ///
+    /// Throwing sends the error back to the sender (an error reply). To answer with data, use
+    /// ``answer(_:_:)-(_,(NSConn,Message)->Reply?)`` instead.
     public mutating func on(
         _ event: EventName, _ handler: @escaping @Sendable (NSConn, Message) throws -> Void
     ) {
@@ -200,14 +200,8 @@ public struct Events: Sendable, ExpressibleByDictionaryLiteral {
         })
     }
 
-    /// Registers an asynchronous handler that may reply.
-    public mutating func on(
-        _ event: EventName, _ handler: @escaping @Sendable (NSConn, Message) async throws -> Reply?
-    ) {
-        handlers[event.rawValue] = EventHandler(handler)
-    }
-
-    /// Registers an asynchronous handler that does not reply.
+    /// Registers an asynchronous handler for `event` (a closure that uses `await`); it runs in
+    /// the connection's handler task.
     public mutating func on(
         _ event: EventName, _ handler: @escaping @Sendable (NSConn, Message) async throws -> Void
     ) {
@@ -222,16 +216,6 @@ public struct Events: Sendable, ExpressibleByDictionaryLiteral {
     /// `invalid payload` error and the handler is not called.
     public mutating func on<Body: Decodable & Sendable>(
         _ event: EventName, as type: Body.Type,
-        _ handler: @escaping @Sendable (NSConn, Body) throws -> Reply?
-    ) {
-        handlers[event.rawValue] = EventHandler(sync: { conn, message in
-            try handler(conn, try message.decode(Body.self, using: conn.conn.bodyCoder))
-        })
-    }
-
-    /// Registers a synchronous handler, without reply, that receives the decoded body.
-    public mutating func on<Body: Decodable & Sendable>(
-        _ event: EventName, as type: Body.Type,
         _ handler: @escaping @Sendable (NSConn, Body) throws -> Void
     ) {
         handlers[event.rawValue] = EventHandler(sync: { conn, message in
@@ -240,17 +224,7 @@ public struct Events: Sendable, ExpressibleByDictionaryLiteral {
         })
     }
 
-    /// Registers an asynchronous handler that receives the decoded body and may reply.
-    public mutating func on<Body: Decodable & Sendable>(
-        _ event: EventName, as type: Body.Type,
-        _ handler: @escaping @Sendable (NSConn, Body) async throws -> Reply?
-    ) {
-        handlers[event.rawValue] = EventHandler({ conn, message in
-            try await handler(conn, try message.decode(Body.self, using: conn.conn.bodyCoder))
-        })
-    }
-
-    /// Registers an asynchronous handler, without reply, that receives the decoded body.
+    /// Registers an asynchronous handler that receives the decoded body.
     public mutating func on<Body: Decodable & Sendable>(
         _ event: EventName, as type: Body.Type,
         _ handler: @escaping @Sendable (NSConn, Body) async throws -> Void
@@ -258,6 +232,48 @@ public struct Events: Sendable, ExpressibleByDictionaryLiteral {
         handlers[event.rawValue] = EventHandler({ conn, message in
             try await handler(conn, try message.decode(Body.self, using: conn.conn.bodyCoder))
             return nil
+        })
+    }
+
+    // MARK: Handlers that answer
+
+    /// Registers a handler whose result answers the message: an ask receives the ``Reply`` as
+    /// its reply (same token, namespace, room and event); a plain emit gets it emitted back.
+    /// Return `nil` to answer nothing. A closure without `await` runs inline on the event loop.
+    ///
+    /// ```swift
+    /// events.answer("ping") { _, message in "pong:" + message.bodyString }
+    /// ```
+    public mutating func answer(
+        _ event: EventName, _ handler: @escaping @Sendable (NSConn, Message) throws -> Reply?
+    ) {
+        handlers[event.rawValue] = EventHandler(sync: handler)
+    }
+
+    /// Registers an asynchronous handler whose result answers the message.
+    public mutating func answer(
+        _ event: EventName, _ handler: @escaping @Sendable (NSConn, Message) async throws -> Reply?
+    ) {
+        handlers[event.rawValue] = EventHandler(handler)
+    }
+
+    /// Registers a synchronous handler that receives the decoded body and answers.
+    public mutating func answer<Body: Decodable & Sendable>(
+        _ event: EventName, as type: Body.Type,
+        _ handler: @escaping @Sendable (NSConn, Body) throws -> Reply?
+    ) {
+        handlers[event.rawValue] = EventHandler(sync: { conn, message in
+            try handler(conn, try message.decode(Body.self, using: conn.conn.bodyCoder))
+        })
+    }
+
+    /// Registers an asynchronous handler that receives the decoded body and answers.
+    public mutating func answer<Body: Decodable & Sendable>(
+        _ event: EventName, as type: Body.Type,
+        _ handler: @escaping @Sendable (NSConn, Body) async throws -> Reply?
+    ) {
+        handlers[event.rawValue] = EventHandler({ conn, message in
+            try await handler(conn, try message.decode(Body.self, using: conn.conn.bodyCoder))
         })
     }
 }

@@ -108,7 +108,10 @@ public final class Server: Sendable {
     let settings: ConnSettings
     private let registry = Mutex(Registry())
     private let broadcastOrder = Mutex(())
-    private let accepted = Atomic<Int>(0)
+    /// Connections accepted and not yet closed (what `maxConnections` limits).
+    private let live = Atomic<Int>(0)
+    /// Connections accepted whose close events have not all fired (what shutdown waits for).
+    private let unfinished = Atomic<Int>(0)
     private let opened = Atomic<Int>(0)
     private let serverAsks = Mutex<[String: CheckedContinuation<Message, any Error>]>([:])
 
@@ -137,7 +140,7 @@ public final class Server: Sendable {
     package var acceptsConnections: Bool {
         if lifecycle.withLock({ $0.shuttingDown }) { return false }
         if let limit = configuration.transport.maxConnections {
-            return accepted.load(ordering: .relaxed) < limit
+            return live.load(ordering: .relaxed) < limit
         }
         return true
     }
@@ -154,8 +157,9 @@ public final class Server: Sendable {
             namespaces: namespaces,
             settings: settings,
             delegate: self)
-        accepted.add(1, ordering: .relaxed)
-        metrics.accepted.increment()
+        live.add(1, ordering: .relaxed)
+        unfinished.add(1, ordering: .relaxed)
+        metrics.acceptedConnection()
         conn.startServerSide(transport: transport, handshakeTimeout: configuration.handshakeTimeout)
         if !namespaces.isNativeOnly {
             let loop = transport.eventLoop
@@ -258,7 +262,7 @@ public final class Server: Sendable {
                 if !member.transport.write(frame, binary: binary) { dropped += 1 }
             }
             for member in group.members.values where member.id != except { member.transport.flush() }
-            if dropped > 0 { metrics.droppedFrames.increment(by: Int64(dropped)) }
+            if dropped > 0 { metrics.dropped(dropped) }
         }
         if configuration.strictBroadcastOrdering {
             // One global order: every loop receives its share in the order broadcasts took
@@ -309,7 +313,7 @@ public final class Server: Sendable {
                 Task {
                     try? await Task.sleep(for: deadline)
                     if self.resolveServerAsk(token, .failure(NeffosError.timeout.with(detail: "nobody answered \"\(event)\" within \(deadline)"))) {
-                        self.metrics.asksTimedOut.increment()
+                        self.metrics.askTimedOut()
                     }
                 }
             }
@@ -337,7 +341,7 @@ public final class Server: Sendable {
         }
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             let id = lifecycle.withLock { l -> UInt64? in
-                guard self.accepted.load(ordering: .relaxed) > 0 else { return nil }
+                guard self.unfinished.load(ordering: .relaxed) > 0 else { return nil }
                 let id = l.nextWaiter
                 l.nextWaiter += 1
                 l.drained[id] = continuation
@@ -390,6 +394,7 @@ extension Server: ConnDelegate {
     func connShouldReconnect(_ conn: Conn, reason: CloseReason) -> Bool { false }
 
     func connDidClose(_ conn: Conn, reason: CloseReason) {
+        live.subtract(1, ordering: .relaxed)
         let wasOpen = registry.withLock { $0.close(conn) }
         if wasOpen {
             opened.add(-1, ordering: .relaxed)
@@ -402,7 +407,7 @@ extension Server: ConnDelegate {
         if let hook = configuration.onDisconnect, conn.everOpened || configuration.fireDisconnectAlways {
             await hook(conn)
         }
-        let remaining = accepted.subtract(1, ordering: .relaxed).newValue
+        let remaining = unfinished.subtract(1, ordering: .relaxed).newValue
         if remaining == 0 {
             let waiters = lifecycle.withLock { l in
                 defer { l.drained = [:] }
@@ -610,17 +615,48 @@ struct Registry {
     }
 }
 
-// MARK: - Metrics
+// MARK: - Metrics and statistics
 
-/// The server's counters (swift-metrics; the application bootstraps a backend).
-struct ServerMetrics: Sendable {
-    let accepted: Counter
+extension Server {
+    /// Counters of what the server did, since it started. Cheap to read.
+    public struct Statistics: Sendable, Equatable {
+        /// Connections accepted (upgraded), including those later refused.
+        public var accepted: Int
+        /// Connections open now (handshake completed).
+        public var open: Int
+        /// Frames dropped because a receiver's outbox was full.
+        public var droppedFrames: Int
+        /// Asks (by the server or its connections) that got no reply in time.
+        public var asksTimedOut: Int
+        /// Frames dropped because they could not be decoded.
+        public var invalidFrames: Int
+    }
+
+    /// What the server did so far (also exported as swift-metrics).
+    public var statistics: Statistics {
+        Statistics(
+            accepted: metrics.acceptedTotal.load(ordering: .relaxed),
+            open: connectionCount,
+            droppedFrames: metrics.droppedTotal.load(ordering: .relaxed),
+            asksTimedOut: metrics.timedOutTotal.load(ordering: .relaxed),
+            invalidFrames: metrics.invalidTotal.load(ordering: .relaxed))
+    }
+}
+
+/// The server's counters: swift-metrics (the application bootstraps a backend) and, for the
+/// rare events, atomics behind ``Server/statistics``.
+final class ServerMetrics: Sendable {
     let connections: Meter
     let messagesIn: Counter
     let messagesOut: Counter
-    let droppedFrames: Counter
-    let asksTimedOut: Counter
-    let invalidFrames: Counter
+    private let accepted: Counter
+    private let droppedFrames: Counter
+    private let asksTimedOut: Counter
+    private let invalidFrames: Counter
+    let acceptedTotal = Atomic<Int>(0)
+    let droppedTotal = Atomic<Int>(0)
+    let timedOutTotal = Atomic<Int>(0)
+    let invalidTotal = Atomic<Int>(0)
 
     init(name: String?) {
         let dimensions = name.map { [("server", $0)] } ?? []
@@ -631,5 +667,25 @@ struct ServerMetrics: Sendable {
         droppedFrames = Counter(label: "neffos_dropped_frames", dimensions: dimensions)
         asksTimedOut = Counter(label: "neffos_asks_timed_out", dimensions: dimensions)
         invalidFrames = Counter(label: "neffos_invalid_frames", dimensions: dimensions)
+    }
+
+    func acceptedConnection() {
+        accepted.increment()
+        acceptedTotal.add(1, ordering: .relaxed)
+    }
+
+    func dropped(_ count: Int) {
+        droppedFrames.increment(by: Int64(count))
+        droppedTotal.add(count, ordering: .relaxed)
+    }
+
+    func askTimedOut() {
+        asksTimedOut.increment()
+        timedOutTotal.add(1, ordering: .relaxed)
+    }
+
+    func invalidFrame() {
+        invalidFrames.increment()
+        invalidTotal.add(1, ordering: .relaxed)
     }
 }

@@ -33,19 +33,24 @@ enum ChatError: Error, CustomStringConvertible {
 
 @Suite("Handler model")
 struct HandlerModelTests {
-    @Test("`on` picks a synchronous handler for a closure without await, an asynchronous one otherwise")
+    @Test("`on` and `answer` pick a synchronous handler for a closure without await, an asynchronous one otherwise")
     func overloadsPickTheRightKind() {
         var events = Events()
         events.on("void") { _, _ in }
-        events.on("reply") { _, message in Reply("pong:" + message.bodyString) }
-        events.on("literal") { _, _ in "pong" }
+        events.answer("reply") { _, message in Reply("pong:" + message.bodyString) }
+        events.answer("literal") { _, _ in "pong" }
         events.on("async") { _, _ in await Task.yield() }
-        events.on("asyncReply") { _, _ in
+        events.answer("asyncReply") { _, _ in
             await Task.yield()
             return "later"
         }
-        events.on("typed", as: ChatLine.self) { _, line in Reply(line.text) }
+        events.answer("typed", as: ChatLine.self) { _, line in Reply(line.text) }
         events.on("typedAsync", as: ChatLine.self) { _, _ in await Task.yield() }
+        events.on("throws") { _, _ in throw ChatError.muted }
+        events.on("multi") { _, message in
+            let text = message.bodyString
+            _ = text.count
+        }
         #expect(events["void"]?.isSynchronous == true)
         #expect(events["reply"]?.isSynchronous == true)
         #expect(events["literal"]?.isSynchronous == true)
@@ -53,15 +58,17 @@ struct HandlerModelTests {
         #expect(events["asyncReply"]?.isSynchronous == false)
         #expect(events["typed"]?.isSynchronous == true)
         #expect(events["typedAsync"]?.isSynchronous == false)
-        #expect(Set(events.eventNames.map(\.rawValue)).count == 7)
+        #expect(events["throws"]?.isSynchronous == true)
+        #expect(events["multi"]?.isSynchronous == true)
+        #expect(Set(events.eventNames.map(\.rawValue)).count == 9)
     }
 
     @Test("an event without its own handler falls back to the any-event handler")
     func anyEventFallback() {
         var events = Events()
-        events.on("chat") { _, _ in "chat" }
+        events.answer("chat") { _, _ in "chat" }
         #expect(events.handler(for: "other") == nil)
-        events.on(.anyEvent) { _, _ in "any" }
+        events.answer(.anyEvent) { _, _ in "any" }
         #expect(events.handler(for: "chat") != nil)
         #expect(events.handler(for: "other") != nil)
         #expect(events.handler(for: EventName.namespaceConnect.rawValue) != nil)

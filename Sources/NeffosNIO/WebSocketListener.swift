@@ -1,0 +1,343 @@
+import Foundation
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import NIOWebSocket
+import Neffos
+import ServiceLifecycle
+import Synchronization
+
+/// A plain HTTP response, for the pages a listener serves next to its WebSocket endpoint.
+public struct HTTPResponse: Sendable {
+    /// The status.
+    public var status: HTTPResponseStatus
+    /// The headers (`Content-Length` is added).
+    public var headers: HTTPHeaders
+    /// The body.
+    public var body: ByteBuffer
+
+    /// A response with a body and a content type.
+    public init(status: HTTPResponseStatus = .ok, contentType: String? = nil, body: ByteBuffer = ByteBuffer(), headers: HTTPHeaders = [:]) {
+        self.status = status
+        self.headers = headers
+        if let contentType { self.headers.replaceOrAdd(name: "Content-Type", value: contentType) }
+        self.body = body
+    }
+
+    /// A UTF-8 text response.
+    public static func text(_ text: String, status: HTTPResponseStatus = .ok, contentType: String = "text/plain; charset=utf-8") -> HTTPResponse {
+        HTTPResponse(status: status, contentType: contentType, body: ByteBuffer(string: text))
+    }
+}
+
+/// Answers the HTTP requests that are not WebSocket upgrades (a browser page, a health
+/// check). Return `nil` to let the listener answer (404, or the WebSocket endpoint's rules).
+public typealias HTTPResponder = @Sendable (_ head: HTTPRequestHead) -> HTTPResponse?
+
+/// Serves a neffos ``Server`` over WebSocket with SwiftNIO.
+///
+/// ```swift
+/// let listener = WebSocketListener(server: server, host: "127.0.0.1", port: 8080, path: "/echo")
+/// try await listener.start()
+/// ```
+///
+/// Or run it as a swift-service-lifecycle `Service`; on graceful shutdown it stops accepting,
+/// closes every connection with 1001, waits for their disconnect hooks, and returns.
+///
+/// On the WebSocket path it upgrades `GET` only; `HEAD` is answered `302 Found` (neffos.js
+/// probes with it before redialling); other methods get `405` with `Allow: GET`. Query
+/// parameters named `X-Websocket-Header-<Name>` become request headers `<Name>`.
+public final class WebSocketListener: Service, Sendable {
+    /// The neffos server connections are handed to.
+    public let server: Server
+    /// The host to bind.
+    public let host: String
+    /// The WebSocket path; `nil` accepts upgrades on any path.
+    public let path: String?
+    private let requestedPort: Int
+    private let group: any EventLoopGroup
+    private let responder: HTTPResponder?
+    private let state = Mutex<ListenerState>(ListenerState())
+
+    private struct ListenerState {
+        var channel: (any Channel)?
+        var stopped = false
+    }
+
+    /// Creates a listener.
+    ///
+    /// - Parameters:
+    ///   - server: the neffos server.
+    ///   - host: the address to bind. Default: `127.0.0.1`.
+    ///   - port: the port; `0` picks a free one (read it from ``port`` after ``start()``).
+    ///   - path: the WebSocket endpoint; `nil` (the default) accepts upgrades on any path.
+    ///   - group: the event loops. Default: NIO's shared group (one loop per core).
+    ///   - responder: answers plain HTTP requests (pages, health checks).
+    public init(
+        server: Server,
+        host: String = "127.0.0.1",
+        port: Int = 8080,
+        path: String? = nil,
+        group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+        responder: HTTPResponder? = nil
+    ) {
+        self.server = server
+        self.host = host
+        self.requestedPort = port
+        self.path = path
+        self.group = group
+        self.responder = responder
+    }
+
+    /// The bound port, once started.
+    public var port: Int? { state.withLock { $0.channel?.localAddress?.port } }
+
+    /// Binds and starts accepting connections; returns once listening.
+    ///
+    /// - Throws: the bind error (for example the port is taken).
+    public func start() async throws {
+        let server = self.server
+        let transport = server.configuration.transport
+        let path = self.path
+        let responder = self.responder
+        let outbox = max(1024, transport.maxOutboxBytes)
+        let channel = try await ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 1024)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelOption(.writeBufferWaterMark, value: .init(low: outbox / 2, high: outbox))
+            .childChannelOption(.maxMessagesPerRead, value: 16)
+            .childChannelInitializer { channel in
+                Self.initialize(channel, server: server, path: path, responder: responder)
+            }
+            .bind(host: host, port: requestedPort).get()
+        state.withLock { $0.channel = channel }
+        server.logger.info("neffos listening", metadata: ["address": "\(channel.localAddress.map { "\($0)" } ?? "?")", "path": "\(path ?? "*")"])
+    }
+
+    /// Stops accepting, closes every connection with 1001 and waits (up to `timeout`) for
+    /// their disconnect events and hooks.
+    public func stop(timeout: Duration = .seconds(10)) async {
+        let channel = state.withLock { s -> (any Channel)? in
+            s.stopped = true
+            defer { s.channel = nil }
+            return s.channel
+        }
+        try? await channel?.close()
+        await server.shutdown(timeout: timeout)
+    }
+
+    /// Runs until graceful shutdown, then stops (the `Service` entry point).
+    public func run() async throws {
+        try await start()
+        try? await gracefulShutdown()
+        await stop()
+    }
+
+    // MARK: Pipeline
+
+    private static func initialize(
+        _ channel: any Channel, server: Server, path: String?, responder: HTTPResponder?
+    ) -> EventLoopFuture<Void> {
+        let transport = server.configuration.transport
+        let upgrader = NIOWebSocketServerUpgrader(
+            maxFrameSize: max(125, min(transport.maxFrameSize, Int(UInt32.max))),
+            automaticErrorHandling: true,
+            shouldUpgrade: { channel, head in
+                let verdict = UpgradeVerdict(head: head, server: server, path: path)
+                guard case .upgrade = verdict else {
+                    if case .refuse(_, let error) = verdict { server.configuration.onUpgradeError?(error) }
+                    return channel.eventLoop.makeSucceededFuture(nil)
+                }
+                return channel.eventLoop.makeSucceededFuture([:])
+            },
+            upgradePipelineHandler: { channel, head in
+                let request = UpgradeRequest(head: head, remoteAddress: channel.remoteAddress)
+                let settings = WebSocketSettings(
+                    isClient: false,
+                    maxOutboxBytes: transport.maxOutboxBytes,
+                    writeTimeout: transport.writeTimeout,
+                    readTimeout: transport.readTimeout,
+                    pingInterval: transport.pingInterval,
+                    logger: server.logger)
+                let handler = WebSocketHandler(eventLoop: channel.eventLoop, settings: settings) { handler in
+                    server.accept(transport: handler, request: request)
+                }
+                do {
+                    let fallback = try channel.pipeline.syncOperations.context(name: HTTPFallbackHandler.name)
+                    channel.pipeline.syncOperations.removeHandler(context: fallback, promise: nil)
+                    try channel.pipeline.syncOperations.addHandlers([
+                        NIOWebSocketFrameAggregator(
+                            minNonFinalFragmentSize: 0,
+                            maxAccumulatedFrameCount: 1 << 16,
+                            maxAccumulatedFrameSize: max(1, transport.maxMessageSize)),
+                        handler,
+                    ])
+                    return channel.eventLoop.makeSucceededVoidFuture()
+                } catch {
+                    return channel.eventLoop.makeFailedFuture(error)
+                }
+            })
+        do {
+            try channel.pipeline.syncOperations.configureHTTPServerPipeline(
+                withServerUpgrade: (upgraders: [upgrader], completionHandler: { _ in }),
+                withErrorHandling: true)
+            try channel.pipeline.syncOperations.addHandler(
+                HTTPFallbackHandler(server: server, path: path, responder: responder), name: HTTPFallbackHandler.name)
+            return channel.eventLoop.makeSucceededVoidFuture()
+        } catch {
+            return channel.eventLoop.makeFailedFuture(error)
+        }
+    }
+}
+
+/// Why an HTTP request to the listener is, or is not, upgraded.
+enum UpgradeVerdict {
+    case upgrade
+    /// Not a WebSocket request for us: the HTTP handler answers.
+    case notOurs
+    case refuse(HTTPResponseStatus, any Error)
+
+    init(head: HTTPRequestHead, server: Server, path: String?) {
+        let requestPath = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
+        if let path, requestPath != path {
+            self = .notOurs
+            return
+        }
+        guard head.method == .GET else {
+            self = .notOurs
+            return
+        }
+        let isUpgrade = head.headers["upgrade"].contains { $0.lowercased() == "websocket" }
+        guard isUpgrade else {
+            self = .notOurs
+            return
+        }
+        if let check = server.configuration.transport.checkOrigin, !check(head.headers.first(name: "origin")) {
+            self = .refuse(.forbidden, NeffosError.invalidConfiguration.with(detail: "origin \(head.headers.first(name: "origin") ?? "none") refused"))
+            return
+        }
+        guard server.acceptsConnections else {
+            self = .refuse(.serviceUnavailable, NeffosError.invalidConfiguration.with(detail: "the server does not accept connections (shutting down or at its connection limit)"))
+            return
+        }
+        self = .upgrade
+    }
+}
+
+extension UpgradeRequest {
+    /// The request as the core sees it: path, headers with the `X-Websocket-Header-*` query
+    /// parameters folded in, and the peer's address.
+    init(head: HTTPRequestHead, remoteAddress: SocketAddress?) {
+        let parts = head.uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)
+        var headers = head.headers.map { (name: $0.name, value: $0.value) }
+        if parts.count == 2 {
+            headers += Self.headersFromQuery(String(parts[1]))
+        }
+        self.init(
+            path: parts.first.map(String.init) ?? "/",
+            headers: headers,
+            remoteAddress: remoteAddress.map { "\($0)" })
+    }
+
+    /// The headers carried by `X-Websocket-Header-<Name>=<value>` query parameters.
+    static func headersFromQuery(_ query: String) -> [(name: String, value: String)] {
+        let prefix = "x-websocket-header-"
+        var result: [(name: String, value: String)] = []
+        for pair in query.split(separator: "&") {
+            let kv = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            guard let rawKey = kv.first, let key = decode(String(rawKey)) else { continue }
+            guard key.count > prefix.count, key.lowercased().hasPrefix(prefix) else { continue }
+            let value = kv.count == 2 ? decode(String(kv[1])) ?? "" : ""
+            result.append((name: canonical(String(key.dropFirst(prefix.count))), value: value))
+        }
+        return result
+    }
+
+    private static func decode(_ component: String) -> String? {
+        component.replacingOccurrences(of: "+", with: " ").removingPercentEncoding
+    }
+
+    /// `x-username` → `X-Username`, as Go's canonical header keys.
+    private static func canonical(_ name: String) -> String {
+        name.split(separator: "-", omittingEmptySubsequences: false)
+            .map { $0.prefix(1).uppercased() + $0.dropFirst().lowercased() }
+            .joined(separator: "-")
+    }
+}
+
+/// Answers the HTTP requests that were not upgraded: the application's pages, then the
+/// WebSocket endpoint's rules (HEAD → 302, other methods → 405), then 404.
+final class HTTPFallbackHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+    static let name = "neffos.http-fallback"
+
+    private let server: Server
+    private let path: String?
+    private let responder: HTTPResponder?
+    private var head: HTTPRequestHead?
+
+    init(server: Server, path: String?, responder: HTTPResponder?) {
+        self.server = server
+        self.path = path
+        self.responder = responder
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let head):
+            self.head = head
+        case .body:
+            break
+        case .end:
+            guard let head else { return }
+            self.head = nil
+            respond(context: context, to: head)
+        }
+    }
+
+    private func respond(context: ChannelHandlerContext, to head: HTTPRequestHead) {
+        if let response = responder?(head) {
+            send(response, context: context, head: head)
+            return
+        }
+        let requestPath = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
+        guard path == nil || requestPath == path else {
+            send(.text("not found\n", status: .notFound), context: context, head: head)
+            return
+        }
+        switch head.method {
+        case .HEAD:
+            send(HTTPResponse(status: .found), context: context, head: head)
+        case .GET:
+            if case .refuse(let status, _) = UpgradeVerdict(head: head, server: server, path: path) {
+                send(.text("\(status.reasonPhrase)\n", status: status), context: context, head: head)
+            } else {
+                send(.text("this endpoint speaks WebSocket (neffos)\n", status: .badRequest), context: context, head: head)
+            }
+        default:
+            var response = HTTPResponse.text("Method Not Allowed\n", status: .methodNotAllowed)
+            response.headers.replaceOrAdd(name: "Allow", value: "GET")
+            response.headers.replaceOrAdd(name: "X-Content-Type-Options", value: "nosniff")
+            send(response, context: context, head: head)
+        }
+    }
+
+    private func send(_ response: HTTPResponse, context: ChannelHandlerContext, head: HTTPRequestHead) {
+        var headers = response.headers
+        headers.replaceOrAdd(name: "Content-Length", value: "\(response.body.readableBytes)")
+        let keepAlive = head.isKeepAlive
+        if !keepAlive { headers.replaceOrAdd(name: "Connection", value: "close") }
+        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: response.status, headers: headers))), promise: nil)
+        if head.method != .HEAD && response.body.readableBytes > 0 {
+            context.write(wrapOutboundOut(.body(.byteBuffer(response.body))), promise: nil)
+        }
+        let done = context.writeAndFlush(wrapOutboundOut(.end(nil)))
+        if !keepAlive {
+            let loopBound = context.loopBound
+            done.whenComplete { _ in loopBound.value.close(promise: nil) }
+        }
+    }
+}

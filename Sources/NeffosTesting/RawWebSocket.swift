@@ -1,0 +1,285 @@
+import NIOCore
+import NIOPosix
+import NIOWebSocket
+import Neffos
+import NeffosNIO
+import Synchronization
+
+/// A WebSocket frame as a ``RawWebSocket`` received it.
+public struct RawFrame: Sendable, Equatable, CustomStringConvertible {
+    /// The opcode.
+    public var opcode: WebSocketOpcode
+    /// The (unmasked) payload.
+    public var data: ByteBuffer
+
+    /// The payload as UTF-8 text.
+    public var text: String { String(buffer: data) }
+
+    /// For a close frame: its code, if any.
+    public var closeCode: CloseCode? {
+        guard opcode == .connectionClose else { return nil }
+        return data.getInteger(at: data.readerIndex, as: UInt16.self).map(CloseCode.init(rawValue:))
+    }
+
+    /// For a close frame: its reason text.
+    public var closeReason: String {
+        guard opcode == .connectionClose, data.readableBytes > 2 else { return "" }
+        return data.getString(at: data.readerIndex + 2, length: data.readableBytes - 2) ?? ""
+    }
+
+    /// The opcode and the payload (as text when it is text).
+    public var description: String {
+        switch opcode {
+        case .text: "text \"\(text)\""
+        case .connectionClose: "close \(closeCode.map { "\($0)" } ?? "-") \"\(closeReason)\""
+        default: "\(opcode) \(data.readableBytes) bytes"
+        }
+    }
+}
+
+/// What went wrong while waiting on a ``RawWebSocket``.
+public struct RawWebSocketError: Error, CustomStringConvertible, Equatable {
+    /// What happened.
+    public let description: String
+    /// Nothing arrived before the deadline.
+    public static func timedOut(_ what: String) -> RawWebSocketError { .init(description: "timed out waiting for \(what)") }
+    /// The connection closed before what was awaited arrived.
+    public static let closed = RawWebSocketError(description: "the connection closed")
+}
+
+/// A bare WebSocket client for protocol-level tests: it sends exactly the frames you give it
+/// and hands you exactly the frames the server sent, so a test can compare bytes.
+///
+/// ```swift
+/// let socket = try await RawWebSocket.connect(to: "ws://127.0.0.1:\(port)/")
+/// try await socket.send("M")
+/// let accepted = try await socket.nextText()     // "A<id>"
+/// ```
+///
+/// It answers pings unless told not to (to test a server's heartbeat), and never reconnects.
+public final class RawWebSocket: Sendable {
+    private let channel: any Channel
+    private let inbox: FrameInbox
+
+    private init(channel: any Channel, inbox: FrameInbox) {
+        self.channel = channel
+        self.inbox = inbox
+    }
+
+    /// Connects and upgrades.
+    ///
+    /// - Parameters:
+    ///   - url: a `ws://` URL.
+    ///   - headers: extra request headers.
+    ///   - answerPings: whether to answer the server's pings (default `true`).
+    ///   - timeout: the deadline for the TCP connection and the upgrade.
+    public static func connect(
+        to url: String,
+        headers: [(name: String, value: String)] = [],
+        answerPings: Bool = true,
+        timeout: Duration = .seconds(5),
+        group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+    ) async throws -> RawWebSocket {
+        let inbox = FrameInbox()
+        let channel = try await WebSocketDialer.connect(
+            to: try WebSocketURL(url), headers: headers, group: group, timeout: timeout,
+            maxFrameSize: 1 << 24, maxMessageSize: 1 << 24
+        ) { channel in
+            try channel.pipeline.syncOperations.addHandler(RawFrameHandler(inbox: inbox, answerPings: answerPings))
+        }
+        return RawWebSocket(channel: channel, inbox: inbox)
+    }
+
+    /// Sends a text frame.
+    public func send(_ text: String) async throws {
+        try await send(ByteBuffer(string: text), opcode: .text)
+    }
+
+    /// Sends a frame with any opcode; `fin: false` starts or continues a fragmented message.
+    public func send(_ data: ByteBuffer, opcode: WebSocketOpcode, fin: Bool = true) async throws {
+        let frame = WebSocketFrame(fin: fin, opcode: opcode, maskKey: .random(), data: data)
+        try await channel.writeAndFlush(frame)
+    }
+
+    /// Sends a close frame with `code`.
+    public func sendClose(code: CloseCode = .normal, reason: String = "") async throws {
+        var data = ByteBuffer()
+        data.writeInteger(code.rawValue)
+        data.writeString(reason)
+        try await send(data, opcode: .connectionClose)
+    }
+
+    /// The next frame (any opcode but pongs; pings only when not answering them), waiting up
+    /// to `timeout`.
+    ///
+    /// - Throws: ``RawWebSocketError/timedOut(_:)`` or ``RawWebSocketError/closed``.
+    public func next(timeout: Duration = .seconds(5)) async throws -> RawFrame {
+        try await inbox.next(timeout: timeout, on: channel.eventLoop)
+    }
+
+    /// The next frame, which must be a text frame; returns its text.
+    public func nextText(timeout: Duration = .seconds(5)) async throws -> String {
+        let frame = try await next(timeout: timeout)
+        guard frame.opcode == .text else {
+            throw RawWebSocketError(description: "expected a text frame, got \(frame)")
+        }
+        return frame.text
+    }
+
+    /// Waits for the next close frame (skipping data frames), up to `timeout`.
+    public func nextClose(timeout: Duration = .seconds(5)) async throws -> RawFrame {
+        while true {
+            let frame = try await next(timeout: timeout)
+            if frame.opcode == .connectionClose { return frame }
+        }
+    }
+
+    /// Whether nothing arrives within `duration` (for tests of what must *not* be sent).
+    public func staysQuiet(for duration: Duration) async -> Bool {
+        do {
+            _ = try await next(timeout: duration)
+            return false
+        } catch let error as RawWebSocketError where error == .closed {
+            return false
+        } catch {
+            return true
+        }
+    }
+
+    /// Waits until the TCP connection is closed, up to `timeout`; returns whether it closed.
+    public func waitClosed(timeout: Duration = .seconds(5)) async -> Bool {
+        await withTaskGroup(of: Bool.self) { group in
+            group.addTask {
+                _ = try? await self.channel.closeFuture.get()
+                return true
+            }
+            group.addTask {
+                try? await Task.sleep(for: timeout)
+                return false
+            }
+            let first = await group.next() ?? false
+            group.cancelAll()
+            return first
+        }
+    }
+
+    /// Closes the TCP connection without a close frame.
+    public func abort() async {
+        try? await channel.close()
+    }
+
+    /// Stops reading from the socket (the server's writes pile up), or resumes.
+    public func setReading(_ enabled: Bool) async throws {
+        try await channel.setOption(.autoRead, value: enabled).get()
+        if enabled { channel.read() }
+    }
+}
+
+/// Frames received, and the tasks waiting for them.
+final class FrameInbox: Sendable {
+    private struct State {
+        var frames: [RawFrame] = []
+        var waiters: [UInt64: CheckedContinuation<RawFrame, any Error>] = [:]
+        var nextID: UInt64 = 0
+        var closed = false
+    }
+    private let state = Mutex(State())
+
+    func deliver(_ frame: RawFrame) {
+        let waiter = state.withLock { s -> CheckedContinuation<RawFrame, any Error>? in
+            if let key = s.waiters.keys.min() { return s.waiters.removeValue(forKey: key) }
+            s.frames.append(frame)
+            return nil
+        }
+        waiter?.resume(returning: frame)
+    }
+
+    func close() {
+        let waiters = state.withLock { s in
+            s.closed = true
+            defer { s.waiters = [:] }
+            return Array(s.waiters.values)
+        }
+        for waiter in waiters { waiter.resume(throwing: RawWebSocketError.closed) }
+    }
+
+    func next(timeout: Duration, on loop: any EventLoop) async throws -> RawFrame {
+        try await withCheckedThrowingContinuation { continuation in
+            enum Step { case ready(RawFrame), closed, wait(UInt64) }
+            let step = state.withLock { s -> Step in
+                if !s.frames.isEmpty { return .ready(s.frames.removeFirst()) }
+                if s.closed { return .closed }
+                let id = s.nextID
+                s.nextID += 1
+                s.waiters[id] = continuation
+                return .wait(id)
+            }
+            switch step {
+            case .ready(let frame): continuation.resume(returning: frame)
+            case .closed: continuation.resume(throwing: RawWebSocketError.closed)
+            case .wait(let id):
+                loop.scheduleTask(in: timeout.timeAmount) {
+                    let waiter = self.state.withLock { $0.waiters.removeValue(forKey: id) }
+                    waiter?.resume(throwing: RawWebSocketError.timedOut("a frame within \(timeout)"))
+                }
+            }
+        }
+    }
+}
+
+/// Puts every received frame into the inbox; answers pings when asked to.
+final class RawFrameHandler: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = WebSocketFrame
+    typealias OutboundIn = WebSocketFrame
+    typealias OutboundOut = WebSocketFrame
+
+    private let inbox: FrameInbox
+    private let answerPings: Bool
+    private var closeSent = false
+
+    init(inbox: FrameInbox, answerPings: Bool) {
+        self.inbox = inbox
+        self.answerPings = answerPings
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let frame = unwrapInboundIn(data)
+        switch frame.opcode {
+        case .ping:
+            if answerPings {
+                let pong = WebSocketFrame(fin: true, opcode: .pong, maskKey: .random(), data: frame.unmaskedData)
+                context.writeAndFlush(wrapOutboundOut(pong), promise: nil)
+            } else {
+                // Only a test that stays silent cares to see the pings.
+                inbox.deliver(RawFrame(opcode: .ping, data: frame.unmaskedData))
+            }
+        case .pong:
+            break
+        case .connectionClose:
+            // Answer as RFC 6455 asks: echo the code, then let the server close the socket.
+            inbox.deliver(RawFrame(opcode: .connectionClose, data: frame.unmaskedData))
+            guard !closeSent else { return }
+            closeSent = true
+            var echo = frame.unmaskedData
+            echo.moveWriterIndex(to: echo.readerIndex + min(2, echo.readableBytes))
+            let reply = WebSocketFrame(fin: true, opcode: .connectionClose, maskKey: .random(), data: echo)
+            context.writeAndFlush(wrapOutboundOut(reply), promise: nil)
+        default:
+            inbox.deliver(RawFrame(opcode: frame.opcode, data: frame.unmaskedData))
+        }
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        if unwrapOutboundIn(data).opcode == .connectionClose { closeSent = true }
+        context.write(data, promise: promise)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        inbox.close()
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
+}

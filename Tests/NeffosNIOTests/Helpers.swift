@@ -1,0 +1,127 @@
+import Logging
+import NIOCore
+import Neffos
+import NeffosNIO
+import NeffosTesting
+import Synchronization
+import Testing
+
+/// A server listening on 127.0.0.1 with a free port.
+struct RunningServer: Sendable {
+    let server: Server
+    let listener: WebSocketListener
+    let path: String
+
+    var port: Int { listener.port ?? 0 }
+    var url: String { "ws://127.0.0.1:\(port)\(path)" }
+    var httpBase: String { "127.0.0.1:\(port)" }
+
+    func stop() async { await listener.stop(timeout: .seconds(5)) }
+}
+
+/// Starts `namespaces` on a free port, runs `body`, and stops the server whatever happens.
+func withServer(
+    _ namespaces: Namespaces,
+    path: String = "/",
+    responder: HTTPResponder? = nil,
+    configure: (inout Server.Configuration) -> Void = { _ in },
+    _ body: (RunningServer) async throws -> Void
+) async throws {
+    var configuration = Server.Configuration()
+    configuration.logger = Logger(label: "test") { _ in SwiftLogNoOpLogHandler() }
+    configure(&configuration)
+    let server = try Server(namespaces: namespaces, configuration: configuration)
+    let listener = WebSocketListener(server: server, host: "127.0.0.1", port: 0, path: path, responder: responder)
+    try await listener.start()
+    let running = RunningServer(server: server, listener: listener, path: path)
+    do {
+        try await body(running)
+    } catch {
+        await running.stop()
+        throw error
+    }
+    await running.stop()
+}
+
+/// Opens a raw WebSocket and completes the neffos handshake; returns the socket and the ID.
+func handshake(_ url: String, headers: [(name: String, value: String)] = []) async throws -> (RawWebSocket, String) {
+    let socket = try await RawWebSocket.connect(to: url, headers: headers)
+    try await socket.send("M")
+    let accepted = try await socket.nextText()
+    #expect(accepted.hasPrefix("A"), "expected A<id>, got \(accepted)")
+    return (socket, String(accepted.dropFirst()))
+}
+
+/// Connects a raw socket to `namespace` with ask token `wait`.
+func connectNamespace(_ socket: RawWebSocket, _ namespace: String, wait: String = "$c") async throws {
+    try await socket.send("\(wait);\(namespace);;_OnNamespaceConnect;0;0;")
+    #expect(try await socket.nextText() == "\(wait);;;;;;")
+}
+
+/// A thread-safe log of what handlers saw, that tests can wait on.
+final class Log: Sendable {
+    private struct State {
+        var entries: [String] = []
+        var waiters: [(id: UInt64, predicate: @Sendable ([String]) -> Bool, continuation: CheckedContinuation<Void, any Error>)] = []
+        var nextID: UInt64 = 0
+    }
+    private let state = Mutex(State())
+
+    func append(_ entry: String) {
+        let ready = state.withLock { s -> [CheckedContinuation<Void, any Error>] in
+            s.entries.append(entry)
+            let entries = s.entries
+            let ready = s.waiters.filter { $0.predicate(entries) }
+            s.waiters.removeAll { $0.predicate(entries) }
+            return ready.map(\.continuation)
+        }
+        for continuation in ready { continuation.resume() }
+    }
+
+    var entries: [String] { state.withLock { $0.entries } }
+
+    /// Waits until `predicate` holds for the log, up to `timeout`.
+    func wait(
+        for what: String, timeout: Duration = .seconds(5),
+        until predicate: @escaping @Sendable ([String]) -> Bool
+    ) async throws {
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            let id = state.withLock { s -> UInt64? in
+                if predicate(s.entries) { return nil }
+                let id = s.nextID
+                s.nextID += 1
+                s.waiters.append((id, predicate, continuation))
+                return id
+            }
+            guard let id else {
+                continuation.resume()
+                return
+            }
+            Task {
+                try? await Task.sleep(for: timeout)
+                let waiter = self.state.withLock { s -> CheckedContinuation<Void, any Error>? in
+                    guard let index = s.waiters.firstIndex(where: { $0.id == id }) else { return nil }
+                    return s.waiters.remove(at: index).continuation
+                }
+                waiter?.resume(throwing: RawWebSocketError.timedOut("\(what); log: \(self.entries)"))
+            }
+        }
+    }
+
+    /// Waits until the log contains `entry`.
+    func wait(for entry: String, timeout: Duration = .seconds(5)) async throws {
+        try await wait(for: "\"\(entry)\"", timeout: timeout) { $0.contains(entry) }
+    }
+}
+
+struct TextError: Error, CustomStringConvertible {
+    let description: String
+    init(_ text: String) { description = text }
+}
+
+/// Sends a raw HTTP/1.1 request and returns the whole response as text (the server is asked
+/// to close the connection after it).
+func httpRequest(_ port: Int, _ method: String, _ path: String, headers: [String] = []) async throws -> String {
+    let lines = ["\(method) \(path) HTTP/1.1", "Host: 127.0.0.1:\(port)", "Connection: close"] + headers
+    return try await rawTCP(port, lines.joined(separator: "\r\n") + "\r\n\r\n")
+}
