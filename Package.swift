@@ -14,6 +14,7 @@ let package = Package(
         .library(name: "Neffos", targets: ["Neffos"]),
         .library(name: "NeffosNIO", targets: ["NeffosNIO"]),
         .library(name: "NeffosTesting", targets: ["NeffosTesting"]),
+        .executable(name: "neffos-chat", targets: ["NeffosChat"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
@@ -58,6 +59,19 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        .executableTarget(
+            name: "NeffosChat",
+            dependencies: [
+                "Neffos",
+                "NeffosNIO",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            path: "examples/chat",
+            exclude: ["README.md"],
+            resources: [.copy("Public")],
+            swiftSettings: strict
+        ),
         .testTarget(
             name: "NeffosNIOTests",
             dependencies: [
@@ -76,6 +90,7 @@ let package = Package(
             name: "NeffosTests",
             dependencies: [
                 "Neffos",
+                "NeffosTesting",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],

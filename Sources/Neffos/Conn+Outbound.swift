@@ -25,17 +25,17 @@ extension Conn {
         }
     }
 
-    /// Sends an already encoded frame; on the event loop it is written at once, from elsewhere
-    /// it hops there.
+    /// Sends an already encoded frame: written at once on the event loop when nothing is
+    /// queued before it (see ``LoopLane``), otherwise queued there in order.
     @inline(__always)
     func send(_ frame: ByteBuffer, binary: Bool, via transport: any ConnTransport) {
         server?.metrics.messagesOut.increment()
-        let loop = transport.eventLoop
-        if loop.inEventLoop {
+        let lane = transport.lane
+        if lane.canRunInline {
             if !transport.write(frame, binary: binary) { server?.metrics.dropped(1) }
             transport.flush()
         } else {
-            loop.execute { [server] in
+            lane.queue { [server] in
                 if !transport.write(frame, binary: binary) { server?.metrics.dropped(1) }
                 transport.flush()
             }

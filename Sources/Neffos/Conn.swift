@@ -294,3 +294,12 @@ public final class ConnStore: Sendable {
         values.withLock { $0.removeValue(forKey: key) }
     }
 }
+
+extension Conn {
+    /// How many asks of this connection wait for a reply (for tests and diagnostics).
+    public var pendingAskCount: Int { state.withLock { $0.pending.count } }
+
+    /// How many received events wait for their handler (for tests and diagnostics). It stays
+    /// near the configured maximum: past it the connection stops reading.
+    public var queuedEventCount: Int { state.withLock { $0.inbox.count } }
+}

@@ -209,13 +209,15 @@ public final class Server: Sendable {
         registry.withLock { Array($0.byID[id]?.values ?? [:].values) }
     }
 
-    /// Calls `body` for each open connection (a snapshot), in the caller's context.
+    /// Calls `body` for each open connection (a snapshot), in the caller's context (neffos's
+    /// `Do`).
     public func forEachConnection(_ body: (Conn) throws -> Void) rethrows {
         for conn in connections() { try body(conn) }
     }
 
-    /// Calls `body` for each open connection (a snapshot), concurrently, and waits for all.
-    public func forEachConnection(_ body: @escaping @Sendable (Conn) async -> Void) async {
+    /// Calls `body` for each open connection (a snapshot), concurrently, and waits for all
+    /// (neffos's `Do` with `async`).
+    public func forEachConnectionConcurrently(_ body: @escaping @Sendable (Conn) async -> Void) async {
         await withTaskGroup(of: Void.self) { group in
             for conn in connections() { group.addTask { await body(conn) } }
         }
@@ -268,16 +270,10 @@ public final class Server: Sendable {
             // One global order: every loop receives its share in the order broadcasts took
             // this lock, and never inline (an inline write would overtake queued ones).
             broadcastOrder.withLock { _ in
-                for group in groups { group.loop.execute { deliver(group) } }
+                for group in groups { group.lane.queue { deliver(group) } }
             }
         } else {
-            for group in groups {
-                if group.loop.inEventLoop {
-                    deliver(group)
-                } else {
-                    group.loop.execute { deliver(group) }
-                }
-            }
+            for group in groups { group.lane.run { deliver(group) } }
         }
         metrics.messagesOut.increment(by: Int64(count))
         return count
@@ -482,7 +478,7 @@ struct Member: Sendable {
 
 /// The members of one event loop, so that a broadcast hops once per loop.
 struct LoopGroup: Sendable {
-    let loop: any EventLoop
+    let lane: LoopLane
     var members: [ObjectIdentifier: Member] = [:]
 }
 
@@ -496,7 +492,7 @@ struct MemberSet {
     mutating func insert(_ member: Member) {
         let loopID = ObjectIdentifier(member.transport.eventLoop)
         let key = ObjectIdentifier(member.nsConn)
-        if groups[loopID] == nil { groups[loopID] = LoopGroup(loop: member.transport.eventLoop) }
+        if groups[loopID] == nil { groups[loopID] = LoopGroup(lane: member.transport.lane) }
         if groups[loopID]!.members.updateValue(member, forKey: key) == nil { count += 1 }
     }
 

@@ -36,6 +36,7 @@ final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler, Con
     }
 
     let eventLoop: any EventLoop
+    let lane: LoopLane
     private let settings: WebSocketSettings
     /// Creates the neffos connection once the handler is in the pipeline.
     private let makeConn: (WebSocketHandler) -> Conn?
@@ -58,6 +59,7 @@ final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler, Con
 
     init(eventLoop: any EventLoop, settings: WebSocketSettings, makeConn: @escaping (WebSocketHandler) -> Conn?) {
         self.eventLoop = eventLoop
+        self.lane = LoopLane.lane(for: eventLoop)
         self.settings = settings
         self.makeConn = makeConn
     }

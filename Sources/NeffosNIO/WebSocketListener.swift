@@ -63,6 +63,7 @@ public final class WebSocketListener: Service, Sendable {
     private struct ListenerState {
         var channel: (any Channel)?
         var stopped = false
+        var waiters: [CheckedContinuation<Int?, Never>] = []
     }
 
     /// Creates a listener.
@@ -93,6 +94,28 @@ public final class WebSocketListener: Service, Sendable {
     /// The bound port, once started.
     public var port: Int? { state.withLock { $0.channel?.localAddress?.port } }
 
+    /// Waits until the listener is bound and returns its port (useful with port `0` when it
+    /// runs as a `Service`); `nil` if it stopped or failed to bind first.
+    public func boundPort() async -> Int? {
+        await withCheckedContinuation { continuation in
+            let ready = state.withLock { s -> Int?? in
+                if let channel = s.channel { return .some(channel.localAddress?.port) }
+                if s.stopped { return .some(nil) }
+                s.waiters.append(continuation)
+                return .none
+            }
+            if let ready { continuation.resume(returning: ready) }
+        }
+    }
+
+    private func finishWaiting(port: Int?) {
+        let waiters = state.withLock { s in
+            defer { s.waiters = [] }
+            return s.waiters
+        }
+        for waiter in waiters { waiter.resume(returning: port) }
+    }
+
     /// Binds and starts accepting connections; returns once listening.
     ///
     /// - Throws: the bind error (for example the port is taken).
@@ -102,7 +125,7 @@ public final class WebSocketListener: Service, Sendable {
         let path = self.path
         let responder = self.responder
         let outbox = max(1024, transport.maxOutboxBytes)
-        let channel = try await ServerBootstrap(group: group)
+        let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
@@ -111,8 +134,16 @@ public final class WebSocketListener: Service, Sendable {
             .childChannelInitializer { channel in
                 Self.initialize(channel, server: server, path: path, responder: responder)
             }
-            .bind(host: host, port: requestedPort).get()
+        let channel: any Channel
+        do {
+            channel = try await bootstrap.bind(host: host, port: requestedPort).get()
+        } catch {
+            state.withLock { $0.stopped = true }
+            finishWaiting(port: nil)
+            throw error
+        }
         state.withLock { $0.channel = channel }
+        finishWaiting(port: channel.localAddress?.port)
         server.logger.info("neffos listening", metadata: ["address": "\(channel.localAddress.map { "\($0)" } ?? "?")", "path": "\(path ?? "*")"])
     }
 
@@ -124,6 +155,7 @@ public final class WebSocketListener: Service, Sendable {
             defer { s.channel = nil }
             return s.channel
         }
+        finishWaiting(port: nil)
         try? await channel?.close()
         await server.shutdown(timeout: timeout)
     }

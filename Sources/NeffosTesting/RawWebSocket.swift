@@ -147,19 +147,19 @@ public final class RawWebSocket: Sendable {
     }
 
     /// Waits until the TCP connection is closed, up to `timeout`; returns whether it closed.
+    ///
+    /// A socket that is not reading (see ``setReading(_:)``) cannot notice the peer's close.
     public func waitClosed(timeout: Duration = .seconds(5)) async -> Bool {
-        await withTaskGroup(of: Bool.self) { group in
-            group.addTask {
-                _ = try? await self.channel.closeFuture.get()
-                return true
+        let channel = self.channel
+        return await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
+            let once = Mutex<CheckedContinuation<Bool, Never>?>(continuation)
+            let timer = channel.eventLoop.scheduleTask(in: timeout.timeAmount) {
+                once.withLock { $0.take() }?.resume(returning: false)
             }
-            group.addTask {
-                try? await Task.sleep(for: timeout)
-                return false
+            channel.closeFuture.whenComplete { _ in
+                timer.cancel()
+                once.withLock { $0.take() }?.resume(returning: true)
             }
-            let first = await group.next() ?? false
-            group.cancelAll()
-            return first
         }
     }
 

@@ -1,0 +1,147 @@
+import NIOCore
+import NIOWebSocket
+import Neffos
+import NeffosNIO
+import NeffosTesting
+import Synchronization
+import Testing
+
+/// A neighbour connection that must keep working while another misbehaves.
+func assertNeighbourWorks(_ neighbour: RawWebSocket, token: String) async throws {
+    try await neighbour.send("\(token);default;;echo;0;0;still here")
+    #expect(try await neighbour.nextText() == "\(token);default;;echo;0;0;still here")
+}
+
+@Suite("Bad input")
+struct BadInputTests {
+    var events: Namespaces {
+        var events = Events()
+        events.answer("echo") { _, m in Reply(m.body) }
+        return ["default": events]
+    }
+
+    @Test("malformed frames are dropped and counted; the connection and its neighbours go on")
+    func malformedFrames() async throws {
+        try await withServer(events) { running in
+            let (bad, _) = try await handshake(running.url)
+            let (neighbour, _) = try await handshake(running.url)
+            try await connectNamespace(bad, "default")
+            try await connectNamespace(neighbour, "default")
+            for garbage in [";default;;chat;0;0", "hello", "", ";;", "M", "A1234", "Hrefused"] {
+                try await bad.send(garbage)
+            }
+            var invalid = ByteBuffer(string: ";def")
+            invalid.writeBytes([0xC3, 0x28])  // not UTF-8
+            invalid.writeString(";;echo;0;0;x")
+            try await bad.send(invalid, opcode: .text)
+            try await bad.send(ByteBuffer(bytes: [0, 1, 2, 255]), opcode: .binary)
+            try await bad.send("$1;default;;echo;0;0;after")
+            #expect(try await bad.nextText() == "$1;default;;echo;0;0;after", "nothing was answered before")
+            #expect(running.server.statistics.invalidFrames >= 7)
+            try await assertNeighbourWorks(neighbour, token: "$n")
+            await bad.abort()
+            await neighbour.abort()
+        }
+    }
+
+    @Test("random frames never crash the server")
+    func fuzz() async throws {
+        try await withServer(events) { running in
+            let (fuzzer, _) = try await handshake(running.url)
+            let (neighbour, _) = try await handshake(running.url)
+            try await connectNamespace(neighbour, "default")
+            var rng = SplitMix64(seed: 7)
+            let pieces = [";", "default", "_OnNamespaceConnect", "_OnRoomJoin", "_OnRoomLeave", "_OnNamespaceDisconnect",
+                          "$", "1", "0", "@%!semicolon@%!", "echo", "\u{FFFF}", "日本", "", "room"]
+            for _ in 0..<500 {
+                var text = ""
+                for _ in 0..<Int.random(in: 0...12, using: &rng) { text += pieces.randomElement(using: &rng)! }
+                if Bool.random(using: &rng) {
+                    try await fuzzer.send(text)
+                } else {
+                    var bytes = ByteBuffer(string: text)
+                    bytes.writeBytes((0..<Int.random(in: 0...8, using: &rng)).map { _ in UInt8.random(in: 0...255, using: &rng) })
+                    try await fuzzer.send(bytes, opcode: .binary)
+                }
+            }
+            try await assertNeighbourWorks(neighbour, token: "$z")
+            await fuzzer.abort()
+            await neighbour.abort()
+        }
+    }
+
+    @Test("an oversized frame closes that connection with 1009, others go on")
+    func oversizedFrame() async throws {
+        try await withServer(events, configure: { config in
+            config.transport.maxFrameSize = 1024
+            config.transport.maxMessageSize = 4096
+        }) { running in
+            let (big, _) = try await handshake(running.url)
+            let (neighbour, _) = try await handshake(running.url)
+            try await connectNamespace(big, "default")
+            try await connectNamespace(neighbour, "default")
+            try await big.send(";default;;echo;0;0;" + String(repeating: "x", count: 2000))
+            let close = try await big.nextClose()
+            #expect(close.closeCode == .messageTooBig)
+            try await assertNeighbourWorks(neighbour, token: "$n")
+            await neighbour.abort()
+        }
+    }
+
+    @Test("an oversized message sent in fragments closes with 1009")
+    func oversizedMessage() async throws {
+        try await withServer(events, configure: { config in
+            config.transport.maxFrameSize = 1024
+            config.transport.maxMessageSize = 2048
+        }) { running in
+            let (big, _) = try await handshake(running.url)
+            try await connectNamespace(big, "default")
+            try await big.send(ByteBuffer(string: ";default;;echo;0;0;"), opcode: .text, fin: false)
+            for _ in 0..<4 {
+                try await big.send(ByteBuffer(string: String(repeating: "y", count: 1000)), opcode: .continuation, fin: false)
+            }
+            try await big.send(ByteBuffer(string: "end"), opcode: .continuation, fin: true)
+            let close = try await big.nextClose()
+            #expect(close.closeCode == .messageTooBig)
+        }
+    }
+
+    @Test("a message in fragments within the limits is reassembled")
+    func fragmentedMessage() async throws {
+        try await withServer(events) { running in
+            let (socket, _) = try await handshake(running.url)
+            try await connectNamespace(socket, "default")
+            try await socket.send(ByteBuffer(string: "$f;default;;ec"), opcode: .text, fin: false)
+            try await socket.send(ByteBuffer(string: "ho;0;0;in "), opcode: .continuation, fin: false)
+            try await socket.send(ByteBuffer(string: "pieces"), opcode: .continuation, fin: true)
+            #expect(try await socket.nextText() == "$f;default;;echo;0;0;in pieces")
+            await socket.abort()
+        }
+    }
+
+    @Test("a flood of events behind a slow handler is throttled, not buffered without bound")
+    func backpressure() async throws {
+        let gate = Gate()
+        let flooderConn = Mutex<Conn?>(nil)
+        var events = Events()
+        events.on(.namespaceConnected) { ns, _ in flooderConn.withLock { if $0 == nil { $0 = ns.conn } } }
+        events.on("slow") { _, _ in await gate.wait() }
+        events.answer("echo") { _, m in Reply(m.body) }
+        try await withServer(["default": events], configure: { $0.maxQueuedEvents = 8 }) { running in
+            let (flooder, _) = try await handshake(running.url)
+            let (neighbour, _) = try await handshake(running.url)
+            try await connectNamespace(flooder, "default")
+            try await connectNamespace(neighbour, "default")
+            for _ in 0..<500 { try await flooder.send(";default;;slow;0;0;") }
+            try await flooder.send("$last;default;;echo;0;0;done")
+            try await assertNeighbourWorks(neighbour, token: "$n")
+            // Reading stopped at the limit (plus at most one read batch already in hand).
+            let queued = try #require(flooderConn.withLock { $0 }).queuedEventCount
+            #expect(queued >= 8 && queued <= 8 + 16, "queued: \(queued)")
+            gate.open()
+            #expect(try await flooder.nextText(timeout: .seconds(10)) == "$last;default;;echo;0;0;done", "every queued event was handled, in order")
+            await flooder.abort()
+            await neighbour.abort()
+        }
+    }
+}

@@ -1,0 +1,182 @@
+import NIOCore
+import Neffos
+import NeffosNIO
+import NeffosTesting
+import Synchronization
+import Testing
+
+/// Raw clients connected to `default`, with their IDs.
+func clients(_ count: Int, _ running: RunningServer, namespace: String = "default") async throws -> [(RawWebSocket, String)] {
+    var result: [(RawWebSocket, String)] = []
+    for _ in 0..<count {
+        let (socket, id) = try await handshake(running.url)
+        try await connectNamespace(socket, namespace)
+        result.append((socket, id))
+    }
+    return result
+}
+
+func join(_ socket: RawWebSocket, _ room: String, namespace: String = "default") async throws {
+    try await socket.send("$j;\(namespace);\(room);_OnRoomJoin;0;0;")
+    #expect(try await socket.nextText() == "$j;;;;;;")
+}
+
+@Suite("Broadcast")
+struct BroadcastTests {
+    @Test("a namespace broadcast reaches its connections only")
+    func namespaceBroadcast() async throws {
+        try await withServer(["default": Events(), "other": Events()]) { running in
+            let members = try await clients(2, running)
+            let outsider = try await clients(1, running, namespace: "other")
+            let sent = running.server.broadcast(Message(namespace: "default", event: "news", body: "hi"))
+            #expect(sent == 2)
+            for (socket, _) in members { #expect(try await socket.nextText() == ";default;;news;0;0;hi") }
+            #expect(await outsider[0].0.staysQuiet(for: .milliseconds(50)))
+            for (socket, _) in members + outsider { await socket.abort() }
+        }
+    }
+
+    @Test("a room broadcast reaches the room's members only")
+    func roomBroadcast() async throws {
+        try await withServer(["default": Events()]) { running in
+            let all = try await clients(3, running)
+            try await join(all[0].0, "r")
+            try await join(all[1].0, "r")
+            #expect(running.server.members(ofRoom: "r", in: "default").count == 2)
+            running.server.broadcast(Message(namespace: "default", room: "r", event: "x", body: "y"))
+            #expect(try await all[0].0.nextText() == ";default;r;x;0;0;y")
+            #expect(try await all[1].0.nextText() == ";default;r;x;0;0;y")
+            #expect(await all[2].0.staysQuiet(for: .milliseconds(50)))
+            for (socket, _) in all { await socket.abort() }
+        }
+    }
+
+    @Test("to an ID, and to all but an excluded sender (conn, namespace conn, room or ID)")
+    func targetedAndExcluded() async throws {
+        let handles = Mutex<[String: NSConn]>([:])
+        var events = Events()
+        events.on(.namespaceConnected) { ns, _ in handles.withLock { $0[ns.conn.id] = ns } }
+        try await withServer(["default": events]) { running in
+            let all = try await clients(3, running)
+            let ids = all.map(\.1)
+            var direct = Message(namespace: "default", event: "dm", body: "psst")
+            direct.to = ids[1]
+            #expect(running.server.broadcast(direct) == 1)
+            #expect(try await all[1].0.nextText() == ";default;;dm;0;0;psst")
+
+            let ns0 = try #require(handles.withLock { $0[ids[0]] })
+            try await join(all[0].0, "r")
+            let room = try #require(ns0.room("r"))
+            let exclusions: [any ConnectionIdentifiable] = [ns0.conn, ns0, room, Exclude(ids[0])]
+            for exclusion in exclusions {
+                #expect(running.server.broadcast(Message(namespace: "default", event: "e", body: "\(type(of: exclusion))"), except: exclusion) == 2)
+                for index in [1, 2] {
+                    #expect(try await all[index].0.nextText() == ";default;;e;0;0;\(type(of: exclusion))")
+                }
+            }
+            #expect(await all[0].0.staysQuiet(for: .milliseconds(50)))
+            #expect(await all[2].0.staysQuiet(for: .milliseconds(10)), "the direct message reached its target only")
+            for (socket, _) in all { await socket.abort() }
+        }
+    }
+
+    @Test("inside handlers: broadcast includes the sender, broadcastOthers leaves it out")
+    func fromHandlers() async throws {
+        var events = Events()
+        events.on("all") { ns, m in ns.broadcast(m) }
+        events.on("others") { ns, m in ns.broadcastOthers(m) }
+        try await withServer(["default": events]) { running in
+            let all = try await clients(2, running)
+            try await all[0].0.send("$7;default;;all;0;0;everyone")
+            #expect(try await all[0].0.nextText() == ";default;;all;0;0;everyone", "a broadcast carries no wait token")
+            #expect(try await all[1].0.nextText() == ";default;;all;0;0;everyone")
+            try await all[0].0.send(";default;;others;0;0;not me")
+            #expect(try await all[1].0.nextText() == ";default;;others;0;0;not me")
+            #expect(await all[0].0.staysQuiet(for: .milliseconds(50)))
+            for (socket, _) in all { await socket.abort() }
+        }
+    }
+
+    @Test("a client that stops reading never slows the others: its frames are dropped and counted, then it is closed")
+    func slowClient() async throws {
+        let log = Log()
+        try await withServer(["default": Events()], configure: { config in
+            config.transport.maxOutboxBytes = 64 * 1024
+            config.transport.writeTimeout = .milliseconds(300)
+            config.onDisconnect = { conn in log.append("gone:\(conn.id)") }
+        }) { running in
+            let all = try await clients(2, running)
+            let (slow, slowID) = all[0]
+            let (fast, _) = all[1]
+            try await slow.setReading(false)
+            let body = String(repeating: "x", count: 32 * 1024)
+            var batches = 0
+            // Kernel buffers absorb a few megabytes first; push until the server drops. Each
+            // batch is paced on the fast client's reads, so only the stalled one overflows.
+            while running.server.statistics.droppedFrames == 0 && batches < 1_000 {
+                for index in 0..<20 {
+                    running.server.broadcast(Message(namespace: "default", event: "n", body: "\(index)\(body)"))
+                }
+                for index in 0..<20 {
+                    #expect(try await fast.nextText() == ";default;;n;0;0;\(index)\(body)")
+                }
+                batches += 1
+            }
+            #expect(running.server.statistics.droppedFrames > 0)
+            try await log.wait(for: "gone:\(slowID)", timeout: .seconds(10))
+            try await slow.setReading(true)
+            #expect(await slow.waitClosed(timeout: .seconds(10)))
+            await fast.abort()
+        }
+    }
+
+    @Test("with strict ordering, every receiver sees concurrent broadcasts in the same order")
+    func strictOrdering() async throws {
+        try await withServer(["default": Events()], configure: { $0.strictBroadcastOrdering = true }) { running in
+            let all = try await clients(4, running)
+            let server = running.server
+            await withTaskGroup(of: Void.self) { group in
+                for publisher in 0..<4 {
+                    group.addTask {
+                        for index in 0..<100 {
+                            server.broadcast(Message(namespace: "default", event: "o", body: "\(publisher)-\(index)"))
+                        }
+                    }
+                }
+            }
+            var orders: [[String]] = []
+            for (socket, _) in all {
+                var order: [String] = []
+                for _ in 0..<400 { order.append(try await socket.nextText()) }
+                orders.append(order)
+            }
+            #expect(Set(orders.map { $0.joined(separator: ",") }).count == 1)
+            // Each publisher's own order holds too.
+            for publisher in 0..<4 {
+                let mine = orders[0].filter { $0.contains(";\(publisher)-") }
+                #expect(mine == (0..<100).map { ";default;;o;0;0;\(publisher)-\($0)" })
+            }
+            for (socket, _) in all { await socket.abort() }
+        }
+    }
+
+    @Test("forEachConnection visits every open connection, synchronously and concurrently")
+    func forEach() async throws {
+        try await withServer(["default": Events()]) { running in
+            let all = try await clients(3, running)
+            var seen: [String] = []
+            running.server.forEachConnection { seen.append($0.id) }
+            #expect(Set(seen) == Set(all.map(\.1)))
+            let count = Mutex(0)
+            await running.server.forEachConnectionConcurrently { conn in
+                try? conn.namespace("default")?.emit("hello", "from do")
+                count.withLock { $0 += 1 }
+            }
+            #expect(count.withLock { $0 } == 3)
+            for (socket, _) in all { #expect(try await socket.nextText() == ";default;;hello;0;0;from do") }
+            #expect(running.server.connectionCount == 3)
+            #expect(running.server.connections().count == 3)
+            for (socket, _) in all { await socket.abort() }
+        }
+    }
+}

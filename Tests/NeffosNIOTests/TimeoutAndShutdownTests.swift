@@ -1,0 +1,86 @@
+import Logging
+import NIOCore
+import Neffos
+import NeffosNIO
+import NeffosTesting
+import ServiceLifecycle
+import Testing
+
+@Suite("Heartbeat, timeouts and shutdown")
+struct TimeoutAndShutdownTests {
+    @Test("the heartbeat pings, and closes a client that does not answer")
+    func heartbeat() async throws {
+        try await withServer(["default": Events()], configure: { $0.transport.pingInterval = .milliseconds(100) }) { running in
+            let silent = try await RawWebSocket.connect(to: running.url, answerPings: false)
+            try await silent.send("M")
+            #expect(try await silent.nextText().hasPrefix("A"))
+            #expect(try await silent.next().opcode == .ping)
+            let close = try await silent.nextClose()
+            #expect(close.closeCode == .policyViolation)
+            #expect(close.closeReason == "heartbeat timeout")
+            let (polite, _) = try await handshake(running.url)
+            #expect(await polite.staysQuiet(for: .milliseconds(350)), "a client that answers pings stays open")
+            await polite.abort()
+        }
+    }
+
+    @Test("the read timeout closes a connection that sends nothing")
+    func readTimeout() async throws {
+        try await withServer(["default": Events()], configure: { config in
+            config.transport.readTimeout = .milliseconds(150)
+            config.transport.pingInterval = nil
+        }) { running in
+            let (idle, _) = try await handshake(running.url)
+            let close = try await idle.nextClose()
+            #expect(close.closeReason == "read timeout")
+        }
+    }
+
+    @Test("stopping the listener closes every connection with 1001 and fires the hooks")
+    func gracefulStop() async throws {
+        let log = Log()
+        var events = Events()
+        events.on(.namespaceDisconnect) { ns, m in log.append("ns:\(m.isForced)") }
+        var configuration = Server.Configuration()
+        configuration.logger = Logger(label: "test") { _ in SwiftLogNoOpLogHandler() }
+        configuration.onDisconnect = { _ in log.append("gone") }
+        let server = try Server(namespaces: ["default": events], configuration: configuration)
+        let listener = WebSocketListener(server: server, port: 0)
+        try await listener.start()
+        let url = "ws://127.0.0.1:\(listener.port!)/"
+        let (a, _) = try await handshake(url)
+        let (b, _) = try await handshake(url)
+        try await connectNamespace(a, "default")
+        await listener.stop()
+        for socket in [a, b] {
+            let close = try await socket.nextClose()
+            #expect(close.closeCode == .goingAway)
+        }
+        #expect(log.entries.filter { $0 == "gone" }.count == 2, "stop returns after the hooks ran")
+        #expect(log.entries.contains("ns:true"))
+        await #expect(throws: NeffosError.dialFailed) { _ = try await RawWebSocket.connect(to: url, timeout: .seconds(1)) }
+    }
+
+    @Test("as a Service, the listener shuts down gracefully with its ServiceGroup")
+    func serviceLifecycle() async throws {
+        let log = Log()
+        var configuration = Server.Configuration()
+        configuration.logger = Logger(label: "test") { _ in SwiftLogNoOpLogHandler() }
+        configuration.onConnect = { _ in log.append("connected") }
+        configuration.onDisconnect = { _ in log.append("gone") }
+        let server = try Server(namespaces: ["default": Events()], configuration: configuration)
+        let listener = WebSocketListener(server: server, port: 0)
+        let group = ServiceGroup(services: [listener], logger: Logger(label: "test") { _ in SwiftLogNoOpLogHandler() })
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            tasks.addTask { try await group.run() }
+            let port = try #require(await listener.boundPort())
+            let (socket, _) = try await handshake("ws://127.0.0.1:\(port)/")
+            try await log.wait(for: "connected")
+            await group.triggerGracefulShutdown()
+            let close = try await socket.nextClose()
+            #expect(close.closeCode == .goingAway)
+            try await tasks.waitForAll()
+            #expect(log.entries.contains("gone"))
+        }
+    }
+}
