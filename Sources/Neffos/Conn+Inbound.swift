@@ -479,13 +479,16 @@ extension Conn {
     /// On the event loop: the transport closed (either side).
     package func transportClosed(_ reason: CloseReason) {
         enum Outcome {
-            case reconnect([ConnState.PendingAsk])
+            /// A client lost an open connection and will reconnect.
+            case lost([ConnState.PendingAsk])
+            /// A client's reconnection attempt failed during its handshake.
+            case attemptFailed([CheckedContinuation<Void, any Error>])
             case finish([ConnState.PendingAsk], [CheckedContinuation<Void, any Error>],
                         [CheckedContinuation<NSConn, any Error>])
             case none
         }
-        let reconnect = isClient && !state.withLock { $0.closeRequested }
-            && delegate.connShouldReconnect(self, reason: reason)
+        let (closeRequested, wasOpen) = state.withLock { ($0.closeRequested, $0.phase.isOpen) }
+        let reconnect = isClient && !closeRequested && wasOpen && delegate.connShouldReconnect(self, reason: reason)
         let outcome = state.withLock { s -> Outcome in
             if s.phase.isClosed { return .none }
             if case .handshaking(let handshake) = s.phase { handshake.timer?.cancel() }
@@ -494,7 +497,12 @@ extension Conn {
             s.transport = nil
             if reconnect && s.phase.isOpen {
                 s.phase = .reconnecting
-                return .reconnect(pending)
+                return .lost(pending)
+            }
+            if isClient && !s.closeRequested && s.everOpened, case .handshaking = s.phase {
+                s.phase = .reconnecting
+                defer { s.openWaiters = [] }
+                return .attemptFailed(s.openWaiters)
             }
             s.phase = .closed(reason)
             let openWaiters = s.openWaiters
@@ -506,17 +514,25 @@ extension Conn {
         switch outcome {
         case .none:
             return
-        case .reconnect(let pending):
+        case .lost(let pending):
             failAll(pending, NeffosError.writeClosed.with(detail: "the connection was lost; the client is reconnecting"))
             delegate.connDidClose(self, reason: reason)
+        case .attemptFailed(let waiters):
+            let error = NeffosError.dialFailed.with(detail: "the connection closed during the handshake (\(reason))")
+            for waiter in waiters { waiter.resume(throwing: error) }
         case .finish(let pending, let openWaiters, let namespaceWaiters):
             let error = NeffosError.writeClosed.with(detail: "connection closed (\(reason))")
             failAll(pending, error)
             for waiter in openWaiters { waiter.resume(throwing: error) }
             for waiter in namespaceWaiters { waiter.resume(throwing: error) }
             delegate.connDidClose(self, reason: reason)
-            enqueue(.closed(reason))
+            enqueueClose(reason)
         }
+    }
+
+    /// Queues the local close events behind the events already received.
+    func enqueueClose(_ reason: CloseReason) {
+        enqueue(.closed(reason))
     }
 
     private func failAll(_ pending: [ConnState.PendingAsk], _ error: NeffosError) {
@@ -551,6 +567,7 @@ extension Conn {
     private func clientHandshakeAccepted(id: String) {
         let (waiters, queued) = state.withLock { s -> ([CheckedContinuation<Void, any Error>], [(frame: ByteBuffer, binary: Bool)]) in
             guard case .handshaking(let handshake) = s.phase else { return ([], []) }
+            handshake.timer?.cancel()
             setID(id)
             s.phase = .open
             let waiters = s.openWaiters
@@ -564,6 +581,7 @@ extension Conn {
 
     private func clientHandshakeRefused(text: String) {
         let (waiters, transport) = state.withLock { s -> ([CheckedContinuation<Void, any Error>], (any ConnTransport)?) in
+            if case .handshaking(let handshake) = s.phase { handshake.timer?.cancel() }
             s.closeRequested = true
             let waiters = s.openWaiters
             s.openWaiters = []

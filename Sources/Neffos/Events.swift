@@ -329,7 +329,9 @@ public struct Namespaces: Sendable, ExpressibleByDictionaryLiteral {
     }
 
     /// Checks every namespace and event name can travel on the wire.
-    func validate() throws(NeffosError) {
+    ///
+    /// - Throws: ``NeffosError/unrepresentableName``.
+    public func validateNames() throws(NeffosError) {
         for (name, events) in table {
             try MessageCodec.validate(name: name)
             for event in events.handlers.keys { try MessageCodec.validate(name: event) }

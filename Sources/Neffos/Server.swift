@@ -122,7 +122,7 @@ public final class Server: Sendable {
     /// - Throws: ``NeffosError/unrepresentableName`` when a namespace or event name contains
     ///   the protocol's reserved escape text.
     public init(namespaces: Namespaces, configuration: Configuration = Configuration()) throws {
-        try namespaces.validate()
+        try namespaces.validateNames()
         self.namespaces = namespaces
         self.configuration = configuration
         self.metrics = ServerMetrics(name: configuration.metricsName)

@@ -56,6 +56,7 @@ package enum WebSocketDialer {
         timeout: Duration,
         maxFrameSize: Int,
         maxMessageSize: Int,
+        outboxBytes: Int = 1 << 20,
         install: @escaping @Sendable (any Channel) throws -> Void
     ) async throws -> any Channel {
         let loop = group.next()
@@ -73,6 +74,9 @@ package enum WebSocketDialer {
                             maxAccumulatedFrameCount: 1 << 16,
                             maxAccumulatedFrameSize: max(1, maxMessageSize)))
                     try install(channel)
+                    // Done only now: NIO calls the upgrade's completion handler before this
+                    // pipeline handler, when our handlers are not installed yet.
+                    upgraded.succeed()
                     return channel.eventLoop.makeSucceededVoidFuture()
                 } catch {
                     return channel.eventLoop.makeFailedFuture(error)
@@ -83,11 +87,12 @@ package enum WebSocketDialer {
             channel = try await ClientBootstrap(group: loop)
                 .connectTimeout(timeout.timeAmount)
                 .channelOption(.socketOption(.tcp_nodelay), value: 1)
+                .channelOption(.writeBufferWaterMark, value: .init(low: max(1024, outboxBytes) / 2, high: max(1024, outboxBytes)))
                 .channelInitializer { channel in
                     do {
                         try channel.pipeline.syncOperations.addHTTPClientHandlers(
                             leftOverBytesStrategy: .forwardBytes,
-                            withClientUpgrade: (upgraders: [upgrader], completionHandler: { _ in upgraded.succeed() }))
+                            withClientUpgrade: (upgraders: [upgrader], completionHandler: { _ in }))
                         try channel.pipeline.syncOperations.addHandler(
                             UpgradeFailureCatcher(promise: upgraded), name: UpgradeFailureCatcher.name)
                         return channel.eventLoop.makeSucceededVoidFuture()

@@ -60,10 +60,13 @@ public struct RawWebSocketError: Error, CustomStringConvertible, Equatable {
 public final class RawWebSocket: Sendable {
     private let channel: any Channel
     private let inbox: FrameInbox
+    /// Whether this end masks its frames (a client does, a server does not).
+    private let masks: Bool
 
-    private init(channel: any Channel, inbox: FrameInbox) {
+    init(channel: any Channel, inbox: FrameInbox, masks: Bool) {
         self.channel = channel
         self.inbox = inbox
+        self.masks = masks
     }
 
     /// Connects and upgrades.
@@ -80,14 +83,14 @@ public final class RawWebSocket: Sendable {
         timeout: Duration = .seconds(5),
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
     ) async throws -> RawWebSocket {
-        let inbox = FrameInbox()
+        let inbox = FrameInbox(what: "a frame")
         let channel = try await WebSocketDialer.connect(
             to: try WebSocketURL(url), headers: headers, group: group, timeout: timeout,
             maxFrameSize: 1 << 24, maxMessageSize: 1 << 24
         ) { channel in
-            try channel.pipeline.syncOperations.addHandler(RawFrameHandler(inbox: inbox, answerPings: answerPings))
+            try channel.pipeline.syncOperations.addHandler(RawFrameHandler(inbox: inbox, answerPings: answerPings, masks: true))
         }
-        return RawWebSocket(channel: channel, inbox: inbox)
+        return RawWebSocket(channel: channel, inbox: inbox, masks: true)
     }
 
     /// Sends a text frame.
@@ -97,7 +100,7 @@ public final class RawWebSocket: Sendable {
 
     /// Sends a frame with any opcode; `fin: false` starts or continues a fragmented message.
     public func send(_ data: ByteBuffer, opcode: WebSocketOpcode, fin: Bool = true) async throws {
-        let frame = WebSocketFrame(fin: fin, opcode: opcode, maskKey: .random(), data: data)
+        let frame = WebSocketFrame(fin: fin, opcode: opcode, maskKey: masks ? .random() : nil, data: data)
         try await channel.writeAndFlush(frame)
     }
 
@@ -175,23 +178,27 @@ public final class RawWebSocket: Sendable {
     }
 }
 
-/// Frames received, and the tasks waiting for them.
-final class FrameInbox: Sendable {
+/// Items received, and the tasks waiting for them.
+final class Inbox<Item: Sendable>: Sendable {
     private struct State {
-        var frames: [RawFrame] = []
-        var waiters: [UInt64: CheckedContinuation<RawFrame, any Error>] = [:]
+        var items: [Item] = []
+        var waiters: [UInt64: CheckedContinuation<Item, any Error>] = [:]
         var nextID: UInt64 = 0
         var closed = false
     }
     private let state = Mutex(State())
+    private let what: String
+    private enum Step { case ready(Item), closed, wait(UInt64) }
 
-    func deliver(_ frame: RawFrame) {
-        let waiter = state.withLock { s -> CheckedContinuation<RawFrame, any Error>? in
+    init(what: String) { self.what = what }
+
+    func deliver(_ item: Item) {
+        let waiter = state.withLock { s -> CheckedContinuation<Item, any Error>? in
             if let key = s.waiters.keys.min() { return s.waiters.removeValue(forKey: key) }
-            s.frames.append(frame)
+            s.items.append(item)
             return nil
         }
-        waiter?.resume(returning: frame)
+        waiter?.resume(returning: item)
     }
 
     func close() {
@@ -203,11 +210,10 @@ final class FrameInbox: Sendable {
         for waiter in waiters { waiter.resume(throwing: RawWebSocketError.closed) }
     }
 
-    func next(timeout: Duration, on loop: any EventLoop) async throws -> RawFrame {
+    func next(timeout: Duration, on loop: any EventLoop) async throws -> Item {
         try await withCheckedThrowingContinuation { continuation in
-            enum Step { case ready(RawFrame), closed, wait(UInt64) }
             let step = state.withLock { s -> Step in
-                if !s.frames.isEmpty { return .ready(s.frames.removeFirst()) }
+                if !s.items.isEmpty { return .ready(s.items.removeFirst()) }
                 if s.closed { return .closed }
                 let id = s.nextID
                 s.nextID += 1
@@ -215,17 +221,19 @@ final class FrameInbox: Sendable {
                 return .wait(id)
             }
             switch step {
-            case .ready(let frame): continuation.resume(returning: frame)
+            case .ready(let item): continuation.resume(returning: item)
             case .closed: continuation.resume(throwing: RawWebSocketError.closed)
             case .wait(let id):
                 loop.scheduleTask(in: timeout.timeAmount) {
                     let waiter = self.state.withLock { $0.waiters.removeValue(forKey: id) }
-                    waiter?.resume(throwing: RawWebSocketError.timedOut("a frame within \(timeout)"))
+                    waiter?.resume(throwing: RawWebSocketError.timedOut("\(self.what) within \(timeout)"))
                 }
             }
         }
     }
 }
+
+typealias FrameInbox = Inbox<RawFrame>
 
 /// Puts every received frame into the inbox; answers pings when asked to.
 final class RawFrameHandler: ChannelDuplexHandler, RemovableChannelHandler {
@@ -235,11 +243,13 @@ final class RawFrameHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     private let inbox: FrameInbox
     private let answerPings: Bool
+    private let masks: Bool
     private var closeSent = false
 
-    init(inbox: FrameInbox, answerPings: Bool) {
+    init(inbox: FrameInbox, answerPings: Bool, masks: Bool) {
         self.inbox = inbox
         self.answerPings = answerPings
+        self.masks = masks
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -247,7 +257,7 @@ final class RawFrameHandler: ChannelDuplexHandler, RemovableChannelHandler {
         switch frame.opcode {
         case .ping:
             if answerPings {
-                let pong = WebSocketFrame(fin: true, opcode: .pong, maskKey: .random(), data: frame.unmaskedData)
+                let pong = WebSocketFrame(fin: true, opcode: .pong, maskKey: masks ? .random() : nil, data: frame.unmaskedData)
                 context.writeAndFlush(wrapOutboundOut(pong), promise: nil)
             } else {
                 // Only a test that stays silent cares to see the pings.
@@ -262,7 +272,7 @@ final class RawFrameHandler: ChannelDuplexHandler, RemovableChannelHandler {
             closeSent = true
             var echo = frame.unmaskedData
             echo.moveWriterIndex(to: echo.readerIndex + min(2, echo.readableBytes))
-            let reply = WebSocketFrame(fin: true, opcode: .connectionClose, maskKey: .random(), data: echo)
+            let reply = WebSocketFrame(fin: true, opcode: .connectionClose, maskKey: masks ? .random() : nil, data: echo)
             context.writeAndFlush(wrapOutboundOut(reply), promise: nil)
         default:
             inbox.deliver(RawFrame(opcode: frame.opcode, data: frame.unmaskedData))
