@@ -64,6 +64,16 @@ public final class Server: Sendable {
         /// The WebSocket transport settings (used by the listener).
         public var transport = TransportConfiguration()
 
+        /// The exchange that makes this server one node of a cluster; `nil` (the default) runs
+        /// it alone. Pick one from configuration with ``ExchangeRegistry``.
+        public var exchange: (any Exchange)?
+        /// This node's name on the exchange. Default: a random UUID.
+        public var nodeName: String?
+        /// Separates clusters sharing one bus (a subject prefix). Default: `default`.
+        public var clusterName = "default"
+        /// Called when the node's exchange connection changes state (also logged).
+        public var onExchangeStatus: (@Sendable (ExchangeStatus) -> Void)?
+
         /// The default configuration.
         public init() {}
     }
@@ -114,6 +124,10 @@ public final class Server: Sendable {
     private let unfinished = Atomic<Int>(0)
     private let opened = Atomic<Int>(0)
     private let serverAsks = Mutex<[String: CheckedContinuation<Message, any Error>]>([:])
+    private let linkBox = Mutex<ClusterLink?>(nil)
+    private let starting = Mutex<Task<Void, any Error>?>(nil)
+    /// This node's name on the exchange.
+    public let nodeName: String
 
     private let lifecycle = Mutex(Lifecycle())
 
@@ -125,6 +139,7 @@ public final class Server: Sendable {
         try namespaces.validateNames()
         self.namespaces = namespaces
         self.configuration = configuration
+        self.nodeName = configuration.nodeName ?? UUID().uuidString.lowercased()
         self.metrics = ServerMetrics(name: configuration.metricsName)
         self.settings = ConnSettings(
             askTimeout: configuration.askTimeout,
@@ -132,6 +147,64 @@ public final class Server: Sendable {
             knownErrors: configuration.knownErrors,
             maxQueuedEvents: max(2, configuration.maxQueuedEvents),
             logger: configuration.logger)
+    }
+
+    // MARK: Starting
+
+    /// Connects the configured exchange (if any), before connections are accepted. The
+    /// listener calls it; call it yourself when you drive the server through another
+    /// transport. Idempotent.
+    ///
+    /// - Throws: the exchange's error (for example, no NATS server reachable).
+    public func start() async throws {
+        guard let exchange = configuration.exchange else { return }
+        let task = starting.withLock { task -> Task<Void, any Error> in
+            if let task { return task }
+            let started = Task { try await self.connect(exchange) }
+            task = started
+            return started
+        }
+        try await task.value
+    }
+
+    private func connect(_ exchange: any Exchange) async throws {
+        let logger = self.logger
+        let statusHook = configuration.onExchangeStatus
+        let connection = try await exchange.connect(
+            node: nodeName, logger: logger,
+            deliver: { [weak self] _, payload in
+                guard let self, let link = self.link else { return }
+                link.receive(payload, server: self)
+            },
+            status: { status in
+                switch status {
+                case .connected, .reconnected: logger.info("exchange \(status)")
+                case .closed: logger.debug("exchange closed")
+                default: logger.warning("exchange \(status)")
+                }
+                statusHook?(status)
+            })
+        let link = ClusterLink(node: nodeName, cluster: Subjects.token(configuration.clusterName), connection: connection, logger: logger)
+        if unfinished.load(ordering: .relaxed) > 0 {
+            logger.warning("the exchange started after connections were accepted; their memberships are not known to the cluster (start the server before accepting)")
+        }
+        linkBox.withLock { $0 = link }
+        try await connection.flush()
+    }
+
+    /// The link to the cluster, once started with an exchange.
+    var link: ClusterLink? { linkBox.withLock { $0 } }
+
+    /// The subjects this node is subscribed to on its exchange, with their reference counts
+    /// (for tests and diagnostics; empty without an exchange).
+    public var exchangeSubscriptions: [String: Int] { link?.subscriptions ?? [:] }
+
+    /// The node's exchange counters, or `nil` without an exchange.
+    public var exchangeStatistics: ExchangeStatistics? { link?.connection.statistics }
+
+    /// Waits until what this node published and subscribed so far has reached the bus.
+    public func flushExchange() async throws {
+        try await link?.connection.flush()
     }
 
     // MARK: Accepting connections
@@ -233,6 +306,9 @@ public final class Server: Sendable {
     /// Safe from anywhere, never blocks on a receiver: the frame is encoded once and queued to
     /// each receiver's outbox; a full outbox drops it (counted).
     ///
+    /// With an exchange, the message is also published once for the other nodes, which
+    /// deliver it to their own connections.
+    ///
     /// - Returns: the number of local connections the frame was queued to.
     @discardableResult
     public func broadcast(_ message: Message, except: (any ConnectionIdentifiable)? = nil) -> Int {
@@ -245,8 +321,12 @@ public final class Server: Sendable {
             logger.debug("broadcast not sent", metadata: ["error": "\(error)"])
             return 0
         }
-        return deliverLocally(frame, binary: message.isBinary, namespace: message.namespace,
-                              room: message.room, to: message.to, except: except?.connectionID)
+        let excluded = except?.connectionID
+        let local = deliverLocally(frame, binary: message.isBinary, namespace: message.namespace,
+                                   room: message.room, to: message.to, except: excluded)
+        link?.publish(.broadcast, frame: frame, binary: message.isBinary, namespace: message.namespace,
+                      room: message.room, to: message.to, except: excluded)
+        return local
     }
 
     /// Queues `frame` to the local receivers; returns how many.
@@ -284,7 +364,8 @@ public final class Server: Sendable {
     /// Asks connections and waits for the first reply.
     ///
     /// The ask goes to the connections with ID `to` when given, otherwise to every connection
-    /// of the message's namespace (or room). The first reply wins; later ones are dropped.
+    /// of the message's namespace (or room), on this node and, with an exchange, on every
+    /// other node. The first reply wins; later ones are dropped.
     ///
     /// - Throws: the replying client's error; ``NeffosError/timeout`` when nobody replied in
     ///   time; `CancellationError`.
@@ -302,7 +383,13 @@ public final class Server: Sendable {
                 let receivers = deliverLocally(
                     frame, binary: message.isBinary, namespace: message.namespace,
                     room: message.room, to: message.to, except: nil)
-                if receivers == 0 {
+                let link = self.link
+                if let link {
+                    let deadlineNanos = Int64(WaitTokens.wallClockNanoseconds()) + Int64(deadline.timeAmount.nanoseconds)
+                    link.publish(.ask, frame: frame, binary: message.isBinary, namespace: message.namespace,
+                                 room: message.room, to: message.to, except: nil, token: token, deadline: deadlineNanos)
+                }
+                if receivers == 0 && link == nil {
                     resolveServerAsk(token, .failure(NeffosError.timeout.with(detail: "no connection to ask \"\(event)\"")))
                     return
                 }
@@ -315,6 +402,17 @@ public final class Server: Sendable {
             }
         } onCancel: {
             self.resolveServerAsk(token, .failure(CancellationError()))
+        }
+    }
+
+    /// A reply another node forwarded for one of this node's asks.
+    func receiveRemoteReply(_ envelope: Envelope) {
+        do {
+            var reply = try MessageCodec.decode(envelope.frame, isBinary: envelope.binary, knownErrors: configuration.knownErrors)
+            reply.wait = envelope.token
+            resolveServerAsk(envelope.token, reply.error.map { .failure($0) } ?? .success(reply))
+        } catch {
+            logger.debug("dropped a malformed forwarded reply", metadata: ["error": "\(error)"])
         }
     }
 
@@ -332,6 +430,15 @@ public final class Server: Sendable {
     /// has fired its disconnect events and hooks, or until `timeout`.
     public func shutdown(timeout: Duration = .seconds(10)) async {
         lifecycle.withLock { $0.shuttingDown = true }
+        await closeConnections(timeout: timeout)
+        let link = linkBox.withLock { box in
+            defer { box = nil }
+            return box
+        }
+        await link?.connection.close()
+    }
+
+    private func closeConnections(timeout: Duration) async {
         for conn in registry.withLock({ Array($0.all.values) }) {
             conn.close(code: .goingAway, reason: "server shutting down")
         }
@@ -368,23 +475,28 @@ extension Server: ConnDelegate {
         opened.add(1, ordering: .relaxed)
         metrics.connections.increment()
         registry.withLock { $0.open(conn) }
+        if let link { link.retain(link.connectionSubject(conn.id)) }
     }
 
     func conn(_ conn: Conn, didConnect ns: NSConn, transport: (any ConnTransport)?) {
         guard let transport else { return }
-        registry.withLock { $0.add(Member(nsConn: ns, transport: transport, id: conn.id)) }
+        let added = registry.withLock { $0.add(Member(nsConn: ns, transport: transport, id: conn.id)) }
+        if added, let link { link.retain(link.namespaceSubject(ns.namespace)) }
     }
 
     func conn(_ conn: Conn, didDisconnect ns: NSConn) {
-        registry.withLock { $0.remove(ns) }
+        let removed = registry.withLock { $0.remove(ns) }
+        if removed, let link { link.release(link.namespaceSubject(ns.namespace)) }
     }
 
     func conn(_ conn: Conn, didJoin room: String, in ns: NSConn) {
-        registry.withLock { $0.join(ns, room: room) }
+        let joined = registry.withLock { $0.join(ns, room: room) }
+        if joined, let link { link.retain(link.roomSubject(ns.namespace, room)) }
     }
 
     func conn(_ conn: Conn, didLeave room: String, in ns: NSConn) {
-        registry.withLock { $0.leave(ns, room: room) }
+        let left = registry.withLock { $0.leave(ns, room: room) }
+        if left, let link { link.release(link.roomSubject(ns.namespace, room)) }
     }
 
     func connShouldReconnect(_ conn: Conn, reason: CloseReason) -> Bool { false }
@@ -392,6 +504,7 @@ extension Server: ConnDelegate {
     func connDidClose(_ conn: Conn, reason: CloseReason) {
         live.subtract(1, ordering: .relaxed)
         let wasOpen = registry.withLock { $0.close(conn) }
+        if wasOpen, let link { link.release(link.connectionSubject(conn.id)) }
         if wasOpen {
             opened.add(-1, ordering: .relaxed)
             metrics.connections.decrement()
@@ -415,7 +528,8 @@ extension Server: ConnDelegate {
 
     func conn(_ conn: Conn, didReceiveUnmatchedReply reply: Message) -> Bool {
         let result: Result<Message, any Error> = reply.error.map { .failure($0) } ?? .success(reply)
-        return resolveServerAsk(reply.wait, result)
+        if resolveServerAsk(reply.wait, result) { return true }
+        return link?.forwardReply(reply) ?? false
     }
 }
 
@@ -542,18 +656,24 @@ struct Registry {
         return true
     }
 
-    mutating func add(_ member: Member) {
+    @discardableResult
+    mutating func add(_ member: Member) -> Bool {
         let key = ObjectIdentifier(member.nsConn)
         var index = namespaces[member.nsConn.namespace] ?? NamespaceIndex()
+        guard index.loops[key] == nil else { return false }
         index.members.insert(member)
         index.byID[member.id, default: [:]][key] = member
         index.loops[key] = ObjectIdentifier(member.transport.eventLoop)
         namespaces[member.nsConn.namespace] = index
+        return true
     }
 
-    mutating func remove(_ ns: NSConn) {
+    /// Removes `ns` (and its room memberships); returns whether it was there. Its rooms are
+    /// left first by the connection, so no room membership is dropped silently here.
+    @discardableResult
+    mutating func remove(_ ns: NSConn) -> Bool {
         let key = ObjectIdentifier(ns)
-        guard var index = namespaces[ns.namespace], let loop = index.loops.removeValue(forKey: key) else { return }
+        guard var index = namespaces[ns.namespace], let loop = index.loops.removeValue(forKey: key) else { return false }
         if let member = index.members.remove(ns, loop: loop) {
             index.byID[member.id]?[key] = nil
             if index.byID[member.id]?.isEmpty == true { index.byID[member.id] = nil }
@@ -563,21 +683,30 @@ struct Registry {
             if index.rooms[room]!.count == 0 { index.rooms[room] = nil }
         }
         namespaces[ns.namespace] = index.members.count == 0 ? nil : index
+        return true
     }
 
-    mutating func join(_ ns: NSConn, room: String) {
+    /// Adds `ns` to `room`; returns whether it was not a member yet.
+    @discardableResult
+    mutating func join(_ ns: NSConn, room: String) -> Bool {
         let key = ObjectIdentifier(ns)
         guard let loop = namespaces[ns.namespace]?.loops[key],
-            let member = namespaces[ns.namespace]?.members.groups[loop]?.members[key]
-        else { return }
+            let member = namespaces[ns.namespace]?.members.groups[loop]?.members[key],
+            namespaces[ns.namespace]!.rooms[room]?.contains(ns, loop: loop) != true
+        else { return false }
         namespaces[ns.namespace]!.rooms[room, default: MemberSet()].insert(member)
+        return true
     }
 
-    mutating func leave(_ ns: NSConn, room: String) {
+    /// Removes `ns` from `room`; returns whether it was a member.
+    @discardableResult
+    mutating func leave(_ ns: NSConn, room: String) -> Bool {
         let key = ObjectIdentifier(ns)
-        guard let loop = namespaces[ns.namespace]?.loops[key] else { return }
-        _ = namespaces[ns.namespace]!.rooms[room]?.remove(ns, loop: loop)
+        guard let loop = namespaces[ns.namespace]?.loops[key],
+            namespaces[ns.namespace]!.rooms[room]?.remove(ns, loop: loop) != nil
+        else { return false }
         if namespaces[ns.namespace]!.rooms[room]?.count == 0 { namespaces[ns.namespace]!.rooms[room] = nil }
+        return true
     }
 
     /// The loop groups a broadcast goes to, and how many receivers they hold once the

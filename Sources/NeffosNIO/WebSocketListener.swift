@@ -116,11 +116,13 @@ public final class WebSocketListener: Service, Sendable {
         for waiter in waiters { waiter.resume(returning: port) }
     }
 
-    /// Binds and starts accepting connections; returns once listening.
+    /// Connects the server's exchange (if any), binds, and starts accepting connections;
+    /// returns once listening.
     ///
-    /// - Throws: the bind error (for example the port is taken).
+    /// - Throws: the exchange's error, or the bind error (for example the port is taken).
     public func start() async throws {
         let server = self.server
+        try await server.start()
         let transport = server.configuration.transport
         let path = self.path
         let responder = self.responder

@@ -41,6 +41,8 @@ public struct RawFrame: Sendable, Equatable, CustomStringConvertible {
 public struct RawWebSocketError: Error, CustomStringConvertible, Equatable {
     /// What happened.
     public let description: String
+    /// An error saying `description`.
+    public init(description: String) { self.description = description }
     /// Nothing arrived before the deadline.
     public static func timedOut(_ what: String) -> RawWebSocketError { .init(description: "timed out waiting for \(what)") }
     /// The connection closed before what was awaited arrived.

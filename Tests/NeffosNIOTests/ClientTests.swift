@@ -141,10 +141,10 @@ struct ClientTests {
     func handshakeTimeout() async throws {
         let server = try await RawWebSocketServer.start()
         var configuration = quietClientConfiguration()
-        configuration.handshakeTimeout = .milliseconds(200)
+        configuration.handshakeTimeout = .milliseconds(500)
         let dial = Task { try await Client.dial(server.url, namespaces: ["default": Events()], configuration: configuration) }
-        let peer = try await server.accept()
-        #expect(try await peer.socket.nextText() == "M")
+        // The server accepts the upgrade and says nothing: no A ever comes.
+        _ = try await server.accept()
         await #expect(throws: NeffosError.handshakeTimeout) { _ = try await dial.value }
         await server.stop()
     }

@@ -5,11 +5,12 @@ import NeffosNIO
 import ServiceLifecycle
 
 // The chat example: a neffos server with a browser page at `/` and its WebSocket endpoint at
-// `/echo`, on the in-process exchange.
+// `/echo`.
 //
-//   swift run neffos-chat [--host 127.0.0.1] [--port 8080]
+//   swift run neffos-chat [--host 127.0.0.1] [--port 8080] [--exchange URL] [--config FILE]
 //
-// Open http://127.0.0.1:8080/ in two browser tabs, join the same room, and chat.
+// The exchange comes from --exchange, else NEFFOS_EXCHANGE, else the `exchange = …` line of
+// --config, else memory:// (this process only). Open http://127.0.0.1:8080/ in two tabs.
 
 LoggingSystem.bootstrap { label in
     var handler = StreamLogHandler.standardOutput(label: label)
@@ -20,13 +21,18 @@ let logger = Logger(label: "neffos-chat")
 
 var host = "127.0.0.1"
 var port = 8080
+var exchangeFlag: String?
+var configFile: String?
 var arguments = CommandLine.arguments.dropFirst().makeIterator()
 while let argument = arguments.next() {
     switch argument {
     case "--host": host = arguments.next() ?? host
     case "--port": port = arguments.next().flatMap(Int.init) ?? port
+    case "--exchange": exchangeFlag = arguments.next()
+    case "--config": configFile = arguments.next()
     case "--help", "-h":
-        print("usage: neffos-chat [--host 127.0.0.1] [--port 8080]")
+        print("usage: neffos-chat [--host 127.0.0.1] [--port 8080] [--exchange URL] [--config FILE]")
+        print("exchanges: " + ChatExchanges.registry.schemes.map { "\($0)://" }.joined(separator: ", "))
         exit(0)
     default:
         logger.error("unknown argument \(argument); try --help")
@@ -36,9 +42,28 @@ while let argument = arguments.next() {
 
 var configuration = Server.Configuration()
 configuration.logger = logger
+do {
+    let url = try ExchangeRegistry.configuredURL(flag: exchangeFlag, file: configFile)
+    configuration.exchange = try ChatExchanges.registry.exchange(for: url)
+    let parsed = try ExchangeURL(url)
+    logger.info("exchange \(parsed)")
+} catch {
+    logger.error("cannot start: \(error)")
+    exit(2)
+}
+
 let server = try Server(namespaces: Chat.namespaces, configuration: configuration)
 let listener = WebSocketListener(server: server, host: host, port: port, path: "/echo", responder: Chat.responder)
 let services = ServiceGroup(
     configuration: .init(services: [listener], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
-logger.info("chat page on http://\(host):\(port)/ (WebSocket endpoint /echo)")
-try await services.run()
+Task {
+    if let bound = await listener.boundPort() {
+        logger.info("chat page on http://\(host):\(bound)/ (WebSocket endpoint /echo, node \(server.nodeName))")
+    }
+}
+do {
+    try await services.run()
+} catch {
+    logger.error("stopped: \(error)")
+    exit(1)
+}

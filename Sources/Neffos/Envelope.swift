@@ -1,0 +1,98 @@
+import NIOCore
+
+/// What one node tells another over an exchange: the routing of a message and the frame
+/// itself, already encoded as clients receive it (so a receiving node writes it as is).
+///
+/// Layout (integers big-endian): version `1`; kind; flags (bit 0: binary); the publisher's
+/// sequence number (UInt64); six length-prefixed (UInt16) strings: origin node, namespace,
+/// room, target ID, excluded ID, wait token; the ask deadline (Int64 Unix nanoseconds, 0 when
+/// none); then the frame, to the end.
+struct Envelope: Sendable, Equatable {
+    enum Kind: UInt8, Sendable {
+        /// A broadcast: deliver the frame to the local targets.
+        case broadcast = 0
+        /// A server ask from `origin`: deliver it, and forward the first reply to `origin`.
+        case ask = 1
+        /// A reply to an ask of the receiving node; the frame is the client's reply.
+        case reply = 2
+    }
+
+    var kind: Kind
+    var binary: Bool
+    var sequence: UInt64
+    var origin: String
+    var namespace: String
+    var room: String
+    var to: String
+    var except: String
+    var token: String
+    var deadline: Int64
+    var frame: ByteBuffer
+
+    static let version: UInt8 = 1
+
+    /// Encodes the envelope; `nil` when a field is longer than 65,535 bytes.
+    func encoded(allocator: ByteBufferAllocator = ByteBufferAllocator()) -> ByteBuffer? {
+        let fields = [origin, namespace, room, to, except, token]
+        guard fields.allSatisfy({ $0.utf8.count <= Int(UInt16.max) }) else { return nil }
+        var buffer = allocator.buffer(capacity: 19 + fields.reduce(0) { $0 + 2 + $1.utf8.count } + frame.readableBytes)
+        buffer.writeInteger(Self.version)
+        buffer.writeInteger(kind.rawValue)
+        buffer.writeInteger(UInt8(binary ? 1 : 0))
+        buffer.writeInteger(sequence)
+        for field in fields {
+            buffer.writeInteger(UInt16(field.utf8.count))
+            buffer.writeString(field)
+        }
+        buffer.writeInteger(deadline)
+        buffer.writeImmutableBuffer(frame)
+        return buffer
+    }
+
+    /// Decodes an envelope; `nil` for anything malformed (never a trap).
+    init?(decoding payload: ByteBuffer) {
+        var buffer = payload
+        guard buffer.readInteger(as: UInt8.self) == Self.version,
+            let rawKind = buffer.readInteger(as: UInt8.self), let kind = Kind(rawValue: rawKind),
+            let flags = buffer.readInteger(as: UInt8.self),
+            let sequence = buffer.readInteger(as: UInt64.self)
+        else { return nil }
+        var fields: [String] = []
+        for _ in 0..<6 {
+            guard let length = buffer.readInteger(as: UInt16.self),
+                let field = buffer.readString(length: Int(length))
+            else { return nil }
+            fields.append(field)
+        }
+        guard let deadline = buffer.readInteger(as: Int64.self) else { return nil }
+        self.kind = kind
+        self.binary = flags & 1 != 0
+        self.sequence = sequence
+        self.origin = fields[0]
+        self.namespace = fields[1]
+        self.room = fields[2]
+        self.to = fields[3]
+        self.except = fields[4]
+        self.token = fields[5]
+        self.deadline = deadline
+        self.frame = buffer
+    }
+
+    init(
+        kind: Kind, binary: Bool, sequence: UInt64, origin: String, namespace: String = "",
+        room: String = "", to: String = "", except: String = "", token: String = "",
+        deadline: Int64 = 0, frame: ByteBuffer
+    ) {
+        self.kind = kind
+        self.binary = binary
+        self.sequence = sequence
+        self.origin = origin
+        self.namespace = namespace
+        self.room = room
+        self.to = to
+        self.except = except
+        self.token = token
+        self.deadline = deadline
+        self.frame = frame
+    }
+}

@@ -1,0 +1,57 @@
+import Foundation
+import Neffos
+import NeffosNIO
+import NeffosTesting
+import Testing
+
+/// The built `neffos-chat`, next to the test bundle.
+func builtExecutable(_ name: String) throws -> String {
+    let path = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent(name).path
+    guard FileManager.default.isExecutableFile(atPath: path) else {
+        throw RawWebSocketError(description: "\(name) is not built at \(path); run swift build first")
+    }
+    return path
+}
+
+@Suite("Chat example")
+struct ChatExampleTests {
+    @Test("NEFFOS_EXCHANGE picks the exchange; the page and the endpoint are served")
+    func picksExchangeFromEnvironment() async throws {
+        let chat = try ChildProcess.start(try builtExecutable("neffos-chat"), ["--port", "0"], environment: ["NEFFOS_EXCHANGE": "memory://chat-test"])
+        defer { chat.terminate(signal: SIGKILL) }
+        _ = try await chat.waitForOutput(containing: "exchange memory://chat-test")
+        let line = try await chat.waitForOutput(containing: "chat page on http://127.0.0.1:")
+        let port = try #require(Int(line.split(separator: ":").last?.split(separator: "/").first ?? ""))
+        let page = try await httpRequest(port, "GET", "/")
+        #expect(page.hasPrefix("HTTP/1.1 200") && page.contains("neffos-client.js"))
+        let script = try await httpRequest(port, "GET", "/neffos-client.js")
+        #expect(script.contains("class NeffosClient"))
+
+        let received = Received()
+        var events = received.events()
+        events.on("chat") { _, message in received.append(message) }
+        var configuration = Client.Configuration()
+        configuration.headers = [("X-Username", "tester")]
+        let client = try await Client.dial("ws://127.0.0.1:\(port)/echo", namespaces: ["default": events], configuration: configuration)
+        let ns = try await client.connect("default")
+        let room = try await ns.joinRoom("lobby")
+        try room.emit("chat", "hello")
+        try await received.wait(for: 1, of: "chat")
+        let line2 = try #require(received.messages.first { $0.event == "chat" })
+        #expect(line2.bodyString.contains("\"from\":\"tester\"") && line2.bodyString.contains("\"text\":\"hello\""))
+        let members = try await ns.ask("members", "lobby")
+        #expect(members.bodyString == "[\"tester\"]")
+        await client.close()
+
+        chat.terminate()
+        #expect(await chat.waitForExit() == 0, "SIGTERM shuts it down gracefully")
+    }
+
+    @Test("an unknown exchange scheme stops it at start-up, naming the registered schemes")
+    func unknownScheme() async throws {
+        let chat = try ChildProcess.start(try builtExecutable("neffos-chat"), ["--port", "0"], environment: ["NEFFOS_EXCHANGE": "redis://localhost:6379"])
+        #expect(await chat.waitForExit() == 2)
+        #expect(chat.text.contains("no exchange is registered for \"redis://\""))
+        #expect(chat.text.contains("memory://"))
+    }
+}
