@@ -14,7 +14,14 @@ let package = Package(
         .library(name: "Neffos", targets: ["Neffos"]),
         .library(name: "NeffosNIO", targets: ["NeffosNIO"]),
         .library(name: "NeffosTesting", targets: ["NeffosTesting"]),
+        .library(name: "NeffosNATS", targets: ["NeffosNATS"]),
         .executable(name: "neffos-chat", targets: ["NeffosChat"]),
+    ],
+    traits: [
+        .trait(
+            name: "NATS",
+            description: "Links the NATS exchange (nats.c, Debian's libnats-dev) into the examples and the tool."
+        ),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
@@ -28,6 +35,7 @@ let package = Package(
             name: "Neffos",
             dependencies: [
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOFoundationEssentialsCompat", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -48,6 +56,21 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        .systemLibrary(
+            name: "CNATS",
+            pkgConfig: "libnats",
+            providers: [.apt(["libnats-dev"])]
+        ),
+        .target(
+            name: "NeffosNATS",
+            dependencies: [
+                "Neffos",
+                "CNATS",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
         .target(
             name: "NeffosTesting",
             dependencies: [
@@ -64,6 +87,7 @@ let package = Package(
             dependencies: [
                 "Neffos",
                 "NeffosNIO",
+                .target(name: "NeffosNATS", condition: .when(traits: ["NATS"])),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
@@ -83,6 +107,18 @@ let package = Package(
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOWebSocket", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "NeffosNATSTests",
+            dependencies: [
+                "Neffos",
+                "NeffosNIO",
+                "NeffosNATS",
+                "NeffosTesting",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict
         ),

@@ -139,7 +139,7 @@ public final class Client: Sendable {
     /// The configuration.
     public let configuration: Configuration
     private let connector: any ClientConnector
-    private let shared: Mutex<Shared>
+    private let shared: Locked<Shared>
 
     private struct Shared {
         var closed = false
@@ -153,7 +153,7 @@ public final class Client: Sendable {
     package init(namespaces: Namespaces, configuration: Configuration, connector: any ClientConnector) {
         self.configuration = configuration
         self.connector = connector
-        self.shared = Mutex(Shared())
+        self.shared = Locked(Shared())
         let relay = ClientRelay()
         self.conn = Conn(
             isClient: true, id: "", server: nil, request: UpgradeRequest(),
@@ -250,7 +250,7 @@ public final class Client: Sendable {
         }
     }
 
-    private let finishWaiters = Mutex<(finished: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
+    private let finishWaiters = Locked<(finished: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
 
     // MARK: State changes
 
@@ -354,7 +354,7 @@ public final class Client: Sendable {
 /// `close()` does not keep itself alive through its connection.
 private final class ClientRelay: ConnDelegate {
     struct Weak { weak var value: Client? }
-    let client = Mutex(Weak())
+    let client = Locked(Weak())
 
     private var target: Client? { client.withLock { $0.value } }
 

@@ -142,7 +142,7 @@ package final class LoopLane: Sendable {
         }
     }
 
-    private static let lanes = Mutex<[ObjectIdentifier: LoopLane]>([:])
+    private static let lanes = Locked<[ObjectIdentifier: LoopLane]>([:])
 
     /// The lane of `loop` (one per event loop, made on first use).
     package static func lane(for loop: any EventLoop) -> LoopLane {

@@ -18,7 +18,7 @@ public final class InProcessExchange: Exchange, CustomStringConvertible {
     /// The process-wide bus (`memory://`).
     public static let shared = InProcessExchange(name: "")
 
-    private static let named = Mutex<[String: InProcessExchange]>([:])
+    private static let named = Locked<[String: InProcessExchange]>([:])
 
     /// The bus called `name` in this process (`memory://NAME`), made on first use.
     public static func named(_ name: String) -> InProcessExchange {
@@ -32,7 +32,7 @@ public final class InProcessExchange: Exchange, CustomStringConvertible {
     }
 
     let name: String
-    let bus = Mutex(Bus())
+    let bus = Locked(Bus())
 
     struct Bus {
         var nodes: [String: InProcessConnection] = [:]

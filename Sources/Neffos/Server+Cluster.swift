@@ -19,10 +19,10 @@ final class ClusterLink: Sendable {
     let cluster: String
     let connection: any ExchangeConnection
     private let logger: Logger
-    private let interest = Mutex<[String: Int]>([:])
+    private let interest = Locked<[String: Int]>([:])
     private let sequence = Atomic<UInt64>(0)
-    private let seen = Mutex<[String: DedupWindow]>([:])
-    private let forwarded = Mutex<[String: ForwardedAsk]>([:])
+    private let seen = Locked<[String: DedupWindow]>([:])
+    private let forwarded = Locked<[String: ForwardedAsk]>([:])
 
     private struct ForwardedAsk {
         let origin: String

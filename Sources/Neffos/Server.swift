@@ -116,20 +116,20 @@ public final class Server: Sendable {
 
     let metrics: ServerMetrics
     let settings: ConnSettings
-    private let registry = Mutex(Registry())
-    private let broadcastOrder = Mutex(())
+    private let registry = Locked(Registry())
+    private let broadcastOrder = Locked(())
     /// Connections accepted and not yet closed (what `maxConnections` limits).
     private let live = Atomic<Int>(0)
     /// Connections accepted whose close events have not all fired (what shutdown waits for).
     private let unfinished = Atomic<Int>(0)
     private let opened = Atomic<Int>(0)
-    private let serverAsks = Mutex<[String: CheckedContinuation<Message, any Error>]>([:])
-    private let linkBox = Mutex<ClusterLink?>(nil)
-    private let starting = Mutex<Task<Void, any Error>?>(nil)
+    private let serverAsks = Locked<[String: CheckedContinuation<Message, any Error>]>([:])
+    private let linkBox = Locked<ClusterLink?>(nil)
+    private let starting = Locked<Task<Void, any Error>?>(nil)
     /// This node's name on the exchange.
     public let nodeName: String
 
-    private let lifecycle = Mutex(Lifecycle())
+    private let lifecycle = Locked(Lifecycle())
 
     /// Creates a server for `namespaces`.
     ///

@@ -58,7 +58,7 @@ public final class WebSocketListener: Service, Sendable {
     private let requestedPort: Int
     private let group: any EventLoopGroup
     private let responder: HTTPResponder?
-    private let state = Mutex<ListenerState>(ListenerState())
+    private let state = Locked<ListenerState>(ListenerState())
 
     private struct ListenerState {
         var channel: (any Channel)?

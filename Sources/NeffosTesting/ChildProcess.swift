@@ -1,4 +1,5 @@
 import Foundation
+import Neffos
 import Synchronization
 
 /// A program a test starts, watches and stops by PID: its output is captured, and the test
@@ -12,8 +13,14 @@ import Synchronization
 /// ```
 public final class ChildProcess: Sendable {
     private let process: Process
-    private let output = Mutex<(text: String, waiters: [UInt64: (String, CheckedContinuation<String, any Error>)], next: UInt64, exited: Bool)>(("", [:], 0, false))
-    private let exit = Mutex<(status: Int32?, waiters: [CheckedContinuation<Int32, Never>])>((nil, []))
+    private let output = Locked<(text: String, waiters: [UInt64: (Needle, CheckedContinuation<String, any Error>)], next: UInt64, exited: Bool)>(("", [:], 0, false))
+
+    /// What a waiter looks for: `count` lines containing `text`.
+    private struct Needle: Sendable {
+        let text: String
+        let count: Int
+    }
+    private let exit = Locked<(status: Int32?, waiters: [CheckedContinuation<Int32, Never>])>((nil, []))
 
     /// The process ID.
     public var pid: Int32 { process.processIdentifier }
@@ -57,7 +64,7 @@ public final class ChildProcess: Sendable {
             state.text += chunk
             var ready: [(CheckedContinuation<String, any Error>, String)] = []
             for (id, (needle, continuation)) in state.waiters {
-                if let line = Self.line(containing: needle, in: state.text) {
+                if let line = Self.line(containing: needle.text, count: needle.count, in: state.text) {
                     ready.append((continuation, line))
                     state.waiters[id] = nil
                 }
@@ -74,7 +81,7 @@ public final class ChildProcess: Sendable {
             return state.waiters.values.map { $0 }
         }
         for (needle, continuation) in waiters {
-            continuation.resume(throwing: RawWebSocketError(description: "the process ended before writing \"\(needle)\""))
+            continuation.resume(throwing: RawWebSocketError(description: "the process ended before writing \"\(needle.text)\""))
         }
     }
 
@@ -87,20 +94,27 @@ public final class ChildProcess: Sendable {
         for waiter in waiters { waiter.resume(returning: status) }
     }
 
-    private static func line(containing needle: String, in text: String) -> String? {
-        text.split(separator: "\n", omittingEmptySubsequences: false).first { $0.contains(needle) }.map(String.init)
+    /// The `count`-th line of `text` containing `needle`, if there are that many.
+    private static func line(containing needle: String, count: Int = 1, in text: String) -> String? {
+        let lines = text.split(separator: "\n", omittingEmptySubsequences: false).filter { $0.contains(needle) }
+        return lines.count >= count ? String(lines[count - 1]) : nil
     }
 
     /// Waits until a line of output contains `needle`, and returns that line.
     public func waitForOutput(containing needle: String, timeout: Duration = .seconds(10)) async throws -> String {
+        try await waitForOutput(containing: needle, count: 1, timeout: timeout)
+    }
+
+    /// Waits until `count` lines of output contain `needle`, and returns the last of them.
+    public func waitForOutput(containing needle: String, count: Int, timeout: Duration = .seconds(10)) async throws -> String {
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<String, any Error>) in
             enum Step { case found(String), ended, wait(UInt64) }
             let step = output.withLock { state -> Step in
-                if let line = Self.line(containing: needle, in: state.text) { return .found(line) }
+                if let line = Self.line(containing: needle, count: count, in: state.text) { return .found(line) }
                 if state.exited { return .ended }
                 let id = state.next
                 state.next += 1
-                state.waiters[id] = (needle, continuation)
+                state.waiters[id] = (Needle(text: needle, count: count), continuation)
                 return .wait(id)
             }
             switch step {

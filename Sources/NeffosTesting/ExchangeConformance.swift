@@ -121,33 +121,15 @@ public struct ExchangeConformance: Sendable {
         return (client, ns, received)
     }
 
-    /// Broadcasts probes from node `from` until every receiver got one: the bus has propagated
-    /// their interest. Bounded by `timeout`.
+    /// See ``TestCluster/waitUntilReachable(from:namespace:room:to:receivers:timeout:)``.
     func warmUp(
         _ cluster: TestCluster, from: Int, namespace: String = "default", room: String = "", to: String = "",
         receivers: [Received], timeout: Duration = .seconds(15)
     ) async throws {
-        let start = ContinuousClock.now
-        var attempt = 0
-        let tag = "\(WaitTokens.shared.next())"
-        while true {
-            attempt += 1
-            var probe = Message(namespace: namespace, room: room, event: "probe", body: "\(tag)-\(attempt)")
-            probe.to = to
-            cluster.servers[from].broadcast(probe)
-            let wait = Duration.milliseconds(min(500, 20 * attempt))
-            do {
-                for receiver in receivers {
-                    try await receiver.wait("probe \(tag)", timeout: wait) { messages in
-                        messages.contains { $0.event == "probe" && $0.bodyString.hasPrefix(tag) }
-                    }
-                }
-                return
-            } catch {
-                if ContinuousClock.now - start > timeout {
-                    throw ConformanceFailure("\(name): node \(from) never reached its receivers (\(namespace)/\(room)/\(to)) within \(timeout)")
-                }
-            }
+        do {
+            try await cluster.waitUntilReachable(from: from, namespace: namespace, room: room, to: to, receivers: receivers, timeout: timeout)
+        } catch let failure as ConformanceFailure {
+            throw ConformanceFailure("\(name): \(failure.description)")
         }
     }
 
@@ -342,7 +324,7 @@ public struct ExchangeConformance: Sendable {
     }
 
     func askLateReply() async throws {
-        let gate = Mutex<[CheckedContinuation<Void, Never>]?>([])
+        let gate = Locked<[CheckedContinuation<Void, Never>]?>([])
         let received = Received()
         var events = received.events(answering: ["quick": { _ in "quick" }])
         events.answer("slow") { _, message in

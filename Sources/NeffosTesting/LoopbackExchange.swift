@@ -82,7 +82,7 @@ public final class LoopbackExchange: Exchange, CustomStringConvertible {
     public let mode: DeliveryMode
     /// How many publishes a disconnected node buffers before it drops (counted).
     public let outageBufferLimit: Int
-    private let state = Mutex(State())
+    private let state = Locked(State())
 
     /// A new bus.
     public init(name: String = "loopback", mode: DeliveryMode = .immediate, outageBufferLimit: Int = 1024) {
@@ -91,7 +91,7 @@ public final class LoopbackExchange: Exchange, CustomStringConvertible {
         self.outageBufferLimit = outageBufferLimit
     }
 
-    private static let named = Mutex<[String: LoopbackExchange]>([:])
+    private static let named = Locked<[String: LoopbackExchange]>([:])
 
     /// The bus called `name` in this process (`loopback://NAME`), made on first use.
     public static func named(_ name: String) -> LoopbackExchange {

@@ -157,7 +157,7 @@ public final class RawWebSocket: Sendable {
     public func waitClosed(timeout: Duration = .seconds(5)) async -> Bool {
         let channel = self.channel
         return await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
-            let once = Mutex<CheckedContinuation<Bool, Never>?>(continuation)
+            let once = Locked<CheckedContinuation<Bool, Never>?>(continuation)
             let timer = channel.eventLoop.scheduleTask(in: timeout.timeAmount) {
                 once.withLock { $0.take() }?.resume(returning: false)
             }
@@ -188,7 +188,7 @@ final class Inbox<Item: Sendable>: Sendable {
         var nextID: UInt64 = 0
         var closed = false
     }
-    private let state = Mutex(State())
+    private let state = Locked(State())
     private let what: String
     private enum Step { case ready(Item), closed, wait(UInt64) }
 

@@ -17,7 +17,7 @@ public final class TestCluster: Sendable {
     public let servers: [Server]
     /// Their listeners.
     public let listeners: [WebSocketListener]
-    private let clients = Mutex<[Client]>([])
+    private let clients = Locked<[Client]>([])
 
     private init(servers: [Server], listeners: [WebSocketListener]) {
         self.servers = servers
@@ -78,6 +78,41 @@ public final class TestCluster: Sendable {
         await listeners[index].stop(timeout: .seconds(5))
     }
 
+    /// Broadcasts probe messages (event `probe`) from node `from` until every receiver got one,
+    /// that is, until the bus has propagated their interest; bounded by `timeout`.
+    ///
+    /// Over a real bus, a new subscription takes a moment to reach the other nodes (through
+    /// NATS routes, say); call this before asserting what crosses nodes.
+    ///
+    /// - Throws: ``ConformanceFailure`` when the probes do not arrive in time.
+    public func waitUntilReachable(
+        from: Int, namespace: String = "default", room: String = "", to: String = "",
+        receivers: [Received], timeout: Duration = .seconds(15)
+    ) async throws {
+        let start = ContinuousClock.now
+        var attempt = 0
+        let tag = "\(WaitTokens.shared.next())"
+        while true {
+            attempt += 1
+            var probe = Message(namespace: namespace, room: room, event: "probe", body: "\(tag)-\(attempt)")
+            probe.to = to
+            servers[from].broadcast(probe)
+            let wait = Duration.milliseconds(min(500, 20 * attempt))
+            do {
+                for receiver in receivers {
+                    try await receiver.wait("probe \(tag)", timeout: wait) { messages in
+                        messages.contains { $0.event == "probe" && $0.bodyString.hasPrefix(tag) }
+                    }
+                }
+                return
+            } catch {
+                if ContinuousClock.now - start > timeout {
+                    throw ConformanceFailure("node \(from) never reached its receivers (\(namespace)/\(room)/\(to)) within \(timeout)")
+                }
+            }
+        }
+    }
+
     /// Closes every client and stops every node.
     public func stop() async {
         for client in clients.withLock({ $0 }) { await client.close() }
@@ -92,7 +127,7 @@ public final class Received: Sendable {
         var waiters: [UInt64: (predicate: @Sendable ([Message]) -> Bool, continuation: CheckedContinuation<Void, any Error>)] = [:]
         var nextID: UInt64 = 0
     }
-    private let state = Mutex(State())
+    private let state = Locked(State())
 
     /// An empty log.
     public init() {}

@@ -42,13 +42,15 @@ while let argument = arguments.next() {
 
 var configuration = Server.Configuration()
 configuration.logger = logger
+var exchangeURL = "memory://"
 do {
-    let url = try ExchangeRegistry.configuredURL(flag: exchangeFlag, file: configFile)
-    configuration.exchange = try ChatExchanges.registry.exchange(for: url)
-    let parsed = try ExchangeURL(url)
+    exchangeURL = try ExchangeRegistry.configuredURL(flag: exchangeFlag, file: configFile)
+    configuration.exchange = try ChatExchanges.registry.exchange(for: exchangeURL)
+    let parsed = try ExchangeURL(exchangeURL)
     logger.info("exchange \(parsed)")
 } catch {
     logger.error("cannot start: \(error)")
+    if let hint = ChatExchanges.hint(for: exchangeURL) { logger.error("\(hint)") }
     exit(2)
 }
 

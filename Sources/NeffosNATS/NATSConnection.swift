@@ -1,0 +1,494 @@
+import CNATS
+import Dispatch
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import Logging
+import NIOCore
+import Neffos
+import Synchronization
+
+/// A nats.c handle (`natsConnection *` or `natsSubscription *`).
+///
+/// `@unchecked Sendable`: nats.c's connection and subscription functions are thread-safe (the
+/// library locks internally), and the pointer itself never changes; its lifetime is managed
+/// by ``NATSConnection`` (destroyed only after every use has ended).
+struct NATSHandle: @unchecked Sendable {
+    let pointer: OpaquePointer
+}
+
+/// What nats.c's callbacks need, shared by the connection and its subscriptions: the status
+/// hook, the counters, and the waits of `close()`.
+final class NATSCallbackContext: Sendable {
+    let node: String
+    let logger: Logger
+    let status: @Sendable (ExchangeStatus) -> Void
+    let published = Atomic<Int>(0)
+    let delivered = Atomic<Int>(0)
+    let dropped = Atomic<Int>(0)
+    let reconnects = Atomic<Int>(0)
+    /// Set when this side closes: the disconnection that follows is not news.
+    let closing = Atomic<Bool>(false)
+    /// Subscriptions whose completion callback has not run yet.
+    let openSubscriptions = Atomic<Int>(0)
+    /// The subject and last dropped count of each subscription, by its pointer's address.
+    let subscriptionSubjects = Locked<[UInt: (subject: String, dropped: Int64)]>([:])
+    private let lifecycle = Locked<(closed: Bool, waiters: [UInt64: CheckedContinuation<Bool, Never>], next: UInt64)>((false, [:], 0))
+
+    init(node: String, logger: Logger, status: @escaping @Sendable (ExchangeStatus) -> Void) {
+        self.node = node
+        self.logger = logger
+        self.status = status
+    }
+
+    /// nats.c closed the connection (its last connection callback).
+    func markClosed() {
+        lifecycle.withLock { $0.closed = true }
+        wakeIfQuiet()
+    }
+
+    /// A subscription completed: its message handler will not run again.
+    func subscriptionCompleted() {
+        openSubscriptions.subtract(1, ordering: .relaxed)
+        wakeIfQuiet()
+    }
+
+    /// Resumes the waits of `close()` once the connection is closed and no handler can run.
+    private func wakeIfQuiet() {
+        let waiters = lifecycle.withLock { state -> [CheckedContinuation<Bool, Never>] in
+            guard state.closed, openSubscriptions.load(ordering: .relaxed) == 0 else { return [] }
+            defer { state.waiters = [:] }
+            return Array(state.waiters.values)
+        }
+        for waiter in waiters { waiter.resume(returning: true) }
+    }
+
+    /// Waits until nats.c has closed the connection and every subscription completed, or
+    /// `timeout` passed; returns whether it did.
+    func waitUntilQuiet(timeout: Duration) async -> Bool {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
+            let id = lifecycle.withLock { state -> UInt64? in
+                if state.closed && openSubscriptions.load(ordering: .relaxed) == 0 { return nil }
+                let id = state.next
+                state.next += 1
+                state.waiters[id] = continuation
+                return id
+            }
+            guard let id else {
+                continuation.resume(returning: true)
+                return
+            }
+            Task {
+                try? await Task.sleep(for: timeout)
+                self.lifecycle.withLock { $0.waiters.removeValue(forKey: id) }?.resume(returning: false)
+            }
+        }
+    }
+}
+
+/// One subscription's context, passed to nats.c as the message handler's closure.
+final class NATSSubscriptionContext: Sendable {
+    let subject: String
+    let deliver: @Sendable (String, ByteBuffer) -> Void
+    let shared: NATSCallbackContext
+
+    init(subject: String, deliver: @escaping @Sendable (String, ByteBuffer) -> Void, shared: NATSCallbackContext) {
+        self.subject = subject
+        self.deliver = deliver
+        self.shared = shared
+    }
+}
+
+// MARK: - C callbacks
+//
+// They capture nothing (C function pointers cannot): what they need comes through the
+// closure pointer, an `Unmanaged` reference retained for as long as nats.c may call them.
+
+/// A message for a subscription: copy it into a buffer, free it, deliver.
+private let onMessage: natsMsgHandler = { _, _, message, closure in
+    guard let message else { return }
+    defer { natsMsg_Destroy(message) }
+    guard let closure else { return }
+    let context = Unmanaged<NATSSubscriptionContext>.fromOpaque(closure).takeUnretainedValue()
+    let length = Int(natsMsg_GetDataLength(message))
+    var buffer = ByteBufferAllocator().buffer(capacity: length)
+    if length > 0, let data = natsMsg_GetData(message) {
+        buffer.writeBytes(UnsafeRawBufferPointer(start: data, count: length))
+    }
+    context.shared.delivered.add(1, ordering: .relaxed)
+    context.deliver(context.subject, buffer)
+}
+
+/// A subscription is closed and its handler returned: release its context.
+private let onSubscriptionComplete: natsOnCompleteCB = { closure in
+    guard let closure else { return }
+    let context = Unmanaged<NATSSubscriptionContext>.fromOpaque(closure).takeRetainedValue()
+    context.shared.subscriptionCompleted()
+}
+
+private let onDisconnected: natsConnectionHandler = { _, closure in
+    guard let closure else { return }
+    let context = Unmanaged<NATSCallbackContext>.fromOpaque(closure).takeUnretainedValue()
+    guard !context.closing.load(ordering: .relaxed) else { return }
+    context.status(.disconnected(reason: "lost the connection to NATS; reconnecting"))
+}
+
+private let onReconnected: natsConnectionHandler = { connection, closure in
+    guard let closure else { return }
+    let context = Unmanaged<NATSCallbackContext>.fromOpaque(closure).takeUnretainedValue()
+    context.reconnects.add(1, ordering: .relaxed)
+    var url = [CChar](repeating: 0, count: 256)
+    if let connection { _ = natsConnection_GetConnectedUrl(connection, &url, url.count) }
+    let server = url.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+    context.logger.info("NATS reconnected", metadata: ["node": "\(context.node)", "server": "\(server)"])
+    context.status(.reconnected)
+}
+
+/// The connection is closed for good: the last connection callback; releases the context
+/// retained for the callbacks.
+private let onClosed: natsConnectionHandler = { _, closure in
+    guard let closure else { return }
+    let context = Unmanaged<NATSCallbackContext>.fromOpaque(closure).takeRetainedValue()
+    context.status(.closed)
+    context.markClosed()
+}
+
+/// Asynchronous errors: slow consumers (dropped messages, counted) and the rest.
+private let onError: natsErrHandler = { _, subscription, status, closure in
+    guard let closure else { return }
+    let context = Unmanaged<NATSCallbackContext>.fromOpaque(closure).takeUnretainedValue()
+    if status == NATS_SLOW_CONSUMER, let subscription {
+        var total: Int64 = 0
+        natsSubscription_GetDropped(subscription, &total)
+        let key = UInt(bitPattern: Int(bitPattern: UnsafeRawPointer(subscription)))
+        let (subject, delta) = context.subscriptionSubjects.withLock { subjects -> (String, Int64) in
+            guard var entry = subjects[key] else { return ("?", 0) }
+            let delta = max(0, total - entry.dropped)
+            entry.dropped = total
+            subjects[key] = entry
+            return (entry.subject, delta)
+        }
+        context.dropped.add(Int(delta), ordering: .relaxed)
+        context.logger.warning("NATS slow consumer: messages dropped", metadata: ["subject": "\(subject)", "dropped": "\(delta)"])
+        context.status(.slowConsumer(subject: subject, dropped: Int(delta)))
+    } else {
+        let text = String(cString: natsStatus_GetText(status))
+        context.logger.warning("NATS error", metadata: ["error": "\(text)"])
+        context.status(.error(text))
+    }
+}
+
+// MARK: - The connection
+
+/// One node's NATS connection.
+///
+/// nats.c may block: a publish waits for its connection lock, which a reconnection attempt
+/// holds for up to the connect timeout. So nothing here calls nats.c on the caller's thread
+/// (an event loop shared by many connections): publishes, subscriptions and flushes go, in
+/// order, to this connection's own serial queue, in batches. The queue is bounded; what does
+/// not fit is dropped and counted.
+final class NATSConnection: ExchangeConnection {
+    private let handle: NATSHandle
+    private let shared: NATSCallbackContext
+    private let options: NATSExchange.Options
+    private let deliver: @Sendable (String, ByteBuffer) -> Void
+    private let subscriptions = Locked<[String: NATSHandle]>([:])
+    private let lastDropLog = Atomic<Int>(0)
+    private let queue: DispatchQueue
+    private let outbox = Locked(Outbox())
+
+    /// Operations waiting for the queue, in order.
+    private struct Outbox {
+        var operations: [Operation] = []
+        var queuedPublishes = 0
+        var scheduled = false
+    }
+
+    private enum Operation {
+        case publish(String, ByteBuffer)
+        case subscribe(String)
+        case unsubscribe(String)
+        case run(@Sendable () -> Void)
+    }
+
+    /// Publishes that may wait for the queue before more are dropped.
+    static let maxQueuedPublishes = 65_536
+
+    private init(handle: NATSHandle, shared: NATSCallbackContext, options: NATSExchange.Options,
+                 deliver: @escaping @Sendable (String, ByteBuffer) -> Void) {
+        self.handle = handle
+        self.shared = shared
+        self.options = options
+        self.deliver = deliver
+        self.queue = DispatchQueue(label: "neffos.nats.\(shared.node)")
+    }
+
+    private static let deliveryPool = Locked<Int>(0)
+
+    /// Makes nats.c's shared delivery pool at least `threads` wide.
+    private static func ensureDeliveryPool(_ threads: Int) {
+        deliveryPool.withLock { size in
+            guard threads > size else { return }
+            if nats_SetMessageDeliveryPoolSize(Int32(threads)) == NATS_OK { size = threads }
+        }
+    }
+
+    /// Connects (nats.c's blocking connect runs on a dispatch thread).
+    static func open(
+        options: NATSExchange.Options, node: String, logger: Logger,
+        deliver: @escaping @Sendable (String, ByteBuffer) -> Void,
+        status: @escaping @Sendable (ExchangeStatus) -> Void
+    ) async throws -> NATSConnection {
+        ensureDeliveryPool(options.deliveryThreads)
+        let shared = NATSCallbackContext(node: node, logger: logger, status: status)
+        let result: Result<NATSHandle, NeffosError> = await withCheckedContinuation { continuation in
+            DispatchQueue.global().async {
+                continuation.resume(returning: connectBlocking(options: options, node: node, shared: shared))
+            }
+        }
+        let handle = try result.get()
+        let connection = NATSConnection(handle: handle, shared: shared, options: options, deliver: deliver)
+        logger.info("NATS connected", metadata: ["node": "\(node)", "servers": "\(options.servers.joined(separator: ","))"])
+        status(.connected)
+        return connection
+    }
+
+    private static func connectBlocking(options: NATSExchange.Options, node: String, shared: NATSCallbackContext) -> Result<NATSHandle, NeffosError> {
+        var natsOptions: OpaquePointer?
+        guard natsOptions_Create(&natsOptions) == NATS_OK, let natsOptions else {
+            return .failure(NeffosError.dialFailed.with(detail: "nats.c could not create options"))
+        }
+        defer { natsOptions_Destroy(natsOptions) }
+        func check(_ status: natsStatus, _ what: String) -> NeffosError? {
+            status == NATS_OK ? nil : NeffosError.invalidConfiguration.with(detail: "\(what): \(String(cString: natsStatus_GetText(status)))")
+        }
+        var servers = options.servers.map { strdup($0) }
+        defer { servers.forEach { free($0) } }
+        let closure = Unmanaged.passRetained(shared).toOpaque()
+        var errors: [NeffosError?] = []
+        servers.withUnsafeMutableBufferPointer { buffer in
+            buffer.withMemoryRebound(to: UnsafePointer<CChar>?.self) { pointers in
+                errors.append(check(natsOptions_SetServers(natsOptions, pointers.baseAddress, Int32(pointers.count)), "servers"))
+            }
+        }
+        errors.append(check(natsOptions_SetName(natsOptions, options.name ?? "neffos \(node)"), "name"))
+        errors.append(check(natsOptions_SetNoEcho(natsOptions, true), "no echo"))
+        errors.append(check(natsOptions_SetNoRandomize(natsOptions, !options.randomize), "randomize"))
+        errors.append(check(natsOptions_SetTimeout(natsOptions, milliseconds(options.connectTimeout)), "connect timeout"))
+        errors.append(check(natsOptions_SetAllowReconnect(natsOptions, true), "reconnect"))
+        errors.append(check(natsOptions_SetMaxReconnect(natsOptions, Int32(options.maxReconnects ?? -1)), "max reconnects"))
+        errors.append(check(natsOptions_SetReconnectWait(natsOptions, milliseconds(options.reconnectWait)), "reconnect wait"))
+        errors.append(check(natsOptions_SetReconnectJitter(natsOptions, milliseconds(options.reconnectJitter), milliseconds(options.reconnectJitter)), "reconnect jitter"))
+        errors.append(check(natsOptions_SetReconnectBufSize(natsOptions, Int32(options.reconnectBufferBytes)), "reconnect buffer"))
+        errors.append(check(natsOptions_SetMaxPendingMsgs(natsOptions, Int32(options.pendingMessagesLimit)), "pending messages"))
+        errors.append(check(natsOptions_SetPingInterval(natsOptions, milliseconds(options.pingInterval)), "ping interval"))
+        errors.append(check(natsOptions_UseGlobalMessageDelivery(natsOptions, true), "delivery pool"))
+        errors.append(check(natsOptions_SetDisconnectedCB(natsOptions, onDisconnected, closure), "disconnected callback"))
+        errors.append(check(natsOptions_SetReconnectedCB(natsOptions, onReconnected, closure), "reconnected callback"))
+        errors.append(check(natsOptions_SetClosedCB(natsOptions, onClosed, closure), "closed callback"))
+        errors.append(check(natsOptions_SetErrorHandler(natsOptions, onError, closure), "error handler"))
+        if let user = options.user { errors.append(check(natsOptions_SetUserInfo(natsOptions, user, options.password), "user")) }
+        if let token = options.token { errors.append(check(natsOptions_SetToken(natsOptions, token), "token")) }
+        if let file = options.credentialsFile { errors.append(check(natsOptions_SetUserCredentialsFromFiles(natsOptions, file, nil), "credentials")) }
+        if options.tls {
+            errors.append(check(natsOptions_SetSecure(natsOptions, true), "TLS"))
+            if let ca = options.tlsCAFile { errors.append(check(natsOptions_LoadCATrustedCertificates(natsOptions, ca), "TLS CA")) }
+        }
+        if let error = errors.compactMap({ $0 }).first {
+            Unmanaged<NATSCallbackContext>.fromOpaque(closure).release()
+            return .failure(error)
+        }
+        var connection: OpaquePointer?
+        let status = natsConnection_Connect(&connection, natsOptions)
+        guard status == NATS_OK, let connection else {
+            // No connection, so no callback will ever release the context.
+            Unmanaged<NATSCallbackContext>.fromOpaque(closure).release()
+            var lastStatus = NATS_OK
+            let detail = nats_GetLastError(&lastStatus).map { String(cString: $0) } ?? String(cString: natsStatus_GetText(status))
+            return .failure(NeffosError.dialFailed.with(detail: "no NATS server reachable at \(options.servers.joined(separator: ",")) (\(detail)); is nats-server running?"))
+        }
+        return .success(NATSHandle(pointer: connection))
+    }
+
+    private static func milliseconds(_ duration: Duration) -> Int64 {
+        Int64(duration.components.seconds) * 1000 + duration.components.attoseconds / 1_000_000_000_000_000
+    }
+
+    // MARK: The queue
+
+    private func enqueue(_ operation: Operation) {
+        let schedule = outbox.withLock { outbox -> Bool? in
+            if case .publish = operation {
+                guard outbox.queuedPublishes < Self.maxQueuedPublishes else { return nil }
+                outbox.queuedPublishes += 1
+            }
+            outbox.operations.append(operation)
+            if outbox.scheduled { return false }
+            outbox.scheduled = true
+            return true
+        }
+        switch schedule {
+        case nil: countDrop(reason: "the NATS connection is not keeping up (\(Self.maxQueuedPublishes) publishes waiting)")
+        case true?: queue.async { self.drainOutbox() }
+        case false?: break
+        }
+    }
+
+    /// On the queue: performs what was enqueued, batch by batch, until nothing is left.
+    private func drainOutbox() {
+        while true {
+            let batch = outbox.withLock { outbox -> [Operation] in
+                if outbox.operations.isEmpty {
+                    outbox.scheduled = false
+                    return []
+                }
+                defer {
+                    outbox.operations = []
+                    outbox.queuedPublishes = 0
+                }
+                return outbox.operations
+            }
+            if batch.isEmpty { return }
+            for operation in batch { perform(operation) }
+        }
+    }
+
+    private func perform(_ operation: Operation) {
+        switch operation {
+        case .publish(let subject, let payload):
+            let status = payload.withUnsafeReadableBytes { bytes in
+                natsConnection_Publish(handle.pointer, subject, bytes.baseAddress, Int32(bytes.count))
+            }
+            if status != NATS_OK { countDrop(reason: String(cString: natsStatus_GetText(status))) }
+        case .subscribe(let subject):
+            subscribeNow(subject)
+        case .unsubscribe(let subject):
+            unsubscribeNow(subject)
+        case .run(let work):
+            work()
+        }
+    }
+
+    // MARK: ExchangeConnection
+
+    func publish(_ payload: ByteBuffer, to subject: String) {
+        guard !shared.closing.load(ordering: .relaxed) else {
+            countDrop(reason: "closed")
+            return
+        }
+        shared.published.add(1, ordering: .relaxed)
+        enqueue(.publish(subject, payload))
+    }
+
+    private func countDrop(reason: String) {
+        let total = shared.dropped.add(1, ordering: .relaxed).newValue
+        // Log the first drop and then every thousandth, not each one.
+        let previous = lastDropLog.load(ordering: .relaxed)
+        if previous == 0 || total - previous >= 1000 {
+            lastDropLog.store(total, ordering: .relaxed)
+            shared.logger.warning("NATS publish dropped", metadata: ["reason": "\(reason)", "dropped": "\(total)"])
+        }
+    }
+
+    func subscribe(_ subject: String) {
+        guard !shared.closing.load(ordering: .relaxed) else { return }
+        enqueue(.subscribe(subject))
+    }
+
+    func unsubscribe(_ subject: String) {
+        enqueue(.unsubscribe(subject))
+    }
+
+    /// On the queue.
+    private func subscribeNow(_ subject: String) {
+        guard !shared.closing.load(ordering: .relaxed) else { return }
+        subscriptions.withLock { subscriptions in
+            guard subscriptions[subject] == nil else { return }
+            let context = NATSSubscriptionContext(subject: subject, deliver: deliver, shared: shared)
+            let closure = Unmanaged.passRetained(context).toOpaque()
+            var subscription: OpaquePointer?
+            let status = natsConnection_Subscribe(&subscription, handle.pointer, subject, onMessage, closure)
+            guard status == NATS_OK, let subscription else {
+                Unmanaged<NATSSubscriptionContext>.fromOpaque(closure).release()
+                let text = String(cString: natsStatus_GetText(status))
+                shared.logger.error("NATS subscribe failed", metadata: ["subject": "\(subject)", "error": "\(text)"])
+                shared.status(.error("subscribe \(subject): \(text)"))
+                return
+            }
+            shared.openSubscriptions.add(1, ordering: .relaxed)
+            if natsSubscription_SetOnCompleteCB(subscription, onSubscriptionComplete, closure) != NATS_OK {
+                // Already closed (the connection closes): the handler may still run once, so the
+                // context is kept rather than freed under it.
+                shared.openSubscriptions.subtract(1, ordering: .relaxed)
+                shared.logger.debug("a NATS subscription closed before its completion callback was set", metadata: ["subject": "\(subject)"])
+            }
+            _ = natsSubscription_SetPendingLimits(subscription, Int32(options.pendingMessagesLimit), Int32(clamping: options.pendingBytesLimit))
+            shared.subscriptionSubjects.withLock {
+                $0[UInt(bitPattern: Int(bitPattern: UnsafeRawPointer(subscription)))] = (subject, 0)
+            }
+            subscriptions[subject] = NATSHandle(pointer: subscription)
+        }
+    }
+
+    /// On the queue.
+    private func unsubscribeNow(_ subject: String) {
+        guard let subscription = subscriptions.withLock({ $0.removeValue(forKey: subject) }) else { return }
+        shared.subscriptionSubjects.withLock {
+            $0[UInt(bitPattern: Int(bitPattern: UnsafeRawPointer(subscription.pointer)))] = nil
+        }
+        _ = natsSubscription_Unsubscribe(subscription.pointer)
+        natsSubscription_Destroy(subscription.pointer)
+    }
+
+    /// Runs `work` on the queue after everything enqueued before it, and returns its result.
+    private func afterQueued<Result: Sendable>(_ work: @escaping @Sendable () -> Result) async -> Result {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Result, Never>) in
+            enqueue(.run { continuation.resume(returning: work()) })
+        }
+    }
+
+    func flush() async throws {
+        let handle = self.handle
+        let status = await afterQueued { natsConnection_FlushTimeout(handle.pointer, 5_000) }
+        guard status == NATS_OK else {
+            throw NeffosError.timeout.with(detail: "NATS flush: \(String(cString: natsStatus_GetText(status)))")
+        }
+    }
+
+    /// Drains (pending messages are delivered), closes, waits until nats.c has called its last
+    /// callback, and destroys the connection: nothing is delivered after this returns.
+    func close() async {
+        guard !shared.closing.exchange(true, ordering: .relaxed) else { return }
+        let handle = self.handle
+        // After what was queued (publishes included) has been handed to nats.c: drain
+        // unsubscribes every subscription, lets their pending messages through, then closes.
+        await afterQueued {
+            if natsConnection_DrainTimeout(handle.pointer, 2_000) != NATS_OK {
+                natsConnection_Close(handle.pointer)
+            }
+        }
+        if !(await shared.waitUntilQuiet(timeout: .seconds(5))) {
+            shared.logger.warning("NATS connection did not report its close in time; closing it now")
+            await afterQueued { natsConnection_Close(handle.pointer) }
+            _ = await shared.waitUntilQuiet(timeout: .seconds(5))
+        }
+        let remaining = subscriptions.withLock { subscriptions in
+            defer { subscriptions = [:] }
+            return Array(subscriptions.values)
+        }
+        await afterQueued {
+            for subscription in remaining { natsSubscription_Destroy(subscription.pointer) }
+            natsConnection_Destroy(handle.pointer)
+        }
+    }
+
+    var statistics: ExchangeStatistics {
+        ExchangeStatistics(
+            published: shared.published.load(ordering: .relaxed),
+            delivered: shared.delivered.load(ordering: .relaxed),
+            dropped: shared.dropped.load(ordering: .relaxed),
+            reconnects: shared.reconnects.load(ordering: .relaxed))
+    }
+}
