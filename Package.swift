@@ -16,6 +16,9 @@ let package = Package(
         .library(name: "NeffosTesting", targets: ["NeffosTesting"]),
         .library(name: "NeffosNATS", targets: ["NeffosNATS"]),
         .executable(name: "neffos-chat", targets: ["NeffosChat"]),
+        .executable(name: "neffos", targets: ["neffos"]),
+        .executable(name: "neffos-bench-server", targets: ["NeffosBenchServer"]),
+        .executable(name: "neffos-raw-server", targets: ["NeffosRawServer"]),
     ],
     traits: [
         .trait(
@@ -29,6 +32,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-collections", from: "1.6.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
     ],
     targets: [
         .target(
@@ -94,6 +99,42 @@ let package = Package(
             path: "examples/chat",
             exclude: ["README.md"],
             resources: [.copy("Public")],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "neffos",
+            dependencies: [
+                "Neffos",
+                "NeffosNIO",
+                "NeffosTesting",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOWebSocket", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "NeffosBenchServer",
+            dependencies: [
+                "Neffos",
+                "NeffosNIO",
+                .target(name: "NeffosNATS", condition: .when(traits: ["NATS"])),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "NeffosRawServer",
+            dependencies: [
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOWebSocket", package: "swift-nio"),
+            ],
             swiftSettings: strict
         ),
         .testTarget(

@@ -50,9 +50,8 @@ extension Conn {
 
     /// Answers `request` with `reply` (a data reply: same token, namespace, room and event).
     func sendReply(to request: Message, _ reply: Reply) {
-        let message = request.reply(reply.body, isBinary: reply.isBinary)
         do {
-            sendUnchecked(try MessageCodec.encode(message), binary: reply.isBinary)
+            sendUnchecked(try MessageCodec.encodeReply(to: request, body: reply.body), binary: reply.isBinary)
         } catch {
             logger.debug("could not encode a reply", metadata: ["error": "\(error)"])
         }

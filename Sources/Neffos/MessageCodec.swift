@@ -49,7 +49,13 @@ public enum MessageCodec {
             return
         }
         let start = buffer.writerIndex
-        if writeFast(message, into: &buffer) { return }
+        let errorText = message.error.map(NeffosError.wireText(of:))
+        if writeFast(
+            wait: message.wait, namespace: message.namespace, room: message.room, event: message.event,
+            errorText: errorText, isNoOp: message.isNoOp, body: message.body, into: &buffer)
+        {
+            return
+        }
         // A name holds `;` or `@`: write it again, escaped and checked.
         buffer.moveWriterIndex(to: start)
         let namespace = try wireForm(of: message.namespace)
@@ -77,28 +83,29 @@ public enum MessageCodec {
     /// Writes the frame in one reserved region; returns `false` (leaving garbage past the
     /// starting writer index) when a name holds `;` or `@` and needs the escaping path.
     @inline(__always)
-    private static func writeFast(_ message: Message, into buffer: inout ByteBuffer) -> Bool {
-        let errorText = message.error.map(NeffosError.wireText(of:))
-        let payloadLength = errorText?.utf8.count ?? message.body.readableBytes
-        let headerLength = message.wait.utf8.count + message.namespace.utf8.count
-            + message.room.utf8.count + message.event.utf8.count + 10
+    private static func writeFast(
+        wait: String, namespace: String, room: String, event: String, errorText: String?,
+        isNoOp: Bool, body: ByteBuffer, into buffer: inout ByteBuffer
+    ) -> Bool {
+        let payloadLength = errorText?.utf8.count ?? body.readableBytes
+        let headerLength = wait.utf8.count + namespace.utf8.count + room.utf8.count + event.utf8.count + 10
         var clean = true
         buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: headerLength + payloadLength) { out in
             var index = 0
-            copy(message.wait, to: out, at: &index)
+            copy(wait, to: out, at: &index)
             out[index] = separator
             index += 1
-            clean = copyName(message.namespace, to: out, at: &index) && clean
+            clean = copyName(namespace, to: out, at: &index) && clean
             out[index] = separator
             index += 1
-            clean = copyName(message.room, to: out, at: &index) && clean
+            clean = copyName(room, to: out, at: &index) && clean
             out[index] = separator
             index += 1
-            clean = copyName(message.event, to: out, at: &index) && clean
+            clean = copyName(event, to: out, at: &index) && clean
             out[index] = separator
             out[index + 1] = errorText == nil ? zero : one
             out[index + 2] = separator
-            out[index + 3] = message.isNoOp ? one : zero
+            out[index + 3] = isNoOp ? one : zero
             out[index + 4] = separator
             index += 5
             return index
@@ -107,9 +114,22 @@ public enum MessageCodec {
         if let errorText {
             buffer.writeString(errorText)
         } else {
-            buffer.writeImmutableBuffer(message.body)
+            buffer.writeImmutableBuffer(body)
         }
         return true
+    }
+
+    /// The data reply to `request`: its token, namespace, room and event with `body` (the
+    /// same frame as encoding `request.reply(body)`, without building that message).
+    public static func encodeReply(to request: Message, body: ByteBuffer, allocator: ByteBufferAllocator = ByteBufferAllocator()) throws(NeffosError) -> ByteBuffer {
+        var buffer = allocator.buffer(capacity: 0)
+        if writeFast(
+            wait: request.wait, namespace: request.namespace, room: request.room, event: request.event,
+            errorText: nil, isNoOp: false, body: body, into: &buffer)
+        {
+            return buffer
+        }
+        return try encode(request.reply(body))
     }
 
     @inline(__always)

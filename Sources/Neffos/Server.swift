@@ -656,57 +656,67 @@ struct Registry {
         return true
     }
 
+    /// Mutates the index of `namespace` in place (never a copy: a copy of a namespace's
+    /// member tables per join would cost O(members)).
+    @inline(__always)
+    private mutating func withIndex<Result>(_ namespace: String, _ body: (inout NamespaceIndex) -> Result) -> Result {
+        body(&namespaces[namespace, default: NamespaceIndex()])
+    }
+
     @discardableResult
     mutating func add(_ member: Member) -> Bool {
         let key = ObjectIdentifier(member.nsConn)
-        var index = namespaces[member.nsConn.namespace] ?? NamespaceIndex()
-        guard index.loops[key] == nil else { return false }
-        index.members.insert(member)
-        index.byID[member.id, default: [:]][key] = member
-        index.loops[key] = ObjectIdentifier(member.transport.eventLoop)
-        namespaces[member.nsConn.namespace] = index
-        return true
+        return withIndex(member.nsConn.namespace) { index in
+            guard index.loops[key] == nil else { return false }
+            index.members.insert(member)
+            index.byID[member.id, default: [:]][key] = member
+            index.loops[key] = ObjectIdentifier(member.transport.eventLoop)
+            return true
+        }
     }
 
-    /// Removes `ns` (and its room memberships); returns whether it was there. Its rooms are
-    /// left first by the connection, so no room membership is dropped silently here.
+    /// Removes `ns`; returns whether it was there. Its rooms were left first by the
+    /// connection (``ConnState/removeNamespace(_:conn:)``), so no room is scanned here.
     @discardableResult
     mutating func remove(_ ns: NSConn) -> Bool {
         let key = ObjectIdentifier(ns)
-        guard var index = namespaces[ns.namespace], let loop = index.loops.removeValue(forKey: key) else { return false }
-        if let member = index.members.remove(ns, loop: loop) {
-            index.byID[member.id]?[key] = nil
-            if index.byID[member.id]?.isEmpty == true { index.byID[member.id] = nil }
+        guard namespaces[ns.namespace] != nil else { return false }
+        let removed = withIndex(ns.namespace) { index -> Bool in
+            guard let loop = index.loops.removeValue(forKey: key) else { return false }
+            if let member = index.members.remove(ns, loop: loop) {
+                index.byID[member.id]?[key] = nil
+                if index.byID[member.id]?.isEmpty == true { index.byID[member.id] = nil }
+            }
+            return true
         }
-        for room in Array(index.rooms.keys) {
-            _ = index.rooms[room]!.remove(ns, loop: loop)
-            if index.rooms[room]!.count == 0 { index.rooms[room] = nil }
-        }
-        namespaces[ns.namespace] = index.members.count == 0 ? nil : index
-        return true
+        if namespaces[ns.namespace]?.members.count == 0 { namespaces[ns.namespace] = nil }
+        return removed
     }
 
     /// Adds `ns` to `room`; returns whether it was not a member yet.
     @discardableResult
     mutating func join(_ ns: NSConn, room: String) -> Bool {
         let key = ObjectIdentifier(ns)
-        guard let loop = namespaces[ns.namespace]?.loops[key],
-            let member = namespaces[ns.namespace]?.members.groups[loop]?.members[key],
-            namespaces[ns.namespace]!.rooms[room]?.contains(ns, loop: loop) != true
-        else { return false }
-        namespaces[ns.namespace]!.rooms[room, default: MemberSet()].insert(member)
-        return true
+        guard namespaces[ns.namespace] != nil else { return false }
+        return withIndex(ns.namespace) { index in
+            guard let loop = index.loops[key], let member = index.members.groups[loop]?.members[key],
+                index.rooms[room]?.contains(ns, loop: loop) != true
+            else { return false }
+            index.rooms[room, default: MemberSet()].insert(member)
+            return true
+        }
     }
 
     /// Removes `ns` from `room`; returns whether it was a member.
     @discardableResult
     mutating func leave(_ ns: NSConn, room: String) -> Bool {
         let key = ObjectIdentifier(ns)
-        guard let loop = namespaces[ns.namespace]?.loops[key],
-            namespaces[ns.namespace]!.rooms[room]?.remove(ns, loop: loop) != nil
-        else { return false }
-        if namespaces[ns.namespace]!.rooms[room]?.count == 0 { namespaces[ns.namespace]!.rooms[room] = nil }
-        return true
+        guard namespaces[ns.namespace] != nil else { return false }
+        return withIndex(ns.namespace) { index in
+            guard let loop = index.loops[key], index.rooms[room]?.remove(ns, loop: loop) != nil else { return false }
+            if index.rooms[room]?.count == 0 { index.rooms[room] = nil }
+            return true
+        }
     }
 
     /// The loop groups a broadcast goes to, and how many receivers they hold once the

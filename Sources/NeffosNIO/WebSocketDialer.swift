@@ -57,6 +57,7 @@ package enum WebSocketDialer {
         maxFrameSize: Int,
         maxMessageSize: Int,
         outboxBytes: Int = 1 << 20,
+        localAddress: SocketAddress? = nil,
         install: @escaping @Sendable (any Channel) throws -> Void
     ) async throws -> any Channel {
         let loop = group.next()
@@ -84,7 +85,11 @@ package enum WebSocketDialer {
             })
         let channel: any Channel
         do {
-            channel = try await ClientBootstrap(group: loop)
+            var bootstrap = ClientBootstrap(group: loop)
+            if let localAddress {
+                bootstrap = bootstrap.channelOption(.socketOption(.so_reuseaddr), value: 1).bind(to: localAddress)
+            }
+            channel = try await bootstrap
                 .connectTimeout(timeout.timeAmount)
                 .channelOption(.socketOption(.tcp_nodelay), value: 1)
                 .channelOption(.writeBufferWaterMark, value: .init(low: max(1024, outboxBytes) / 2, high: max(1024, outboxBytes)))

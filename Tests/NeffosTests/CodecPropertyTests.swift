@@ -140,3 +140,21 @@ struct CodecPropertyTests {
         #expect(String(buffer: MessageCodec.emptyReply(to: "$9")) == "$9;;;;;;")
     }
 }
+
+@Suite("Codec replies")
+struct CodecReplyTests {
+    @Test("encodeReply writes the same frame as encoding the reply message", arguments: 0..<5)
+    func replyEquivalence(seed: UInt64) throws {
+        var rng = SplitMix64(seed: 100 + seed)
+        for _ in 0..<300 {
+            var request = randomMessage(&rng)
+            request.error = nil
+            let body = ByteBuffer(bytes: randomBody(&rng))
+            guard let expected = try? MessageCodec.encode(request.reply(body)) else {
+                #expect(throws: NeffosError.unrepresentableName) { try MessageCodec.encodeReply(to: request, body: body) }
+                continue
+            }
+            #expect(try MessageCodec.encodeReply(to: request, body: body) == expected)
+        }
+    }
+}

@@ -1,0 +1,69 @@
+import Foundation
+import Logging
+import Neffos
+import NeffosNIO
+import ServiceLifecycle
+
+#if NATS
+import NeffosNATS
+#endif
+
+// The server `neffos bench` drives: namespace `bench` with an `echo` ask and a `broadcast`
+// event that re-broadcasts its body as `tick` to the namespace, or to the message's room.
+//
+//   neffos-bench-server [--port 0] [--exchange URL]   (or NEFFOS_EXCHANGE)
+//
+// It prints `listening on <port> pid <pid>` once ready, and `stats <json>` on SIGUSR1.
+
+LoggingSystem.bootstrap { label in
+    var handler = StreamLogHandler.standardError(label: label)
+    handler.logLevel = .warning
+    return handler
+}
+
+var port = 0
+var exchangeFlag: String?
+var arguments = CommandLine.arguments.dropFirst().makeIterator()
+while let argument = arguments.next() {
+    switch argument {
+    case "--port": port = arguments.next().flatMap(Int.init) ?? port
+    case "--exchange": exchangeFlag = arguments.next()
+    default:
+        FileHandle.standardError.write(Data("usage: neffos-bench-server [--port N] [--exchange URL]\n".utf8))
+        exit(2)
+    }
+}
+
+var events = Events()
+events.answer("echo") { _, message in Reply(message.body, isBinary: message.isBinary) }
+events.on("broadcast") { ns, message in
+    ns.server?.broadcast(Message(namespace: ns.namespace, room: message.room, event: "tick", body: message.body))
+}
+
+var configuration = Server.Configuration()
+configuration.logger = Logger(label: "bench-server")
+configuration.handshakeTimeout = .seconds(30)
+configuration.transport.pingInterval = nil
+configuration.transport.maxOutboxBytes = 4 << 20
+do {
+    #if NATS
+    let registry = ExchangeRegistry([.memory, .nats])
+    #else
+    let registry = ExchangeRegistry.standard
+    #endif
+    let url = try ExchangeRegistry.configuredURL(flag: exchangeFlag, fallback: "")
+    if !url.isEmpty { configuration.exchange = try registry.exchange(for: url) }
+} catch {
+    FileHandle.standardError.write(Data("neffos-bench-server: \(error)\n".utf8))
+    exit(2)
+}
+
+let server = try Server(namespaces: ["bench": events], configuration: configuration)
+let listener = WebSocketListener(server: server, host: "127.0.0.1", port: port)
+let group = ServiceGroup(configuration: .init(services: [listener], gracefulShutdownSignals: [.sigterm, .sigint], logger: configuration.logger))
+Task {
+    if let bound = await listener.boundPort() {
+        FileHandle.standardOutput.write(Data("listening on \(bound) pid \(ProcessInfo.processInfo.processIdentifier)\n".utf8))
+    }
+}
+try await group.run()

@@ -1,0 +1,105 @@
+import Foundation
+import Neffos
+import NeffosTesting
+
+/// The processes a benchmark starts: bench servers, the raw NIO server, nats-server. All of
+/// them are stopped when the run ends, fails, is interrupted, or overruns its time limit.
+enum BenchProcesses {
+    private static let children = Locked<[ChildProcess]>([])
+    private static let natsServers = Locked<[NATSServer]>([])
+
+    /// The folder of the running executable (the other bench executables are built next to it).
+    static var executableDirectory: String {
+        let link = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        return URL(fileURLWithPath: link).deletingLastPathComponent().path
+    }
+
+    /// A server started for a benchmark: its WebSocket URL and PID.
+    struct Server: Sendable {
+        let url: String
+        let pid: Int32
+    }
+
+    /// Starts `neffos-bench-server` (or `neffos-raw-server` when `raw`), optionally on
+    /// `exchange`, and waits until it listens.
+    static func startServer(raw: Bool, exchange: String? = nil) async throws -> Server {
+        let name = raw ? "neffos-raw-server" : "neffos-bench-server"
+        let path = executableDirectory + "/" + name
+        guard FileManager.default.isExecutableFile(atPath: path) else {
+            throw BenchError("\(name) is not built next to this tool (\(path)); build with `swift build -c release`")
+        }
+        var arguments = ["--port", "0"]
+        if let exchange { arguments += ["--exchange", exchange] }
+        let process = try ChildProcess.start(path, arguments)
+        children.withLock { $0.append(process) }
+        let line: String
+        do {
+            line = try await process.waitForOutput(containing: "listening on", timeout: .seconds(30))
+        } catch {
+            throw BenchError("\(name) did not start: \(error)")
+        }
+        let words = line.split(separator: " ")
+        guard let port = words.firstIndex(of: "on").flatMap({ Int(words[$0 + 1]) }),
+              let pid = words.firstIndex(of: "pid").flatMap({ Int32(words[$0 + 1]) })
+        else { throw BenchError("unexpected line from \(name): \(line)") }
+        return Server(url: "ws://127.0.0.1:\(port)/", pid: pid)
+    }
+
+    /// Starts a `nats-server` on a free port.
+    static func startNATS() async throws -> NATSServer {
+        let server = try await NATSServer.start(name: "bench-nats")
+        natsServers.withLock { $0.append(server) }
+        return server
+    }
+
+    /// Stops everything started so far.
+    static func stopAll() async {
+        let processes = children.withLock { list in
+            defer { list = [] }
+            return list
+        }
+        for process in processes {
+            process.terminate()
+            await process.waitForExit(timeout: .seconds(5))
+        }
+        let servers = natsServers.withLock { list in
+            defer { list = [] }
+            return list
+        }
+        for server in servers { await server.stop() }
+    }
+
+    /// Kills everything at once (from a signal handler or the watchdog).
+    static func killAllNow() {
+        for process in children.withLock({ $0 }) { process.terminate(signal: SIGKILL) }
+        for server in natsServers.withLock({ $0 }) {
+            if let pid = server.pid { kill(pid, SIGKILL) }
+        }
+    }
+
+    /// The resident memory of process `pid`, in bytes (Linux `/proc`).
+    static func residentBytes(of pid: Int32) -> Int? {
+        guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return nil }
+        for line in status.split(separator: "\n") where line.hasPrefix("VmRSS:") {
+            let kilobytes = line.split(separator: " ").compactMap { Int($0) }.first
+            return kilobytes.map { $0 * 1024 }
+        }
+        return nil
+    }
+
+    /// Raises this process's open-file limit to its hard limit (10,000 connections need
+    /// 10,000 descriptors).
+    static func raiseFileLimit() -> Int {
+        var limit = rlimit()
+        getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+        limit.rlim_cur = limit.rlim_max
+        setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+        return Int(limit.rlim_cur)
+    }
+}
+
+/// A benchmark that cannot run, and why.
+struct BenchError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}

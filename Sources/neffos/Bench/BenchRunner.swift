@@ -1,0 +1,173 @@
+import Foundation
+import Histogram
+import NIOCore
+import NIOPosix
+import Neffos
+import NeffosNIO
+
+/// What one benchmark run measured.
+struct BenchResult: Codable, Sendable {
+    var scenario: String
+    var server: String
+    var clients: Int
+    var seconds: Double
+    /// Deliveries (fan-out, rooms), asks, or connections.
+    var operations: Int
+    var perSecond: Double
+    var p50Milliseconds: Double
+    var p99Milliseconds: Double
+    var p999Milliseconds: Double
+    var maxMilliseconds: Double
+    var errors: Int
+    var drops: Int
+    var notes: [String: String] = [:]
+
+    /// Fills the latency fields from `histogram`.
+    mutating func latency(_ histogram: Histogram<UInt64>) {
+        func ms(_ value: UInt64) -> Double { (Double(value) / 1e6 * 1000).rounded() / 1000 }
+        guard histogram.totalCount > 0 else { return }
+        p50Milliseconds = ms(histogram.valueAtPercentile(50))
+        p99Milliseconds = ms(histogram.valueAtPercentile(99))
+        p999Milliseconds = ms(histogram.valueAtPercentile(99.9))
+        maxMilliseconds = ms(histogram.max)
+    }
+
+    /// One human-readable line.
+    var line: String {
+        var text = "\(scenario) [\(server)] \(clients) clients, \(String(format: "%.1f", seconds)) s: "
+        text += "\(operations.formatted) ops, \(Int(perSecond).formatted)/s"
+        if p50Milliseconds > 0 || p99Milliseconds > 0 {
+            text += ", latency p50 \(p50Milliseconds) ms, p99 \(p99Milliseconds) ms, p99.9 \(p999Milliseconds) ms, max \(maxMilliseconds) ms"
+        }
+        text += ", errors \(errors), drops \(drops)"
+        for (key, value) in notes.sorted(by: { $0.key < $1.key }) { text += ", \(key) \(value)" }
+        return text
+    }
+}
+
+extension Int {
+    /// `1234567` → `1,234,567`.
+    var formatted: String {
+        let digits = Array(String(abs(self)))
+        var out = ""
+        for (index, digit) in digits.enumerated() {
+            if index > 0 && (digits.count - index) % 3 == 0 { out += "," }
+            out.append(digit)
+        }
+        return (self < 0 ? "-" : "") + out
+    }
+}
+
+/// Drives load connections against a server and measures.
+final class BenchRunner: Sendable {
+    let group: MultiThreadedEventLoopGroup
+    let recorders: [Recorder]
+    let dialer: LoadDialer
+    let namespace = "bench"
+    let progress: Bool
+
+    init(threads: Int, progress: Bool) {
+        group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, threads))
+        var recorders: [Recorder] = []
+        var table: [ObjectIdentifier: Recorder] = [:]
+        for loop in group.makeIterator() {
+            let recorder = Recorder(loop: loop)
+            recorders.append(recorder)
+            table[ObjectIdentifier(loop)] = recorder
+        }
+        self.recorders = recorders
+        self.dialer = LoadDialer(group: group, recorders: table)
+        self.progress = progress
+    }
+
+    func shutdown() async {
+        try? await group.shutdownGracefully()
+    }
+
+    /// The recorders' counters, merged.
+    func tally() async throws -> Tally {
+        var total = Tally()
+        for recorder in recorders { total.add(try await recorder.snapshot().get()) }
+        return total
+    }
+
+    func reset() async throws {
+        for recorder in recorders { try await recorder.reset().get() }
+    }
+
+    /// Opens `count` connections (at most `concurrency` handshakes at once); `plan(i)` gives
+    /// each its URL, rooms and role. Returns them in plan order, and their setup latencies.
+    func connect(
+        _ count: Int, concurrency: Int = 256,
+        plan: @escaping @Sendable (Int) -> (url: WebSocketURL, rooms: [String], role: LoadRole)
+    ) async throws -> ([LoadConnection], Histogram<UInt64>) {
+        var connections: [LoadConnection?] = Array(repeating: nil, count: count)
+        var opened = 0
+        var setup = Histogram<UInt64>(highestTrackableValue: 120_000_000_000, numberOfSignificantValueDigits: .three)
+        let namespace = self.namespace
+        let dialer = self.dialer
+        try await withThrowingTaskGroup(of: (Int, LoadConnection, UInt64).self) { group in
+            var next = 0
+            func add() {
+                let index = next
+                next += 1
+                let (url, rooms, role) = plan(index)
+                group.addTask {
+                    let (connection, elapsed) = try await dialer.connect(to: url, namespace: namespace, rooms: rooms, role: role, sourceIndex: index)
+                    return (index, connection, elapsed)
+                }
+            }
+            while next < min(count, concurrency) { add() }
+            var lastReport = monotonicNanoseconds()
+            while let (index, connection, elapsed) = try await group.next() {
+                connections[index] = connection
+                opened += 1
+                _ = setup.record(elapsed)
+                if next < count { add() }
+                if progress && monotonicNanoseconds() - lastReport > 1_000_000_000 {
+                    lastReport = monotonicNanoseconds()
+                    FileHandle.standardError.write(Data("  connected \(opened.formatted)/\(count.formatted)\n".utf8))
+                }
+            }
+        }
+        // In plan order: index i is the connection plan(i) described.
+        return (connections.compactMap { $0 }, setup)
+    }
+
+    /// Starts `active`, prints a progress line every second for `duration`, stops them, waits
+    /// until what is in flight has arrived, and returns (counters at the end of `duration`,
+    /// counters after draining).
+    func run(_ label: String, active: [LoadConnection], duration: Duration) async throws -> (Tally, Tally) {
+        try await reset()
+        let start = ContinuousClock.now
+        for connection in active { connection.start() }
+        var previous = 0
+        while ContinuousClock.now - start < duration {
+            let remaining = duration - (ContinuousClock.now - start)
+            try await Task.sleep(for: min(.seconds(1), remaining))
+            if progress {
+                let now = try await tally()
+                let elapsed = ContinuousClock.now - start
+                let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+                let p50 = now.latency.totalCount > 0 ? Double(now.latency.valueAtPercentile(50)) / 1e6 : 0
+                let p99 = now.latency.totalCount > 0 ? Double(now.latency.valueAtPercentile(99)) / 1e6 : 0
+                let line = String(format: "  [%@] %.0fs  received %@ (%@/s)  p50 %.2f ms  p99 %.2f ms  errors %d\n",
+                                  label, seconds, now.received.formatted, (now.received - previous).formatted, p50, p99, now.errors)
+                FileHandle.standardError.write(Data(line.utf8))
+                previous = now.received
+            }
+        }
+        let atEnd = try await tally()
+        for connection in active { connection.stop() }
+        // Let what is in flight arrive: until nothing more comes for half a second (or 10 s).
+        var settled = atEnd
+        let drainStart = ContinuousClock.now
+        while ContinuousClock.now - drainStart < .seconds(10) {
+            try await Task.sleep(for: .milliseconds(500))
+            let now = try await tally()
+            if now.received == settled.received { break }
+            settled = now
+        }
+        return (atEnd, settled)
+    }
+}

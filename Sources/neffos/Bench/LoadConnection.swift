@@ -1,0 +1,324 @@
+import Histogram
+import NIOCore
+import NIOPosix
+import NIOWebSocket
+import Neffos
+import NeffosNIO
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Monotonic nanoseconds, the clock of every timestamp the benchmarks put in a body (the
+/// generator and the servers run on the same machine).
+@inline(__always)
+func monotonicNanoseconds() -> UInt64 {
+    var spec = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &spec)
+    return UInt64(spec.tv_sec) &* 1_000_000_000 &+ UInt64(spec.tv_nsec)
+}
+
+/// What the connections of one event loop measured. Touched only on that loop.
+final class Recorder: @unchecked Sendable {
+    // @unchecked Sendable: every access happens on `loop` (handlers run there; snapshots and
+    // resets are submitted to it).
+    let loop: any EventLoop
+    var latency = Histogram<UInt64>(highestTrackableValue: 120_000_000_000, numberOfSignificantValueDigits: .three)
+    var received = 0
+    var sent = 0
+    var errors = 0
+
+    init(loop: any EventLoop) { self.loop = loop }
+
+    /// A copy of the counters, taken on the loop.
+    func snapshot() -> EventLoopFuture<Tally> {
+        loop.submit { Tally(latency: self.latency, received: self.received, sent: self.sent, errors: self.errors) }
+    }
+
+    /// Zeroes the counters, on the loop.
+    func reset() -> EventLoopFuture<Void> {
+        loop.submit {
+            self.latency.reset()
+            self.received = 0
+            self.sent = 0
+            self.errors = 0
+        }
+    }
+}
+
+/// Counters of several recorders, merged.
+struct Tally: Sendable {
+    var latency = Histogram<UInt64>(highestTrackableValue: 120_000_000_000, numberOfSignificantValueDigits: .three)
+    var received = 0
+    var sent = 0
+    var errors = 0
+
+    mutating func add(_ other: Tally) {
+        latency.add(other.latency)
+        received += other.received
+        sent += other.sent
+        errors += other.errors
+    }
+}
+
+/// What a load connection does once it is ready.
+enum LoadRole: Sendable {
+    /// Receives `tick` broadcasts and records their latency.
+    case receiver
+    /// Also sends a `broadcast` of a timestamp (to `room`, or the namespace) each time it
+    /// receives a tick, keeping `window` broadcasts in flight.
+    case publisher(window: Int, room: String)
+    /// Keeps `inflight` `echo` asks going, recording each round trip.
+    case asker(inflight: Int)
+}
+
+/// One benchmark connection: a bare neffos client that performs the handshake, connects the
+/// namespace, joins its rooms, then plays its role. Everything on its event loop.
+final class LoadHandler: ChannelInboundHandler, @unchecked Sendable {
+    // @unchecked Sendable: all state is touched on the channel's event loop only; `start` and
+    // `stop` hop there.
+    typealias InboundIn = WebSocketFrame
+    typealias OutboundOut = WebSocketFrame
+
+    private enum Phase {
+        case handshake, namespace, joining(Int), ready
+    }
+
+    let namespace: String
+    let rooms: [String]
+    let role: LoadRole
+    let recorder: Recorder
+    let ready: EventLoopPromise<UInt64>
+    /// One key per connection: a fresh random key per frame would cost a system call each.
+    private let mask = WebSocketMaskingKey.random()
+    private var phase = Phase.handshake
+    private var context: ChannelHandlerContext?
+    private var running = false
+    private var asks = 0
+    private var reading = false
+    private var needsFlush = false
+    /// `;<namespace>;<room>;broadcast;0;0;` and `;<namespace>;;echo;0;0;`, built once.
+    private lazy var broadcastHeader: [UInt8] = []
+    private lazy var askTail = Array(";\(namespace);;echo;0;0;".utf8)
+    private let started = monotonicNanoseconds()
+
+    init(namespace: String, rooms: [String], role: LoadRole, recorder: Recorder, ready: EventLoopPromise<UInt64>) {
+        self.namespace = namespace
+        self.rooms = rooms
+        self.role = role
+        self.recorder = recorder
+        self.ready = ready
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        send("M")
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+        ready.fail(NeffosError.writeClosed)
+    }
+
+    private func send(_ text: String) {
+        send(ByteBuffer(string: text))
+    }
+
+    /// Writes a frame; flushed at the end of the read burst (or at once outside one).
+    private func send(_ buffer: ByteBuffer) {
+        guard let context else { return }
+        context.write(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .text, maskKey: mask, data: buffer)), promise: nil)
+        if reading {
+            needsFlush = true
+        } else {
+            context.flush()
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        reading = false
+        if needsFlush {
+            needsFlush = false
+            context.flush()
+        }
+        context.fireChannelReadComplete()
+    }
+
+    /// A frame made of `prefix`, `number` in decimal and `suffix`, with no formatting work.
+    private func frame(_ prefix: [UInt8], _ number: UInt64?, _ suffix: [UInt8], _ stamp: UInt64) -> ByteBuffer {
+        var buffer = context?.channel.allocator.buffer(capacity: prefix.count + suffix.count + 40) ?? ByteBuffer()
+        buffer.writeBytes(prefix)
+        if let number { Self.writeDecimal(number, to: &buffer) }
+        buffer.writeBytes(suffix)
+        Self.writeDecimal(stamp, to: &buffer)
+        return buffer
+    }
+
+    private static func writeDecimal(_ value: UInt64, to buffer: inout ByteBuffer) {
+        var digits: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8,
+                     UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) =
+            (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+        var value = value
+        var count = 0
+        withUnsafeMutableBytes(of: &digits) { bytes in
+            repeat {
+                bytes[19 - count] = UInt8(value % 10) + 48
+                value /= 10
+                count += 1
+            } while value > 0
+            buffer.writeBytes(UnsafeRawBufferPointer(rebasing: bytes[(20 - count)...]))
+        }
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        reading = true
+        let frame = unwrapInboundIn(data)
+        guard frame.opcode == .text || frame.opcode == .binary else {
+            if frame.opcode == .connectionClose { context.close(promise: nil) }
+            return
+        }
+        let payload = frame.unmaskedData
+        switch phase {
+        case .handshake:
+            guard payload.getInteger(at: payload.readerIndex, as: UInt8.self) == UInt8(ascii: "A") else {
+                return fail(context)
+            }
+            phase = .namespace
+            send("$c;\(namespace);;_OnNamespaceConnect;0;0;")
+        case .namespace:
+            guard String(buffer: payload) == "$c;;;;;;" else { return fail(context) }
+            join(0)
+        case .joining(let index):
+            guard String(buffer: payload) == "$j\(index);;;;;;" else { return fail(context) }
+            join(index + 1)
+        case .ready:
+            receive(payload)
+        }
+    }
+
+    private func join(_ index: Int) {
+        if index < rooms.count {
+            phase = .joining(index)
+            send("$j\(index);\(namespace);\(rooms[index]);_OnRoomJoin;0;0;")
+        } else {
+            phase = .ready
+            ready.succeed(monotonicNanoseconds() - started)
+        }
+    }
+
+    private func fail(_ context: ChannelHandlerContext) {
+        recorder.errors += 1
+        ready.fail(NeffosError.invalidPayload)
+        context.close(promise: nil)
+    }
+
+    /// A frame of the running benchmark: a `tick` or an `echo` reply; the body is a timestamp.
+    private func receive(_ payload: ByteBuffer) {
+        guard let stamp = Self.timestamp(in: payload) else {
+            recorder.errors += 1
+            return
+        }
+        let now = monotonicNanoseconds()
+        recorder.received += 1
+        _ = recorder.latency.record(now >= stamp ? now - stamp : 0)
+        guard running else { return }
+        switch role {
+        case .receiver:
+            break
+        case .publisher(_, let room):
+            publish(room: room)
+        case .asker:
+            ask()
+        }
+    }
+
+    /// The decimal timestamp after the sixth `;`.
+    private static func timestamp(in payload: ByteBuffer) -> UInt64? {
+        payload.withUnsafeReadableBytes { bytes -> UInt64? in
+            var separators = 0
+            var index = 0
+            while index < bytes.count && separators < 6 {
+                if bytes[index] == UInt8(ascii: ";") { separators += 1 }
+                index += 1
+            }
+            guard separators == 6 else { return nil }
+            var value: UInt64 = 0
+            var digits = 0
+            while index < bytes.count, bytes[index] >= 48, bytes[index] <= 57 {
+                value = value &* 10 &+ UInt64(bytes[index] - 48)
+                index += 1
+                digits += 1
+            }
+            return digits > 0 ? value : nil
+        }
+    }
+
+    private func publish(room: String) {
+        recorder.sent += 1
+        if broadcastHeader.isEmpty { broadcastHeader = Array(";\(namespace);\(room);broadcast;0;0;".utf8) }
+        send(frame(broadcastHeader, nil, [], monotonicNanoseconds()))
+    }
+
+    private func ask() {
+        asks += 1
+        recorder.sent += 1
+        send(frame(Self.dollar, UInt64(asks), askTail, monotonicNanoseconds()))
+    }
+
+    private static let dollar: [UInt8] = [UInt8(ascii: "$")]
+
+    /// Starts the role (on the event loop).
+    func start() {
+        running = true
+        reading = true
+        switch role {
+        case .receiver: break
+        case .publisher(let window, let room): for _ in 0..<window { publish(room: room) }
+        case .asker(let inflight): for _ in 0..<inflight { ask() }
+        }
+        reading = false
+        if needsFlush {
+            needsFlush = false
+            context?.flush()
+        }
+    }
+
+    /// Stops sending (what is in flight still arrives and is recorded).
+    func stop() { running = false }
+}
+
+/// A connected load connection.
+struct LoadConnection: Sendable {
+    let channel: any Channel
+    let handler: LoadHandler
+
+    func start() { channel.eventLoop.execute { handler.start() } }
+    func stop() { channel.eventLoop.execute { handler.stop() } }
+    func close() { channel.close(promise: nil) }
+}
+
+/// Opens load connections.
+struct LoadDialer: Sendable {
+    let group: any EventLoopGroup
+    let recorders: [ObjectIdentifier: Recorder]
+
+    /// Connects one client to `url` and waits until it is ready (handshake, namespace, rooms);
+    /// returns it and how long that took.
+    func connect(to url: WebSocketURL, namespace: String, rooms: [String], role: LoadRole, sourceIndex: Int) async throws -> (LoadConnection, UInt64) {
+        let loop = group.next()
+        let recorder = recorders[ObjectIdentifier(loop)]!
+        let ready = loop.makePromise(of: UInt64.self)
+        let handler = LoadHandler(namespace: namespace, rooms: rooms, role: role, recorder: recorder, ready: ready)
+        // Past one address's ephemeral ports, spread the clients over 127.0.0.2, .3, … (the
+        // first 25,000 let the kernel pick: an explicit bind cannot reuse ports in TIME_WAIT).
+        let source = sourceIndex < 25_000 ? nil : try SocketAddress(ipAddress: "127.0.0.\(1 + sourceIndex / 25_000)", port: 0)
+        let channel = try await WebSocketDialer.connect(
+            to: url, headers: [], group: loop, timeout: .seconds(30), maxFrameSize: 1 << 24,
+            maxMessageSize: 1 << 24, localAddress: source
+        ) { channel in
+            try channel.pipeline.syncOperations.addHandler(handler)
+        }
+        let elapsed = try await ready.futureResult.get()
+        return (LoadConnection(channel: channel, handler: handler), elapsed)
+    }
+}

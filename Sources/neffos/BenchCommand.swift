@@ -1,0 +1,271 @@
+import ArgumentParser
+import Dispatch
+import Foundation
+import NIOCore
+import Neffos
+import NeffosNIO
+
+/// `neffos bench …`: the load generator.
+struct Bench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Load-test a neffos server (ours, the raw NIO ceiling, or any neffos-compatible one on loopback).",
+        discussion: """
+            Each scenario starts the server it drives (neffos-bench-server, or neffos-raw-server with \
+            --server raw), opens the clients, runs for --duration seconds printing a progress line \
+            every second, then prints a summary (--json for JSON) and stops everything. --compare \
+            runs the same scenario against both servers and prints the ratio. --url drives a server \
+            you started (loopback only).
+            """,
+        subcommands: [Fanout.self, Rooms.self, Ask.self, Connect.self, Memory.self, Cluster.self])
+}
+
+/// Options every scenario takes.
+struct BenchOptions: ParsableArguments {
+    enum Kind: String, ExpressibleByArgument, CaseIterable {
+        case neffos, raw
+    }
+
+    @Option(help: "The server to start: neffos (this framework) or raw (bare SwiftNIO, the ceiling).")
+    var server: Kind = .neffos
+
+    @Flag(help: "Run against both servers and print our figure as a ratio of the raw one.")
+    var compare = false
+
+    @Option(help: "Drive a server already running at this ws:// URL (loopback only) instead of starting one.")
+    var url: String?
+
+    @Option(help: "The exchange URL for the started neffos server (for example nats://127.0.0.1:4222).")
+    var exchange: String?
+
+    @Option(help: "Seconds to measure.")
+    var duration: Int = 10
+
+    @Option(help: "Runs per server (interleaved); the median run is reported.")
+    var `repeat`: Int = 1
+
+    @Option(help: "Event loops of the generator (default: the cores).")
+    var threads: Int = System.coreCount
+
+    @Flag(help: "Print the results as JSON.")
+    var json = false
+
+    @Flag(inversion: .prefixedNo, help: "Print a progress line every second (to standard error).")
+    var progress = true
+
+    func validate() throws {
+        guard duration > 0, duration <= 3600 else { throw ValidationError("--duration must be 1…3600 seconds") }
+        guard (1...20).contains(`repeat`) else { throw ValidationError("--repeat must be 1…20") }
+        if let url {
+            let parsed = try WebSocketURL(url)
+            guard parsed.host == "localhost" || parsed.host.hasPrefix("127.") || parsed.host == "::1" else {
+                throw ValidationError("--url must be on loopback (127.x.x.x or localhost): this generator only drives local servers")
+            }
+        }
+    }
+}
+
+/// Runs a scenario against the server(s) the options choose, with a watchdog and signal
+/// handling so that nothing outlives the run.
+func runScenario(
+    _ options: BenchOptions, clients: Int, limit extra: Int = 0,
+    _ body: @escaping @Sendable (BenchRunner, WebSocketURL, String, Int32?) async throws -> BenchResult
+) async throws {
+    _ = BenchProcesses.raiseFileLimit()
+    installSignalHandlers()
+    let kinds: [BenchOptions.Kind] = options.url != nil ? [options.server] : (options.compare ? [.neffos, .raw] : [options.server])
+    startWatchdog(seconds: (options.duration + 60 + clients / 250 + extra) * kinds.count * options.repeat + 30)
+    var runs: [[BenchResult]] = Array(repeating: [], count: kinds.count)
+    do {
+        for round in 0..<options.repeat {
+        for (position, kind) in kinds.enumerated() {
+            if options.progress && options.repeat > 1 {
+                FileHandle.standardError.write(Data("run \(round + 1)/\(options.repeat)\n".utf8))
+            }
+            let runner = BenchRunner(threads: options.threads, progress: options.progress)
+            let target: BenchProcesses.Server?
+            let url: String
+            if let given = options.url {
+                target = nil
+                url = given
+            } else {
+                target = try await BenchProcesses.startServer(raw: kind == .raw, exchange: kind == .raw ? nil : options.exchange)
+                url = target!.url
+            }
+            if options.progress { FileHandle.standardError.write(Data("\(kind.rawValue): \(url)\n".utf8)) }
+            let result = try await body(runner, try WebSocketURL(url), options.url == nil ? kind.rawValue : url, target?.pid)
+            runs[position].append(result)
+            await runner.shutdown()
+            await BenchProcesses.stopAll()
+        }
+        }
+    } catch {
+        await BenchProcesses.stopAll()
+        throw error
+    }
+    // The median run of each server (by rate).
+    let results = runs.map { results -> BenchResult in
+        var median = results.sorted { $0.perSecond < $1.perSecond }[results.count / 2]
+        if results.count > 1 {
+            median.notes["runs"] = results.map { Int($0.perSecond).formatted }.joined(separator: " ")
+        }
+        return median
+    }
+    report(results, json: options.json)
+}
+
+func report(_ results: [BenchResult], json: Bool) {
+    if json {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        if let data = try? encoder.encode(results) { print(String(decoding: data, as: UTF8.self)) }
+        return
+    }
+    for result in results { print(result.line) }
+    if results.count == 2, results[1].perSecond > 0 {
+        print(String(format: "ratio %@/%@: %.2f", results[0].server, results[1].server, results[0].perSecond / results[1].perSecond))
+    }
+}
+
+private let signalSources = Locked<[any DispatchSourceSignal]>([])
+
+/// Ctrl-C or SIGTERM: kill what was started, then exit.
+func installSignalHandlers() {
+    for signalNumber in [SIGINT, SIGTERM] {
+        signal(signalNumber, SIG_IGN)
+        let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())
+        source.setEventHandler {
+            BenchProcesses.killAllNow()
+            exit(130)
+        }
+        source.resume()
+        signalSources.withLock { $0.append(source) }
+    }
+}
+
+/// The run must end within `seconds`; past that, everything is killed and the tool exits 3.
+func startWatchdog(seconds: Int) {
+    Task.detached {
+        try? await Task.sleep(for: .seconds(seconds))
+        FileHandle.standardError.write(Data("neffos bench: still running after \(seconds) s; stopping everything\n".utf8))
+        BenchProcesses.killAllNow()
+        exit(3)
+    }
+}
+
+extension Bench {
+    struct Fanout: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "One broadcast to every client: deliveries per second and delivery latency.")
+        @OptionGroup var options: BenchOptions
+        @Option(help: "Clients (the first one publishes).") var clients = 1000
+        @Option(help: "Broadcasts the publisher keeps in flight.") var window = 4
+
+        func run() async throws {
+            let (clients, window, duration) = (clients, window, Duration.seconds(options.duration))
+            try await runScenario(options, clients: clients) { runner, url, server, _ in
+                try await runner.fanout([url], server: server, clients: clients, window: window, duration: duration)
+            }
+        }
+    }
+
+    struct Rooms: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Room broadcasts: M rooms of K members, one publisher per room.")
+        @OptionGroup var options: BenchOptions
+        @Option(help: "Rooms.") var rooms = 100
+        @Option(help: "Members per room (the first publishes).") var members = 10
+        @Option(help: "Broadcasts each publisher keeps in flight.") var window = 1
+
+        func run() async throws {
+            let (rooms, members, window, duration) = (rooms, members, window, Duration.seconds(options.duration))
+            try await runScenario(options, clients: rooms * members) { runner, url, server, _ in
+                try await runner.rooms(url, server: server, rooms: rooms, members: members, window: window, duration: duration)
+            }
+        }
+    }
+
+    struct Ask: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Concurrent clients asking an echo event: asks per second and round-trip latency.")
+        @OptionGroup var options: BenchOptions
+        @Option(help: "Clients.") var clients = 64
+        @Option(help: "Asks each client keeps in flight.") var inflight = 4
+
+        func run() async throws {
+            let (clients, inflight, duration) = (clients, inflight, Duration.seconds(options.duration))
+            try await runScenario(options, clients: clients) { runner, url, server, _ in
+                try await runner.ask(url, server: server, clients: clients, inflight: inflight, duration: duration)
+            }
+        }
+    }
+
+    struct Connect: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Connect storm: connections (upgrade, handshake, namespace) per second.")
+        @OptionGroup var options: BenchOptions
+        @Option(help: "Connections to open.") var clients = 5000
+        @Option(help: "Connections opening at once.") var concurrency = 256
+
+        func run() async throws {
+            let (clients, concurrency) = (clients, concurrency)
+            try await runScenario(options, clients: clients) { runner, url, server, _ in
+                try await runner.connectStorm(url, server: server, clients: clients, concurrency: concurrency)
+            }
+        }
+    }
+
+    struct Memory: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Idle memory: the server's resident memory per idle connection.")
+        @OptionGroup var options: BenchOptions
+        @Option(help: "Idle connections.") var clients = 10_000
+
+        func validate() throws {
+            if options.url != nil { throw ValidationError("memory needs to start the server itself (to read its memory): drop --url") }
+        }
+
+        func run() async throws {
+            let clients = clients
+            try await runScenario(options, clients: clients) { runner, url, server, pid in
+                guard let pid else { throw BenchError("memory needs a started server") }
+                return try await runner.idleMemory(url, server: server, pid: pid, clients: clients)
+            }
+        }
+    }
+
+    struct Cluster: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Fan-out across nodes over NATS (one nats-server), against one node alone.",
+            discussion: "Needs nats-server and a neffos-bench-server built with the NATS trait (swift build -c release --traits NATS).")
+        @Option(help: "Clients, spread evenly over the nodes.") var clients = 1000
+        @Option(help: "Nodes.") var nodes = 3
+        @Option(help: "Broadcasts the publisher keeps in flight.") var window = 4
+        @Option(help: "Seconds to measure.") var duration = 10
+        @Option(help: "Event loops of the generator.") var threads = System.coreCount
+        @Flag(help: "Print the results as JSON.") var json = false
+        @Flag(inversion: .prefixedNo, help: "Print a progress line every second.") var progress = true
+
+        func run() async throws {
+            _ = BenchProcesses.raiseFileLimit()
+            installSignalHandlers()
+            startWatchdog(seconds: 2 * duration + 120 + clients / 250)
+            var results: [BenchResult] = []
+            do {
+                let nats = try await BenchProcesses.startNATS()
+                var urls: [WebSocketURL] = []
+                for _ in 0..<max(2, nodes) {
+                    urls.append(try WebSocketURL(try await BenchProcesses.startServer(raw: false, exchange: nats.url).url))
+                }
+                let runner = BenchRunner(threads: threads, progress: progress)
+                results.append(try await runner.fanout(urls, server: "neffos ×\(urls.count) over NATS", clients: clients, window: window, duration: .seconds(duration), warmUp: .seconds(1)))
+                await runner.shutdown()
+                await BenchProcesses.stopAll()
+
+                let single = try await BenchProcesses.startServer(raw: false)
+                let alone = BenchRunner(threads: threads, progress: progress)
+                results.append(try await alone.fanout([try WebSocketURL(single.url)], server: "neffos alone", clients: clients, window: window, duration: .seconds(duration)))
+                await alone.shutdown()
+                await BenchProcesses.stopAll()
+            } catch {
+                await BenchProcesses.stopAll()
+                throw error
+            }
+            report(results, json: json)
+        }
+    }
+}
