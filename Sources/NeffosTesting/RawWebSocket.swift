@@ -77,11 +77,14 @@ public final class RawWebSocket: Sendable {
     ///   - url: a `ws://` URL.
     ///   - headers: extra request headers.
     ///   - answerPings: whether to answer the server's pings (default `true`).
+    ///   - reportPings: whether ``next(timeout:)`` hands out the pings it answered too (pings
+    ///     it does not answer are always handed out).
     ///   - timeout: the deadline for the TCP connection and the upgrade.
     public static func connect(
         to url: String,
         headers: [(name: String, value: String)] = [],
         answerPings: Bool = true,
+        reportPings: Bool = false,
         timeout: Duration = .seconds(5),
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
     ) async throws -> RawWebSocket {
@@ -90,7 +93,7 @@ public final class RawWebSocket: Sendable {
             to: try WebSocketURL(url), headers: headers, group: group, timeout: timeout,
             maxFrameSize: 1 << 24, maxMessageSize: 1 << 24
         ) { channel in
-            try channel.pipeline.syncOperations.addHandler(RawFrameHandler(inbox: inbox, answerPings: answerPings, masks: true))
+            try channel.pipeline.syncOperations.addHandler(RawFrameHandler(inbox: inbox, answerPings: answerPings, reportPings: reportPings, masks: true))
         }
         return RawWebSocket(channel: channel, inbox: inbox, masks: true)
     }
@@ -114,8 +117,8 @@ public final class RawWebSocket: Sendable {
         try await send(data, opcode: .connectionClose)
     }
 
-    /// The next frame (any opcode but pongs; pings only when not answering them), waiting up
-    /// to `timeout`.
+    /// The next frame (any opcode but pongs; pings only when not answering them or when
+    /// reporting them), waiting up to `timeout`.
     ///
     /// - Throws: ``RawWebSocketError/timedOut(_:)`` or ``RawWebSocketError/closed``.
     public func next(timeout: Duration = .seconds(5)) async throws -> RawFrame {
@@ -245,12 +248,14 @@ final class RawFrameHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     private let inbox: FrameInbox
     private let answerPings: Bool
+    private let reportPings: Bool
     private let masks: Bool
     private var closeSent = false
 
-    init(inbox: FrameInbox, answerPings: Bool, masks: Bool) {
+    init(inbox: FrameInbox, answerPings: Bool, reportPings: Bool = false, masks: Bool) {
         self.inbox = inbox
         self.answerPings = answerPings
+        self.reportPings = reportPings || !answerPings
         self.masks = masks
     }
 
@@ -261,8 +266,8 @@ final class RawFrameHandler: ChannelDuplexHandler, RemovableChannelHandler {
             if answerPings {
                 let pong = WebSocketFrame(fin: true, opcode: .pong, maskKey: masks ? .random() : nil, data: frame.unmaskedData)
                 context.writeAndFlush(wrapOutboundOut(pong), promise: nil)
-            } else {
-                // Only a test that stays silent cares to see the pings.
+            }
+            if reportPings {
                 inbox.deliver(RawFrame(opcode: .ping, data: frame.unmaskedData))
             }
         case .pong:
