@@ -145,6 +145,8 @@ public final class Client: Sendable {
         var closed = false
         var reconnecting: Task<Void, Never>?
         var listeners: [UInt64: AsyncStream<ClientState>.Continuation] = [:]
+        /// The latest state, which a new listener hears first.
+        var current = ClientState.connecting(attempt: 0)
         var nextListener: UInt64 = 0
         var random = SystemRandomNumberGenerator()
     }
@@ -207,11 +209,13 @@ public final class Client: Sendable {
     /// The namespace connection for `namespace`, if connected.
     public func namespace(_ namespace: String) -> NSConn? { conn.namespace(namespace) }
 
-    /// A new sequence of the client's state changes, from now on. It finishes when the client
-    /// closes for good.
+    /// A new sequence of the client's states: the current one first (so `.connected` is seen
+    /// even by a sequence made after `dial` returned), then every change. It finishes when the
+    /// client closes for good.
     public func states() -> AsyncStream<ClientState> {
         let (stream, continuation) = AsyncStream<ClientState>.makeStream(bufferingPolicy: .bufferingNewest(64))
         let finished = shared.withLock { s -> Bool in
+            continuation.yield(s.current)
             guard !s.closed || s.reconnecting != nil else { return true }
             let id = s.nextListener
             s.nextListener += 1
@@ -256,8 +260,11 @@ public final class Client: Sendable {
 
     private func publish(_ state: ClientState) {
         configuration.logger.debug("client state", metadata: ["state": "\(state)"])
-        let listeners = shared.withLock { Array($0.listeners.values) }
-        for listener in listeners { listener.yield(state) }
+        // Under the lock, so a listener joining now hears the states in order.
+        shared.withLock { s in
+            s.current = state
+            for listener in s.listeners.values { listener.yield(state) }
+        }
     }
 
     private func finishListeners() {

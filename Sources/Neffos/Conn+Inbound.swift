@@ -483,8 +483,9 @@ extension Conn {
             case lost([ConnState.PendingAsk])
             /// A client's reconnection attempt failed during its handshake.
             case attemptFailed([CheckedContinuation<Void, any Error>])
+            /// Closed for good; waiters get the server's refusal if it refused the handshake.
             case finish([ConnState.PendingAsk], [CheckedContinuation<Void, any Error>],
-                        [CheckedContinuation<NSConn, any Error>])
+                        [CheckedContinuation<NSConn, any Error>], refusal: NeffosError?)
             case none
         }
         let (closeRequested, wasOpen) = state.withLock { ($0.closeRequested, $0.phase.isOpen) }
@@ -509,7 +510,7 @@ extension Conn {
             s.openWaiters = []
             let namespaceWaiters = s.namespaceWaiters.values.flatMap { $0.values }
             s.namespaceWaiters = [:]
-            return .finish(pending, openWaiters, namespaceWaiters)
+            return .finish(pending, openWaiters, namespaceWaiters, refusal: s.refusal)
         }
         switch outcome {
         case .none:
@@ -520,8 +521,8 @@ extension Conn {
         case .attemptFailed(let waiters):
             let error = NeffosError.dialFailed.with(detail: "the connection closed during the handshake (\(reason))")
             for waiter in waiters { waiter.resume(throwing: error) }
-        case .finish(let pending, let openWaiters, let namespaceWaiters):
-            let error = NeffosError.writeClosed.with(detail: "connection closed (\(reason))")
+        case .finish(let pending, let openWaiters, let namespaceWaiters, let refusal):
+            let error = refusal ?? NeffosError.writeClosed.with(detail: "connection closed (\(reason))")
             failAll(pending, error)
             for waiter in openWaiters { waiter.resume(throwing: error) }
             for waiter in namespaceWaiters { waiter.resume(throwing: error) }
@@ -580,14 +581,15 @@ extension Conn {
     }
 
     private func clientHandshakeRefused(text: String) {
+        let error = NeffosError.handshakeRefused.with(detail: text)
         let (waiters, transport) = state.withLock { s -> ([CheckedContinuation<Void, any Error>], (any ConnTransport)?) in
             if case .handshaking(let handshake) = s.phase { handshake.timer?.cancel() }
             s.closeRequested = true
+            s.refusal = error
             let waiters = s.openWaiters
             s.openWaiters = []
             return (waiters, s.transport)
         }
-        let error = NeffosError.handshakeRefused.with(detail: text)
         for waiter in waiters { waiter.resume(throwing: error) }
         transport?.close(code: .normal, reason: "")
     }

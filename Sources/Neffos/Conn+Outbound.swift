@@ -160,7 +160,7 @@ extension Conn {
                 case .open:
                     return .ready
                 case .closed:
-                    return .failed(.writeClosed)
+                    return .failed(s.refusal ?? .writeClosed)
                 case .reconnecting:
                     return .failed(.reconnecting)
                 case .handshaking(var handshake):

@@ -208,6 +208,9 @@ struct ConnState {
     var inbox: Deque<Inbound> = []
     var readingPaused = false
     var closeRequested = false
+    /// Set when the server refused this client's handshake (`H`): what waiters get instead of
+    /// a plain "closed", whenever they arrive.
+    var refusal: NeffosError?
     /// Tasks waiting for the connection to open (server side, before the handshake ends).
     var openWaiters: [CheckedContinuation<Void, any Error>] = []
     /// Tasks waiting for the remote side to connect this side to a namespace.

@@ -3,7 +3,8 @@ import NIOCore
 /// What one node tells another over an exchange: the routing of a message and the frame
 /// itself, already encoded as clients receive it (so a receiving node writes it as is).
 ///
-/// Layout (integers big-endian): version `1`; kind; flags (bit 0: binary); the publisher's
+/// Layout (integers big-endian): version `2`; kind; flags (bit 0: binary); the publisher's
+/// incarnation (UInt64, random per start, so a restarted node's sequence starts afresh) and
 /// sequence number (UInt64); six length-prefixed (UInt16) strings: origin node, namespace,
 /// room, target ID, excluded ID, wait token; the ask deadline (Int64 Unix nanoseconds, 0 when
 /// none); then the frame, to the end.
@@ -19,6 +20,7 @@ struct Envelope: Sendable, Equatable {
 
     var kind: Kind
     var binary: Bool
+    var incarnation: UInt64
     var sequence: UInt64
     var origin: String
     var namespace: String
@@ -29,16 +31,17 @@ struct Envelope: Sendable, Equatable {
     var deadline: Int64
     var frame: ByteBuffer
 
-    static let version: UInt8 = 1
+    static let version: UInt8 = 2
 
     /// Encodes the envelope; `nil` when a field is longer than 65,535 bytes.
     func encoded(allocator: ByteBufferAllocator = ByteBufferAllocator()) -> ByteBuffer? {
         let fields = [origin, namespace, room, to, except, token]
         guard fields.allSatisfy({ $0.utf8.count <= Int(UInt16.max) }) else { return nil }
-        var buffer = allocator.buffer(capacity: 19 + fields.reduce(0) { $0 + 2 + $1.utf8.count } + frame.readableBytes)
+        var buffer = allocator.buffer(capacity: 27 + fields.reduce(0) { $0 + 2 + $1.utf8.count } + frame.readableBytes)
         buffer.writeInteger(Self.version)
         buffer.writeInteger(kind.rawValue)
         buffer.writeInteger(UInt8(binary ? 1 : 0))
+        buffer.writeInteger(incarnation)
         buffer.writeInteger(sequence)
         for field in fields {
             buffer.writeInteger(UInt16(field.utf8.count))
@@ -55,6 +58,7 @@ struct Envelope: Sendable, Equatable {
         guard buffer.readInteger(as: UInt8.self) == Self.version,
             let rawKind = buffer.readInteger(as: UInt8.self), let kind = Kind(rawValue: rawKind),
             let flags = buffer.readInteger(as: UInt8.self),
+            let incarnation = buffer.readInteger(as: UInt64.self),
             let sequence = buffer.readInteger(as: UInt64.self)
         else { return nil }
         var fields: [String] = []
@@ -67,6 +71,7 @@ struct Envelope: Sendable, Equatable {
         guard let deadline = buffer.readInteger(as: Int64.self) else { return nil }
         self.kind = kind
         self.binary = flags & 1 != 0
+        self.incarnation = incarnation
         self.sequence = sequence
         self.origin = fields[0]
         self.namespace = fields[1]
@@ -79,12 +84,13 @@ struct Envelope: Sendable, Equatable {
     }
 
     init(
-        kind: Kind, binary: Bool, sequence: UInt64, origin: String, namespace: String = "",
+        kind: Kind, binary: Bool, incarnation: UInt64, sequence: UInt64, origin: String, namespace: String = "",
         room: String = "", to: String = "", except: String = "", token: String = "",
         deadline: Int64 = 0, frame: ByteBuffer
     ) {
         self.kind = kind
         self.binary = binary
+        self.incarnation = incarnation
         self.sequence = sequence
         self.origin = origin
         self.namespace = namespace

@@ -20,8 +20,10 @@ final class ClusterLink: Sendable {
     let connection: any ExchangeConnection
     private let logger: Logger
     private let interest = Locked<[String: Int]>([:])
+    /// Random per link: a node that restarts under the same name is a new publisher.
+    private let incarnation = UInt64.random(in: 1...UInt64.max)
     private let sequence = Atomic<UInt64>(0)
-    private let seen = Locked<[String: DedupWindow]>([:])
+    private let seen = Locked(DedupWindows())
     private let forwarded = Locked<[String: ForwardedAsk]>([:])
 
     private struct ForwardedAsk {
@@ -85,7 +87,7 @@ final class ClusterLink: Sendable {
         let subject = subject(namespace: namespace, room: room, to: to)
         guard connection.hasInterest(in: subject) else { return }
         let envelope = Envelope(
-            kind: kind, binary: binary, sequence: sequence.add(1, ordering: .relaxed).newValue, origin: node,
+            kind: kind, binary: binary, incarnation: incarnation, sequence: sequence.add(1, ordering: .relaxed).newValue, origin: node,
             namespace: namespace, room: room, to: to, except: except ?? "", token: token,
             deadline: deadline, frame: frame)
         guard let payload = envelope.encoded() else {
@@ -125,9 +127,7 @@ final class ClusterLink: Sendable {
 
     /// Whether this is the first time `envelope` arrives (exchanges may deliver twice).
     private func firstSight(of envelope: Envelope) -> Bool {
-        seen.withLock { windows in
-            windows[envelope.origin, default: DedupWindow()].insert(envelope.sequence)
-        }
+        seen.withLock { $0.insert(envelope.sequence, from: DedupWindows.Publisher(node: envelope.origin, incarnation: envelope.incarnation)) }
     }
 
     // MARK: Asks across nodes
@@ -159,7 +159,7 @@ final class ClusterLink: Sendable {
             message.isBinary = false
             let frame = try MessageCodec.encode(message)
             let envelope = Envelope(
-                kind: .reply, binary: reply.isBinary, sequence: sequence.add(1, ordering: .relaxed).newValue,
+                kind: .reply, binary: reply.isBinary, incarnation: incarnation, sequence: sequence.add(1, ordering: .relaxed).newValue,
                 origin: node, token: reply.wait, frame: frame)
             if let payload = envelope.encoded() {
                 connection.publish(payload, to: Subjects.node(cluster, origin))
@@ -169,6 +169,37 @@ final class ClusterLink: Sendable {
         }
         return true
     }
+}
+
+/// The de-duplication windows of every publisher heard from, at most ``capacity`` of them
+/// (the least recently heard is forgotten first: a node that restarted or left).
+struct DedupWindows {
+    /// A publishing node, in one of its lives.
+    struct Publisher: Hashable {
+        var node: String
+        var incarnation: UInt64
+    }
+
+    static let capacity = 1024
+    private var windows: [Publisher: (window: DedupWindow, lastHeard: UInt64)] = [:]
+    private var clock: UInt64 = 0
+
+    /// Records `sequence` from `publisher`; returns `false` when it was seen before.
+    mutating func insert(_ sequence: UInt64, from publisher: Publisher) -> Bool {
+        clock += 1
+        if windows[publisher] == nil && windows.count >= Self.capacity,
+            let oldest = windows.min(by: { $0.value.lastHeard < $1.value.lastHeard })?.key {
+            windows[oldest] = nil
+        }
+        var entry = windows[publisher] ?? (DedupWindow(), 0)
+        entry.lastHeard = clock
+        let first = entry.window.insert(sequence)
+        windows[publisher] = entry
+        return first
+    }
+
+    /// How many publishers are remembered.
+    var count: Int { windows.count }
 }
 
 /// Remembers which sequence numbers of one publisher were seen, in a sliding window.

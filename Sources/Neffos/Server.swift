@@ -9,12 +9,12 @@ import NIOCore
 import Synchronization
 
 /// A neffos server: it accepts WebSocket connections (through a transport such as
-/// `NeffosNIO`'s ``Server`` listener), runs their namespaces and events, and broadcasts.
+/// `NeffosNIO`'s `WebSocketListener`), runs their namespaces and events, and broadcasts.
 ///
 /// ```swift
 /// var chat = Events()
 /// chat.on("chat") { ns, message in ns.broadcastOthers(message) }
-/// let server = Server(namespaces: ["default": chat])
+/// let server = try Server(namespaces: ["default": chat])
 /// ```
 ///
 /// Broadcasts never wait for a slow client: each connection has a bounded outbox, and a
@@ -123,7 +123,13 @@ public final class Server: Sendable {
     /// Connections accepted whose close events have not all fired (what shutdown waits for).
     private let unfinished = Atomic<Int>(0)
     private let opened = Atomic<Int>(0)
-    private let serverAsks = Locked<[String: CheckedContinuation<Message, any Error>]>([:])
+    private let serverAsks = Locked<[String: PendingServerAsk]>([:])
+
+    /// A server-wide ask waiting for its first reply, and the timer that ends it.
+    private struct PendingServerAsk {
+        let continuation: CheckedContinuation<Message, any Error>
+        let timer: Task<Void, Never>
+    }
     private let linkBox = Locked<ClusterLink?>(nil)
     private let starting = Locked<Task<Void, any Error>?>(nil)
     /// This node's name on the exchange.
@@ -379,7 +385,11 @@ public final class Server: Sendable {
         let event = message.event
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Message, any Error>) in
-                serverAsks.withLock { $0[token] = continuation }
+                let timer = Task {
+                    guard (try? await Task.sleep(for: deadline)) != nil else { return }
+                    self.resolveServerAsk(token, .failure(NeffosError.timeout.with(detail: "nobody answered \"\(event)\" within \(deadline)")), timedOut: true)
+                }
+                serverAsks.withLock { $0[token] = PendingServerAsk(continuation: continuation, timer: timer) }
                 let receivers = deliverLocally(
                     frame, binary: message.isBinary, namespace: message.namespace,
                     room: message.room, to: message.to, except: nil)
@@ -391,13 +401,6 @@ public final class Server: Sendable {
                 }
                 if receivers == 0 && link == nil {
                     resolveServerAsk(token, .failure(NeffosError.timeout.with(detail: "no connection to ask \"\(event)\"")))
-                    return
-                }
-                Task {
-                    try? await Task.sleep(for: deadline)
-                    if self.resolveServerAsk(token, .failure(NeffosError.timeout.with(detail: "nobody answered \"\(event)\" within \(deadline)"))) {
-                        self.metrics.askTimedOut()
-                    }
                 }
             }
         } onCancel: {
@@ -416,11 +419,13 @@ public final class Server: Sendable {
         }
     }
 
-    /// Ends the server-wide ask `token` with `result`; returns whether it was still waiting.
+    /// Ends the server-wide ask `token` with `result` (counted as timed out when `timedOut`);
+    /// returns whether it was still waiting.
     @discardableResult
-    private func resolveServerAsk(_ token: String, _ result: Result<Message, any Error>) -> Bool {
-        guard let continuation = serverAsks.withLock({ $0.removeValue(forKey: token) }) else { return false }
-        continuation.resume(with: result)
+    private func resolveServerAsk(_ token: String, _ result: Result<Message, any Error>, timedOut: Bool = false) -> Bool {
+        guard let ask = serverAsks.withLock({ $0.removeValue(forKey: token) }) else { return false }
+        if timedOut { metrics.askTimedOut() } else { ask.timer.cancel() }
+        ask.continuation.resume(with: result)
         return true
     }
 

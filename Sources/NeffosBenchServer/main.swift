@@ -13,7 +13,7 @@ import NeffosNATS
 //
 //   neffos-bench-server [--port 0] [--exchange URL]   (or NEFFOS_EXCHANGE)
 //
-// It prints `listening on <port> pid <pid>` once ready, and `stats <json>` on SIGUSR1.
+// It prints `listening on <port> pid <pid>` once ready, and stops gracefully on SIGTERM or SIGINT.
 
 LoggingSystem.bootstrap { label in
     var handler = StreamLogHandler.standardError(label: label)

@@ -198,6 +198,9 @@ final class NATSConnection: ExchangeConnection {
     private let lastDropLog = Atomic<Int>(0)
     private let queue: DispatchQueue
     private let outbox = Locked(Outbox())
+    /// Set on the queue when the connection is destroyed: operations queued after that (a
+    /// publish racing `close()`, a late flush) must not touch the freed handle.
+    private let destroyed = Atomic<Bool>(false)
 
     /// Operations waiting for the queue, in order.
     private struct Outbox {
@@ -210,7 +213,8 @@ final class NATSConnection: ExchangeConnection {
         case publish(String, ByteBuffer)
         case subscribe(String)
         case unsubscribe(String)
-        case run(@Sendable () -> Void)
+        /// Work on the queue; it gets the handle, or `nil` once the connection is destroyed.
+        case run(@Sendable (NATSHandle?) -> Void)
     }
 
     /// Publishes that may wait for the queue before more are dropped.
@@ -356,6 +360,14 @@ final class NATSConnection: ExchangeConnection {
     }
 
     private func perform(_ operation: Operation) {
+        if destroyed.load(ordering: .relaxed) {
+            switch operation {
+            case .publish: countDrop(reason: "closed")
+            case .subscribe, .unsubscribe: break
+            case .run(let work): work(nil)
+            }
+            return
+        }
         switch operation {
         case .publish(let subject, let payload):
             let status = payload.withUnsafeReadableBytes { bytes in
@@ -367,7 +379,7 @@ final class NATSConnection: ExchangeConnection {
         case .unsubscribe(let subject):
             unsubscribeNow(subject)
         case .run(let work):
-            work()
+            work(handle)
         }
     }
 
@@ -442,16 +454,18 @@ final class NATSConnection: ExchangeConnection {
         natsSubscription_Destroy(subscription.pointer)
     }
 
-    /// Runs `work` on the queue after everything enqueued before it, and returns its result.
-    private func afterQueued<Result: Sendable>(_ work: @escaping @Sendable () -> Result) async -> Result {
+    /// Runs `work` on the queue after everything enqueued before it, and returns its result;
+    /// `work` gets the handle, or `nil` once the connection is destroyed.
+    private func afterQueued<Result: Sendable>(_ work: @escaping @Sendable (NATSHandle?) -> Result) async -> Result {
         await withCheckedContinuation { (continuation: CheckedContinuation<Result, Never>) in
-            enqueue(.run { continuation.resume(returning: work()) })
+            enqueue(.run { handle in continuation.resume(returning: work(handle)) })
         }
     }
 
     func flush() async throws {
-        let handle = self.handle
-        let status = await afterQueued { natsConnection_FlushTimeout(handle.pointer, 5_000) }
+        let status = await afterQueued { handle in
+            handle.map { natsConnection_FlushTimeout($0.pointer, 5_000) } ?? NATS_CONNECTION_CLOSED
+        }
         guard status == NATS_OK else {
             throw NeffosError.timeout.with(detail: "NATS flush: \(String(cString: natsStatus_GetText(status)))")
         }
@@ -461,26 +475,28 @@ final class NATSConnection: ExchangeConnection {
     /// callback, and destroys the connection: nothing is delivered after this returns.
     func close() async {
         guard !shared.closing.exchange(true, ordering: .relaxed) else { return }
-        let handle = self.handle
         // After what was queued (publishes included) has been handed to nats.c: drain
         // unsubscribes every subscription, lets their pending messages through, then closes.
-        await afterQueued {
+        await afterQueued { handle in
+            guard let handle else { return }
             if natsConnection_DrainTimeout(handle.pointer, 2_000) != NATS_OK {
                 natsConnection_Close(handle.pointer)
             }
         }
         if !(await shared.waitUntilQuiet(timeout: .seconds(5))) {
             shared.logger.warning("NATS connection did not report its close in time; closing it now")
-            await afterQueued { natsConnection_Close(handle.pointer) }
+            await afterQueued { handle in handle.map { natsConnection_Close($0.pointer) } }
             _ = await shared.waitUntilQuiet(timeout: .seconds(5))
         }
         let remaining = subscriptions.withLock { subscriptions in
             defer { subscriptions = [:] }
             return Array(subscriptions.values)
         }
-        await afterQueued {
+        await afterQueued { [self] handle in
+            guard let handle else { return }
             for subscription in remaining { natsSubscription_Destroy(subscription.pointer) }
             natsConnection_Destroy(handle.pointer)
+            destroyed.store(true, ordering: .relaxed)
         }
     }
 

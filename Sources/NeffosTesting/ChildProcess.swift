@@ -1,3 +1,8 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import Foundation
 import Neffos
 import Synchronization
@@ -11,8 +16,13 @@ import Synchronization
 /// chat.terminate()
 /// let status = try await chat.waitForExit()
 /// ```
+///
+/// It is started with `posix_spawn` and watched by two plain threads (one reads its output,
+/// one waits for its exit), not with Foundation's `Process`, whose dispatch sources crashed
+/// the test process on Linux when pipes closed while many children ran at once.
 public final class ChildProcess: Sendable {
-    private let process: Process
+    /// The process ID.
+    public let pid: Int32
     private let output = Locked<(text: String, waiters: [UInt64: (Needle, CheckedContinuation<String, any Error>)], next: UInt64, exited: Bool)>(("", [:], 0, false))
 
     /// What a waiter looks for: `count` lines containing `text`.
@@ -22,41 +32,118 @@ public final class ChildProcess: Sendable {
     }
     private let exit = Locked<(status: Int32?, waiters: [CheckedContinuation<Int32, Never>])>((nil, []))
 
-    /// The process ID.
-    public var pid: Int32 { process.processIdentifier }
-
     /// Everything it wrote to standard output and standard error so far.
     public var text: String { output.withLock { $0.text } }
 
-    private init(process: Process) { self.process = process }
+    /// Whether it has not exited yet (as far as its exit watcher knows).
+    public var isRunning: Bool { exit.withLock { $0.status == nil } }
+
+    private init(pid: Int32) { self.pid = pid }
+
+    private static let spawnLock = Locked(())
 
     /// Starts `executable` with `arguments`; `environment` is added to the current one.
+    /// Standard output and standard error are captured together; standard input is
+    /// `/dev/null`.
     ///
-    /// - Throws: when the executable cannot be run.
+    /// - Throws: when the executable cannot be run (with the system's reason).
     public static func start(_ executable: String, _ arguments: [String] = [], environment: [String: String] = [:]) throws -> ChildProcess {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        process.standardInput = FileHandle.nullDevice
-        let child = ChildProcess(process: process)
-        pipe.fileHandleForReading.readabilityHandler = { handle in
-            let data = handle.availableData
-            if data.isEmpty {
-                handle.readabilityHandler = nil
-                child.closeOutput()
+        let merged = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        let argv = ([executable] + arguments).map { strdup($0) } + [nil]
+        let envp = merged.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        defer {
+            argv.forEach { free($0) }
+            envp.forEach { free($0) }
+        }
+        let (pid, readEnd) = try spawnLock.withLock { _ -> (pid_t, Int32) in
+            // Under one lock, so that no other child started here inherits this pipe before
+            // its ends are marked close-on-exec (the output would then never end).
+            var fds: [Int32] = [0, 0]
+            guard pipe(&fds) == 0 else {
+                throw RawWebSocketError(description: "cannot start \(executable): pipe: \(String(cString: strerror(errno)))")
+            }
+            let (readEnd, writeEnd) = (fds[0], fds[1])
+            _ = fcntl(readEnd, F_SETFD, FD_CLOEXEC)
+            _ = fcntl(writeEnd, F_SETFD, FD_CLOEXEC)
+            var actions = posix_spawn_file_actions_t()
+            posix_spawn_file_actions_init(&actions)
+            defer { posix_spawn_file_actions_destroy(&actions) }
+            posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+            // dup2 clears close-on-exec on the copies: the child keeps only its 0, 1 and 2.
+            posix_spawn_file_actions_adddup2(&actions, writeEnd, 1)
+            posix_spawn_file_actions_adddup2(&actions, writeEnd, 2)
+            // Nothing else: a listening socket of this process inherited by a child would keep
+            // its port open after the listener closed.
+            closeOtherDescriptors(&actions)
+            var pid: pid_t = 0
+            let status = posix_spawn(&pid, executable, &actions, nil, argv, envp)
+            close(writeEnd)
+            guard status == 0 else {
+                close(readEnd)
+                throw RawWebSocketError(description: "cannot start \(executable): \(String(cString: strerror(status)))")
+            }
+            return (pid, readEnd)
+        }
+        let child = ChildProcess(pid: pid)
+        Thread.detachNewThread { child.readOutput(from: readEnd) }
+        Thread.detachNewThread { child.waitForTermination() }
+        return child
+    }
+
+    private typealias AddCloseFrom = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32
+
+    /// glibc's `posix_spawn_file_actions_addclosefrom_np` (2.34+), which Swift's Glibc module
+    /// does not import.
+    private static let addCloseFrom: AddCloseFrom? = {
+        guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "posix_spawn_file_actions_addclosefrom_np") else { return nil }
+        return unsafeBitCast(symbol, to: AddCloseFrom.self)
+    }()
+
+    /// Adds to `actions` the closing of every descriptor above 2 in the child.
+    private static func closeOtherDescriptors(_ actions: inout posix_spawn_file_actions_t) {
+        if let addCloseFrom = Self.addCloseFrom, addCloseFrom(&actions, 3) == 0 { return }
+        // Older C libraries: close what is open now.
+        guard let open = try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd") else { return }
+        for fd in open.compactMap(Int32.init) where fd > 2 {
+            posix_spawn_file_actions_addclose(&actions, fd)
+        }
+    }
+
+    /// On its own thread: reads the output until the child (and its children) closed it.
+    private func readOutput(from fd: Int32) {
+        var buffer = [UInt8](repeating: 0, count: 16_384)
+        while true {
+            let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if count > 0 {
+                append(String(decoding: buffer[0..<count], as: UTF8.self))
+            } else if count < 0 && errno == EINTR {
+                continue
             } else {
-                child.append(String(decoding: data, as: UTF8.self))
+                break
             }
         }
-        process.terminationHandler = { process in
-            child.exited(process.terminationStatus)
+        close(fd)
+        closeOutput()
+    }
+
+    /// On its own thread: waits for the exit; the status is the exit code, or 128 + the
+    /// signal that ended it.
+    private func waitForTermination() {
+        // Wait without reaping, then reap and record under the lock that `terminate` takes:
+        // a signal is never sent to a PID that was reaped (and may have been reused).
+        var info = siginfo_t()
+        while waitid(P_PID, id_t(pid), &info, WEXITED | WNOWAIT) < 0 && errno == EINTR {}
+        let waiters = exit.withLock { state -> [CheckedContinuation<Int32, Never>] in
+            var status: Int32 = 0
+            var reaped = waitpid(pid, &status, 0)
+            while reaped < 0 && errno == EINTR { reaped = waitpid(pid, &status, 0) }
+            let signal = status & 0x7F
+            state.status = reaped < 0 ? -1 : (signal == 0 ? (status >> 8) & 0xFF : 128 + signal)
+            defer { state.waiters = [] }
+            return state.waiters
         }
-        try process.run()
-        return child
+        let status = exit.withLock { $0.status ?? -1 }
+        for waiter in waiters { waiter.resume(returning: status) }
     }
 
     private func append(_ chunk: String) {
@@ -83,15 +170,6 @@ public final class ChildProcess: Sendable {
         for (needle, continuation) in waiters {
             continuation.resume(throwing: RawWebSocketError(description: "the process ended before writing \"\(needle.text)\""))
         }
-    }
-
-    private func exited(_ status: Int32) {
-        let waiters = exit.withLock { state in
-            state.status = status
-            defer { state.waiters = [] }
-            return state.waiters
-        }
-        for waiter in waiters { waiter.resume(returning: status) }
     }
 
     /// The `count`-th line of `text` containing `needle`, if there are that many.
@@ -130,17 +208,20 @@ public final class ChildProcess: Sendable {
         }
     }
 
-    /// Sends `signal` (SIGTERM by default) to the process.
+    /// Sends `signal` (SIGTERM by default) to the process, unless it has exited (and its PID
+    /// may belong to another process by now).
     public func terminate(signal: Int32 = SIGTERM) {
-        guard process.isRunning else { return }
-        kill(process.processIdentifier, signal)
+        exit.withLock { state in
+            // Under the lock: the exit watcher reaps the PID and records the status under it.
+            if state.status == nil { kill(pid, signal) }
+        }
     }
 
     /// Waits for the process to exit, up to `timeout`; kills it (SIGKILL) if it does not.
-    /// Returns its exit status.
+    /// Returns its exit status (128 + the signal when a signal ended it).
     @discardableResult
     public func waitForExit(timeout: Duration = .seconds(10)) async -> Int32 {
-        let status = await withCheckedContinuation { (continuation: CheckedContinuation<Int32, Never>) in
+        await withCheckedContinuation { (continuation: CheckedContinuation<Int32, Never>) in
             let done = exit.withLock { state -> Int32? in
                 if let status = state.status { return status }
                 state.waiters.append(continuation)
@@ -152,9 +233,8 @@ public final class ChildProcess: Sendable {
             }
             Task {
                 try? await Task.sleep(for: timeout)
-                if self.process.isRunning { kill(self.process.processIdentifier, SIGKILL) }
+                self.terminate(signal: SIGKILL)
             }
         }
-        return status
     }
 }

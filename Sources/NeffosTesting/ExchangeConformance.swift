@@ -278,10 +278,12 @@ public struct ExchangeConformance: Sendable {
             let answer = try await cluster.servers[0].ask(Message(namespace: "default", event: "question", body: "?"), to: target.0.id, timeout: .seconds(10))
             try expect(answer.bodyString == "yes to ?", "the ask across nodes got \(answer.bodyString)")
             // A refusal travels back as an error.
-            var refusing = Events()
+            let refusingLog = Received()
+            var refusing = refusingLog.events()
             refusing.on("question") { _, _ in throw ConformanceFailure("not now") }
             let client = try await cluster.client(at: 1, namespaces: ["default": refusing])
             _ = try await client.connect("default")
+            try await warmUp(cluster, from: 0, to: client.id, receivers: [refusingLog])
             do {
                 _ = try await cluster.servers[0].ask(Message(namespace: "default", event: "question"), to: client.id, timeout: .seconds(10))
                 throw ConformanceFailure("\(name): a refused ask returned")

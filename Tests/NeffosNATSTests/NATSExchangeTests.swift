@@ -150,7 +150,7 @@ struct NATSExchangeTests {
         for node in 0..<3 { try await cluster.waitUntilReachable(from: node, room: "r", receivers: received) }
         let bodies = received[1].bodies("flow")
         #expect(Set(bodies).count == bodies.count, "no duplicates across the failover")
-        #expect(cluster.servers[1].exchangeStatistics?.reconnects == 1)
+        #expect((cluster.servers[1].exchangeStatistics?.reconnects ?? 0) >= 1)
         await cluster.stop()
         for server in servers { await server.stop() }
     }
