@@ -19,6 +19,14 @@ let package = Package(
         .executable(name: "neffos", targets: ["neffos"]),
         .executable(name: "neffos-bench-server", targets: ["NeffosBenchServer"]),
         .executable(name: "neffos-raw-server", targets: ["NeffosRawServer"]),
+        .executable(name: "neffos-chat-client", targets: ["NeffosChatClient"]),
+        .executable(name: "neffos-example-push", targets: ["PushExample"]),
+        .executable(name: "neffos-example-ask", targets: ["AskExample"]),
+        .executable(name: "neffos-example-rooms", targets: ["RoomsExample"]),
+        .executable(name: "neffos-example-native", targets: ["NativeExample"]),
+        .executable(name: "neffos-example-typed", targets: ["TypedExample"]),
+        .executable(name: "neffos-example-scale-out", targets: ["ScaleOutExample"]),
+        .plugin(name: "NeffosClusterPlugin", targets: ["NeffosClusterPlugin"]),
     ],
     traits: [
         .trait(
@@ -87,26 +95,119 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-        .executableTarget(
-            name: "NeffosChat",
+        .target(
+            name: "ChatApp",
             dependencies: [
                 "Neffos",
                 "NeffosNIO",
-                .target(name: "NeffosNATS", condition: .when(traits: ["NATS"])),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
-            path: "examples/chat",
-            exclude: ["README.md"],
+            path: "examples/chat/ChatApp",
             resources: [.copy("Public")],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "NeffosChat",
+            dependencies: [
+                "ChatApp",
+                "Neffos",
+                .target(name: "NeffosNATS", condition: .when(traits: ["NATS"])),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "examples/chat/Main",
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "NeffosChatClient",
+            dependencies: [
+                "Neffos",
+                "NeffosNIO",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "examples/chat-client",
+            exclude: ["README.md"],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "PushExample",
+            dependencies: [
+                "Neffos",
+                "NeffosNIO",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "examples/push",
+            exclude: ["README.md"],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "AskExample",
+            dependencies: [
+                "Neffos",
+                "NeffosNIO",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "examples/request-response",
+            exclude: ["README.md"],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "RoomsExample",
+            dependencies: [
+                "Neffos",
+                "NeffosNIO",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "examples/rooms",
+            exclude: ["README.md"],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "NativeExample",
+            dependencies: [
+                "Neffos",
+                "NeffosNIO",
+                "NeffosTesting",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "examples/native",
+            exclude: ["README.md"],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "TypedExample",
+            dependencies: [
+                "Neffos",
+                "NeffosNIO",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "examples/typed",
+            exclude: ["README.md"],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "ScaleOutExample",
+            dependencies: [
+                "Neffos",
+                "NeffosNIO",
+                "NeffosNATS",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "examples/scale-out",
+            exclude: ["README.md"],
             swiftSettings: strict
         ),
         .executableTarget(
             name: "neffos",
             dependencies: [
+                "ChatApp",
                 "Neffos",
+                "NeffosNATS",
                 "NeffosNIO",
                 "NeffosTesting",
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -136,6 +237,15 @@ let package = Package(
                 .product(name: "NIOWebSocket", package: "swift-nio"),
             ],
             swiftSettings: strict
+        ),
+        .plugin(
+            name: "NeffosClusterPlugin",
+            capability: .command(
+                // No permissions declared: run it with --disable-sandbox (macOS's sandbox would
+                // forbid the local ports; Linux has none).
+                intent: .custom(verb: "cluster", description: "Run a local cluster: nats-server processes and chat nodes (neffos cluster).")
+            ),
+            path: "Plugins/NeffosClusterPlugin"
         ),
         .testTarget(
             name: "NeffosNIOTests",

@@ -31,6 +31,8 @@ public final class ChildProcess: Sendable {
         let count: Int
     }
     private let exit = Locked<(status: Int32?, waiters: [CheckedContinuation<Int32, Never>])>((nil, []))
+    /// Whether the output ended (every writer closed it), and who waits for that.
+    private let outputEnd = Locked<(ended: Bool, waiters: [UInt64: CheckedContinuation<Bool, Never>], next: UInt64)>((false, [:], 0))
 
     /// Everything it wrote to standard output and standard error so far.
     public var text: String { output.withLock { $0.text } }
@@ -42,12 +44,29 @@ public final class ChildProcess: Sendable {
 
     private static let spawnLock = Locked(())
 
+    /// The path of executable `name` built next to the running program (a test bundle, or the
+    /// `neffos` tool), as SwiftPM puts every product of a package in one folder.
+    ///
+    /// - Throws: when it is not there, saying how to build it.
+    public static func sibling(_ name: String) throws -> String {
+        let running = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        let path = URL(fileURLWithPath: running).deletingLastPathComponent().appendingPathComponent(name).path
+        guard FileManager.default.isExecutableFile(atPath: path) else {
+            throw RawWebSocketError(description: "\(name) is not built at \(path): run `swift build` (with `--traits NATS` for the NATS exchange) first")
+        }
+        return path
+    }
+
     /// Starts `executable` with `arguments`; `environment` is added to the current one.
     /// Standard output and standard error are captured together; standard input is
     /// `/dev/null`.
     ///
+    /// - Parameter ownProcessGroup: starts it in a process group of its own, so that a Ctrl-C
+    ///   in the terminal reaches only this process, which then stops it as it sees fit.
     /// - Throws: when the executable cannot be run (with the system's reason).
-    public static func start(_ executable: String, _ arguments: [String] = [], environment: [String: String] = [:]) throws -> ChildProcess {
+    public static func start(
+        _ executable: String, _ arguments: [String] = [], environment: [String: String] = [:], ownProcessGroup: Bool = false
+    ) throws -> ChildProcess {
         let merged = ProcessInfo.processInfo.environment.merging(environment) { $1 }
         let argv = ([executable] + arguments).map { strdup($0) } + [nil]
         let envp = merged.map { strdup("\($0.key)=\($0.value)") } + [nil]
@@ -75,8 +94,15 @@ public final class ChildProcess: Sendable {
             // Nothing else: a listening socket of this process inherited by a child would keep
             // its port open after the listener closed.
             closeOtherDescriptors(&actions)
+            var attributes = posix_spawnattr_t()
+            posix_spawnattr_init(&attributes)
+            defer { posix_spawnattr_destroy(&attributes) }
+            if ownProcessGroup {
+                posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETPGROUP))
+                posix_spawnattr_setpgroup(&attributes, 0)
+            }
             var pid: pid_t = 0
-            let status = posix_spawn(&pid, executable, &actions, nil, argv, envp)
+            let status = posix_spawn(&pid, executable, &actions, &attributes, argv, envp)
             close(writeEnd)
             guard status == 0 else {
                 close(readEnd)
@@ -107,6 +133,17 @@ public final class ChildProcess: Sendable {
         for fd in open.compactMap(Int32.init) where fd > 2 {
             posix_spawn_file_actions_addclose(&actions, fd)
         }
+    }
+
+    /// Runs `executable` to its end (killed after `timeout`) and returns its exit status and
+    /// everything it wrote.
+    public static func run(
+        _ executable: String, _ arguments: [String] = [], environment: [String: String] = [:], timeout: Duration = .seconds(60)
+    ) async throws -> (status: Int32, output: String) {
+        let process = try start(executable, arguments, environment: environment)
+        let status = await process.waitForExit(timeout: timeout)
+        _ = await process.waitForOutputEnd(timeout: .seconds(5))
+        return (status, process.text)
     }
 
     /// On its own thread: reads the output until the child (and its children) closed it.
@@ -170,6 +207,34 @@ public final class ChildProcess: Sendable {
         for (needle, continuation) in waiters {
             continuation.resume(throwing: RawWebSocketError(description: "the process ended before writing \"\(needle.text)\""))
         }
+        let endWaiters = outputEnd.withLock { state in
+            state.ended = true
+            defer { state.waiters = [:] }
+            return Array(state.waiters.values)
+        }
+        for waiter in endWaiters { waiter.resume(returning: true) }
+    }
+
+    /// Waits until the output has ended (the process and any child holding its output closed
+    /// it), up to `timeout`; returns whether it did. After that, ``text`` is complete.
+    public func waitForOutputEnd(timeout: Duration = .seconds(10)) async -> Bool {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
+            let id = outputEnd.withLock { state -> UInt64? in
+                if state.ended { return nil }
+                let id = state.next
+                state.next += 1
+                state.waiters[id] = continuation
+                return id
+            }
+            guard let id else {
+                continuation.resume(returning: true)
+                return
+            }
+            Task {
+                try? await Task.sleep(for: timeout)
+                self.outputEnd.withLock { $0.waiters.removeValue(forKey: id) }?.resume(returning: false)
+            }
+        }
     }
 
     /// The `count`-th line of `text` containing `needle`, if there are that many.
@@ -221,6 +286,20 @@ public final class ChildProcess: Sendable {
     /// Returns its exit status (128 + the signal when a signal ended it).
     @discardableResult
     public func waitForExit(timeout: Duration = .seconds(10)) async -> Int32 {
+        await waitUntilExit { [self] in
+            Task {
+                try? await Task.sleep(for: timeout)
+                self.terminate(signal: SIGKILL)
+            }
+        }
+    }
+
+    /// Waits, however long it takes, for the process to exit; returns its exit status.
+    public func waitUntilExit() async -> Int32 {
+        await waitUntilExit {}
+    }
+
+    private func waitUntilExit(whileWaiting: () -> Void) async -> Int32 {
         await withCheckedContinuation { (continuation: CheckedContinuation<Int32, Never>) in
             let done = exit.withLock { state -> Int32? in
                 if let status = state.status { return status }
@@ -231,10 +310,7 @@ public final class ChildProcess: Sendable {
                 continuation.resume(returning: done)
                 return
             }
-            Task {
-                try? await Task.sleep(for: timeout)
-                self.terminate(signal: SIGKILL)
-            }
+            whileWaiting()
         }
     }
 }

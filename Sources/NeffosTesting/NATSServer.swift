@@ -49,17 +49,29 @@ public final class NATSServer: Sendable {
 
     private var pidFile: String { directory + "/\(name).pid" }
 
-    /// The `nats-server` executable.
+    /// The environment variable that names a `nats-server` executable to use instead of the
+    /// one found on `PATH`.
+    public static let executableVariable = "NEFFOS_NATS_SERVER"
+
+    /// The `nats-server` executable: ``executableVariable`` if set, else the first on `PATH`
+    /// (or in the usual system folders).
     ///
     /// - Throws: when it is not installed, saying how to install it.
     public static func executable() throws -> String {
-        let path = ProcessInfo.processInfo.environment["PATH"] ?? ""
+        let environment = ProcessInfo.processInfo.environment
+        if let chosen = environment[executableVariable], !chosen.isEmpty {
+            guard FileManager.default.isExecutableFile(atPath: chosen) else {
+                throw RawWebSocketError(description: "\(executableVariable) names \(chosen), which is not an executable nats-server: install it with `apt-get install nats-server` (Debian) or `brew install nats-server` (macOS), or unset \(executableVariable)")
+            }
+            return chosen
+        }
+        let path = environment["PATH"] ?? ""
         let candidates = path.split(separator: ":").map(String.init) + ["/usr/sbin", "/usr/local/bin", "/usr/bin", "/opt/homebrew/bin"]
         for directory in candidates {
             let file = directory + "/nats-server"
             if FileManager.default.isExecutableFile(atPath: file) { return file }
         }
-        throw RawWebSocketError(description: "nats-server is not installed: install it with `apt-get install nats-server` (Debian), or run scripts/test, which does")
+        throw RawWebSocketError(description: "nats-server is not installed: install it with `apt-get install nats-server` (Debian) or `brew install nats-server` (macOS), or run scripts/test, which does")
     }
 
     /// Starts one server; with `clusterName`, it also listens for routes and connects to the
@@ -153,7 +165,7 @@ public final class NATSServer: Sendable {
 
     /// The body of a monitoring endpoint (`varz`, `connz`, `routez`, `subsz`).
     public func monitor(_ endpoint: String) async throws -> String {
-        try await HTTPText.get(port: monitorPort, path: "/\(endpoint)")
+        try await LoopbackHTTP.request("GET", port: monitorPort, path: "/\(endpoint)").body
     }
 
     /// The number of client connections the server has now (from `/connz`).
@@ -170,49 +182,5 @@ public final class NATSServer: Sendable {
     public func waitForRoutes(_ count: Int, timeout: Duration = .seconds(10)) async throws {
         guard count > 0, let process = process.withLock({ $0 }) else { return }
         _ = try await process.waitForOutput(containing: "Route connection created", count: count, timeout: timeout)
-    }
-}
-
-/// A tiny HTTP/1.1 GET over NIO, for monitoring endpoints.
-enum HTTPText {
-    static func get(port: Int, path: String) async throws -> String {
-        let collector = BodyCollector()
-        let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(collector) }
-            }
-            .connect(host: "127.0.0.1", port: port).get()
-        try await channel.writeAndFlush(ByteBuffer(string: "GET \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"))
-        let timer = channel.eventLoop.scheduleTask(in: .seconds(5)) { channel.close(promise: nil) }
-        try? await channel.closeFuture.get()
-        timer.cancel()
-        let response = collector.text
-        guard let split = response.range(of: "\r\n\r\n") else { return "" }
-        var body = String(response[split.upperBound...])
-        if response.lowercased().contains("transfer-encoding: chunked") { body = dechunk(body) }
-        return body
-    }
-
-    private static func dechunk(_ text: String) -> String {
-        var result = ""
-        var rest = Substring(text)
-        while let lineEnd = rest.range(of: "\r\n"), let size = Int(rest[..<lineEnd.lowerBound], radix: 16), size > 0 {
-            let start = lineEnd.upperBound
-            let utf8 = rest[start...].utf8
-            let end = utf8.index(utf8.startIndex, offsetBy: min(size, utf8.count))
-            result += String(rest[start..<end])
-            rest = rest[end...].dropFirst(2)
-        }
-        return result
-    }
-
-    final class BodyCollector: ChannelInboundHandler, Sendable {
-        typealias InboundIn = ByteBuffer
-        private let buffer = Locked(ByteBuffer())
-        var text: String { buffer.withLock { String(buffer: $0) } }
-        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-            var incoming = unwrapInboundIn(data)
-            buffer.withLock { _ = $0.writeBuffer(&incoming) }
-        }
     }
 }

@@ -222,7 +222,7 @@ extension Bench {
         func run() async throws {
             let clients = clients
             try await runScenario(options, clients: clients) { runner, url, server, pid in
-                guard let pid else { throw BenchError("memory needs a started server") }
+                guard let pid else { throw ToolError("memory needs a started server") }
                 return try await runner.idleMemory(url, server: server, pid: pid, clients: clients)
             }
         }

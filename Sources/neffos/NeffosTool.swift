@@ -5,6 +5,6 @@ import ArgumentParser
 struct NeffosTool: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "neffos",
-        abstract: "Tools for swift-neffos: load generation and benchmarks.",
-        subcommands: [Bench.self])
+        abstract: "Tools for swift-neffos: run the chat example on any exchange, a local cluster, and benchmarks.",
+        subcommands: [Serve.self, ClusterCommand.self, Bench.self])
 }

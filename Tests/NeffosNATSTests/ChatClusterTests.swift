@@ -6,17 +6,8 @@ import Testing
 
 @Suite("Chat as a cluster over NATS")
 struct ChatClusterTests {
-    /// The built example, next to the test bundle.
-    func chatExecutable() throws -> String {
-        let path = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("neffos-chat").path
-        guard FileManager.default.isExecutableFile(atPath: path) else {
-            throw RawWebSocketError(description: "neffos-chat is not built at \(path)")
-        }
-        return path
-    }
-
     func startChat(_ exchange: String) async throws -> (ChildProcess, Int) {
-        let chat = try ChildProcess.start(try chatExecutable(), ["--port", "0"], environment: ["NEFFOS_EXCHANGE": exchange])
+        let chat = try ChildProcess.start(try ChildProcess.sibling("neffos-chat"), ["--port", "0"], environment: ["NEFFOS_EXCHANGE": exchange])
         do {
             _ = try await chat.waitForOutput(containing: "exchange connected")
             let line = try await chat.waitForOutput(containing: "chat page on http://127.0.0.1:")

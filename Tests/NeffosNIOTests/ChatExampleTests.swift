@@ -4,20 +4,11 @@ import NeffosNIO
 import NeffosTesting
 import Testing
 
-/// The built `neffos-chat`, next to the test bundle.
-func builtExecutable(_ name: String) throws -> String {
-    let path = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent(name).path
-    guard FileManager.default.isExecutableFile(atPath: path) else {
-        throw RawWebSocketError(description: "\(name) is not built at \(path); run swift build first")
-    }
-    return path
-}
-
 @Suite("Chat example")
 struct ChatExampleTests {
     @Test("NEFFOS_EXCHANGE picks the exchange; the page and the endpoint are served")
     func picksExchangeFromEnvironment() async throws {
-        let chat = try ChildProcess.start(try builtExecutable("neffos-chat"), ["--port", "0"], environment: ["NEFFOS_EXCHANGE": "memory://chat-test"])
+        let chat = try ChildProcess.start(try ChildProcess.sibling("neffos-chat"), ["--port", "0"], environment: ["NEFFOS_EXCHANGE": "memory://chat-test"])
         defer { chat.terminate(signal: SIGKILL) }
         _ = try await chat.waitForOutput(containing: "exchange memory://chat-test")
         let line = try await chat.waitForOutput(containing: "chat page on http://127.0.0.1:")
@@ -49,7 +40,7 @@ struct ChatExampleTests {
 
     @Test("an unknown exchange scheme stops it at start-up, naming the registered schemes")
     func unknownScheme() async throws {
-        let chat = try ChildProcess.start(try builtExecutable("neffos-chat"), ["--port", "0"], environment: ["NEFFOS_EXCHANGE": "redis://localhost:6379"])
+        let chat = try ChildProcess.start(try ChildProcess.sibling("neffos-chat"), ["--port", "0"], environment: ["NEFFOS_EXCHANGE": "redis://localhost:6379"])
         #expect(await chat.waitForExit() == 2)
         #expect(chat.text.contains("no exchange is registered for \"redis://\""))
         #expect(chat.text.contains("memory://"))

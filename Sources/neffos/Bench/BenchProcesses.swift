@@ -8,12 +8,6 @@ enum BenchProcesses {
     private static let children = Locked<[ChildProcess]>([])
     private static let natsServers = Locked<[NATSServer]>([])
 
-    /// The folder of the running executable (the other bench executables are built next to it).
-    static var executableDirectory: String {
-        let link = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
-        return URL(fileURLWithPath: link).deletingLastPathComponent().path
-    }
-
     /// A server started for a benchmark: its WebSocket URL and PID.
     struct Server: Sendable {
         let url: String
@@ -24,9 +18,11 @@ enum BenchProcesses {
     /// `exchange`, and waits until it listens.
     static func startServer(raw: Bool, exchange: String? = nil) async throws -> Server {
         let name = raw ? "neffos-raw-server" : "neffos-bench-server"
-        let path = executableDirectory + "/" + name
-        guard FileManager.default.isExecutableFile(atPath: path) else {
-            throw BenchError("\(name) is not built next to this tool (\(path)); build with `swift build -c release`")
+        let path: String
+        do {
+            path = try ChildProcess.sibling(name)
+        } catch {
+            throw ToolError("\(error); benchmarks want `swift build -c release --traits NATS`")
         }
         var arguments = ["--port", "0"]
         if let exchange { arguments += ["--exchange", exchange] }
@@ -36,12 +32,12 @@ enum BenchProcesses {
         do {
             line = try await process.waitForOutput(containing: "listening on", timeout: .seconds(30))
         } catch {
-            throw BenchError("\(name) did not start: \(error)")
+            throw ToolError("\(name) did not start: \(error)")
         }
         let words = line.split(separator: " ")
         guard let port = words.firstIndex(of: "on").flatMap({ Int(words[$0 + 1]) }),
               let pid = words.firstIndex(of: "pid").flatMap({ Int32(words[$0 + 1]) })
-        else { throw BenchError("unexpected line from \(name): \(line)") }
+        else { throw ToolError("unexpected line from \(name): \(line)") }
         return Server(url: "ws://127.0.0.1:\(port)/", pid: pid)
     }
 
@@ -98,8 +94,8 @@ enum BenchProcesses {
     }
 }
 
-/// A benchmark that cannot run, and why.
-struct BenchError: Error, CustomStringConvertible {
+/// What stops a command of the tool, said plainly.
+struct ToolError: Error, CustomStringConvertible {
     let description: String
     init(_ description: String) { self.description = description }
 }

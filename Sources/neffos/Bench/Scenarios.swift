@@ -85,11 +85,11 @@ extension BenchRunner {
     func idleMemory(_ url: WebSocketURL, server: String, pid: Int32, clients: Int) async throws -> BenchResult {
         // A few connections first, so that one-time allocations do not count per connection.
         let (warm, _) = try await connect(10) { _ in (url, ["idle"], .receiver) }
-        guard let before = BenchProcesses.residentBytes(of: pid) else { throw BenchError("cannot read /proc/\(pid)/status") }
+        guard let before = BenchProcesses.residentBytes(of: pid) else { throw ToolError("cannot read /proc/\(pid)/status") }
         let start = ContinuousClock.now
         let (connections, setup) = try await connect(clients) { _ in (url, ["idle"], .receiver) }
         let elapsed = (ContinuousClock.now - start).seconds
-        guard let after = BenchProcesses.residentBytes(of: pid) else { throw BenchError("cannot read /proc/\(pid)/status") }
+        guard let after = BenchProcesses.residentBytes(of: pid) else { throw ToolError("cannot read /proc/\(pid)/status") }
         for connection in connections + warm { connection.close() }
         var result = BenchResult(
             scenario: "memory", server: server, clients: clients, seconds: elapsed,

@@ -1,17 +1,28 @@
 import Foundation
+import Logging
 import Neffos
 import NeffosNIO
+import ServiceLifecycle
 
-/// The chat application: its namespace and events, and the page it serves.
-enum Chat {
+/// The chat application: its namespace and events, and the page it serves. The `neffos-chat`
+/// example and the `neffos serve` command run it.
+public enum Chat {
     /// One line of chat, as broadcast to a room.
-    struct Line: Codable, Sendable {
-        var from: String
-        var text: String
+    public struct Line: Codable, Sendable {
+        /// Who wrote it.
+        public var from: String
+        /// What they wrote.
+        public var text: String
+
+        /// A line from `from`.
+        public init(from: String, text: String) {
+            self.from = from
+            self.text = text
+        }
     }
 
     /// The name a connection chose (`?X-Websocket-Header-X-Username=…`), or a guest name.
-    static func name(of conn: Conn) -> String {
+    public static func name(of conn: Conn) -> String {
         if let name = conn.store.get("name", as: String.self) { return name }
         let requested = conn.request.header("X-Username")?.trimmingCharacters(in: .whitespaces) ?? ""
         let name = requested.isEmpty ? "guest-\(conn.id.prefix(4))" : String(requested.prefix(32))
@@ -20,7 +31,7 @@ enum Chat {
     }
 
     /// The `default` namespace: rooms, chat lines, join/leave notices, and a members ask.
-    static var namespaces: Namespaces {
+    public static var namespaces: Namespaces {
         var events = Events()
         events.on(.roomJoined) { ns, message in
             ns.broadcast(Message(namespace: ns.namespace, room: message.room, event: "system",
@@ -43,7 +54,7 @@ enum Chat {
     }
 
     /// Serves the page and the JavaScript client.
-    static let responder: HTTPResponder = { head in
+    public static let responder: HTTPResponder = { head in
         guard head.method == .GET || head.method == .HEAD else { return nil }
         switch head.uri.split(separator: "?").first.map(String.init) ?? "/" {
         case "/", "/index.html": return asset("index.html", type: "text/html; charset=utf-8")
@@ -60,5 +71,28 @@ enum Chat {
         var response = HTTPResponse(contentType: type, body: .init(bytes: data))
         response.headers.add(name: "Cache-Control", value: "no-cache")
         return response
+    }
+}
+
+extension Chat {
+    /// Runs the chat server until SIGTERM or SIGINT: the page at `/`, the WebSocket endpoint at
+    /// `/echo`. Logs `chat page on http://HOST:PORT/ …` once it listens.
+    ///
+    /// - Parameters:
+    ///   - host: the address to listen on.
+    ///   - port: the port (0 picks a free one).
+    ///   - configuration: the server's configuration (its exchange, node name, logger).
+    public static func serve(host: String, port: Int, configuration: Server.Configuration) async throws {
+        let logger = configuration.logger
+        let server = try Server(namespaces: namespaces, configuration: configuration)
+        let listener = WebSocketListener(server: server, host: host, port: port, path: "/echo", responder: responder)
+        let services = ServiceGroup(
+            configuration: .init(services: [listener], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        Task {
+            if let bound = await listener.boundPort() {
+                logger.info("chat page on http://\(host):\(bound)/ (WebSocket endpoint /echo, node \(server.nodeName))")
+            }
+        }
+        try await services.run()
     }
 }

@@ -1,8 +1,7 @@
+import ChatApp
 import Foundation
 import Logging
 import Neffos
-import NeffosNIO
-import ServiceLifecycle
 
 // The chat example: a neffos server with a browser page at `/` and its WebSocket endpoint at
 // `/echo`.
@@ -54,17 +53,8 @@ do {
     exit(2)
 }
 
-let server = try Server(namespaces: Chat.namespaces, configuration: configuration)
-let listener = WebSocketListener(server: server, host: host, port: port, path: "/echo", responder: Chat.responder)
-let services = ServiceGroup(
-    configuration: .init(services: [listener], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
-Task {
-    if let bound = await listener.boundPort() {
-        logger.info("chat page on http://\(host):\(bound)/ (WebSocket endpoint /echo, node \(server.nodeName))")
-    }
-}
 do {
-    try await services.run()
+    try await Chat.serve(host: host, port: port, configuration: configuration)
 } catch {
     logger.error("stopped: \(error)")
     exit(1)

@@ -1,0 +1,105 @@
+import Foundation
+import Neffos
+import NeffosNIO
+import NeffosTesting
+import Testing
+
+/// A running `neffos cluster`, started by a test.
+struct LocalCluster {
+    let tool: ChildProcess
+    /// Each node's page and WebSocket URL, and its PID.
+    let nodes: [(page: String, socket: String, pid: Int32)]
+    /// The NATS servers' PIDs.
+    let natsPIDs: [Int32]
+
+    /// Runs `neffos cluster --nodes N --port 0` and waits until it reports ready.
+    static func start(nodes: Int) async throws -> LocalCluster {
+        let tool = try ChildProcess.start(try ChildProcess.sibling("neffos"), ["cluster", "--nodes", "\(nodes)", "--port", "0"])
+        do {
+            _ = try await tool.waitForOutput(containing: "cluster ready", timeout: .seconds(60))
+        } catch {
+            tool.terminate(signal: SIGKILL)
+            throw error
+        }
+        let lines = tool.text.split(separator: "\n").map { $0.split(separator: " ", omittingEmptySubsequences: true).map(String.init) }
+        let nodeLines = lines.filter { $0.first?.hasPrefix("node-") == true }
+        let natsLines = lines.filter { $0.first?.hasPrefix("nats-") == true }
+        return LocalCluster(
+            tool: tool,
+            nodes: nodeLines.map { words in (words[1], words[2], Int32(words.last?.dropLast() ?? "") ?? 0) },
+            natsPIDs: natsLines.compactMap { Int32($0.last ?? "") })
+    }
+
+    /// Stops the cluster as Ctrl-C would (SIGINT) and returns the tool's exit status.
+    func stop() async -> Int32 {
+        tool.terminate(signal: SIGINT)
+        let status = await tool.waitForExit(timeout: .seconds(30))
+        _ = await tool.waitForOutputEnd()
+        return status
+    }
+}
+
+/// Whether process `pid` still exists.
+func isAlive(_ pid: Int32) -> Bool {
+    kill(pid, 0) == 0
+}
+
+@Suite("neffos cluster")
+struct ClusterToolTests {
+    @Test("brings up 3 NATS servers and 3 chat nodes; a room message crosses nodes; Ctrl-C stops every process")
+    func clusterUpAndDown() async throws {
+        let cluster = try await LocalCluster.start(nodes: 3)
+        #expect(cluster.nodes.count == 3)
+        #expect(cluster.natsPIDs.count == 3)
+        #expect(cluster.nodes.allSatisfy { $0.pid > 0 })
+        let onThird = Received()
+        var events = onThird.events()
+        events.on("chat") { _, message in onThird.append(message) }
+        let bob = try await Client.dial(cluster.nodes[2].socket, namespaces: ["default": events])
+        _ = try await bob.connect("default").joinRoom("lobby")
+        let alice = try await Client.dial(cluster.nodes[0].socket, namespaces: ["default": Events()])
+        let lobby = try await alice.connect("default").joinRoom("lobby")
+        // Interest crosses the NATS routes asynchronously: send until one arrives (bounded).
+        let deadline = ContinuousClock.now + .seconds(15)
+        while !onThird.messages.contains(where: { $0.event == "chat" }) {
+            guard ContinuousClock.now < deadline else { throw RawWebSocketError.timedOut("a chat line from node 1 to node 3") }
+            try lobby.emit("chat", "hello across the cluster")
+            try? await onThird.wait(for: 1, of: "chat", timeout: .milliseconds(200))
+        }
+        await alice.close()
+        await bob.close()
+        #expect(await cluster.stop() == 0)
+        #expect(cluster.tool.text.contains("cluster stopped"))
+        for pid in cluster.nodes.map(\.pid) + cluster.natsPIDs {
+            #expect(!isAlive(pid), "process \(pid) outlived the cluster")
+        }
+    }
+
+    @Test("without nats-server, the cluster command says how to install it")
+    func missingNATSServer() async throws {
+        let tool = try ChildProcess.start(
+            try ChildProcess.sibling("neffos"), ["cluster", "--nodes", "1", "--port", "0"],
+            environment: [NATSServer.executableVariable: "/nonexistent/nats-server"])
+        #expect(await tool.waitForExit(timeout: .seconds(30)) != 0)
+        #expect(tool.text.contains("apt-get install nats-server"), "it wrote: \(tool.text)")
+    }
+}
+
+@Suite("Scale-out example")
+struct ScaleOutExampleTests {
+    @Test("three nodes over NATS: a room broadcast crosses nodes and a server ask is answered across them")
+    func scaleOut() async throws {
+        let nats = try await NATSServer.start()
+        let (status, output) = try await ChildProcess.run(try ChildProcess.sibling("neffos-example-scale-out"), ["--nats", nats.url])
+        await nats.stop()
+        #expect(status == 0, "it wrote:\n\(output)")
+        #expect(output.contains("done: a room broadcast from node-a reached node-b and node-c; node-c answered node-a's ask"))
+    }
+
+    @Test("without a NATS server, the scale-out example says how to start one and exits 2")
+    func scaleOutWithoutNATS() async throws {
+        let (status, output) = try await ChildProcess.run(try ChildProcess.sibling("neffos-example-scale-out"), ["--nats", "nats://127.0.0.1:1"])
+        #expect(status == 2, "it wrote:\n\(output)")
+        #expect(output.contains("nats-server -a 127.0.0.1 -p 4222"))
+    }
+}
