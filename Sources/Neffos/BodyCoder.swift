@@ -10,7 +10,7 @@ import NIOFoundationEssentialsCompat
 ///
 /// The default is ``JSONBodyCoder``. Provide your own (MessagePack, Protobuf…) through the
 /// server's or client's configuration; handlers registered with
-/// ``Events/on(_:as:_:)-(_,_,(NSConn,Body)->Void)`` decode with it.
+/// `Events.on(_:as:_:)` decode with it.
 public protocol BodyCoder: Sendable {
     /// Encodes `value` into a body.
     func encode<Value: Encodable>(_ value: Value) throws -> ByteBuffer

@@ -78,7 +78,9 @@ extension Conn {
     /// The message gets a fresh wait token. The reply is matched where frames are read, so
     /// this may be awaited from inside an event handler of this same connection.
     ///
-    /// - Parameter timeout: how long to wait; the configuration's ask timeout when `nil`.
+    /// - Parameters:
+    ///   - message: what to ask (its namespace, room, event and body).
+    ///   - timeout: how long to wait; the configuration's ask timeout when `nil`.
     /// - Returns: the reply.
     /// - Throws: the remote side's error (a ``KnownErrors`` value or a ``RemoteError``);
     ///   ``NeffosError/timeout`` when no reply came in time; ``NeffosError/writeClosed`` when

@@ -54,7 +54,7 @@ public struct EventName: Hashable, Sendable, RawRepresentable, ExpressibleByStri
 ///
 /// ```swift
 /// events.answer("ping") { conn, message in
-///     "pong:" + message.bodyString      // a Reply, from a string
+///     "pong:\(message.bodyString)"     // a Reply, from a string
 /// }
 /// ```
 public struct Reply: Sendable, ExpressibleByStringLiteral, ExpressibleByStringInterpolation {
@@ -96,8 +96,8 @@ public struct Reply: Sendable, ExpressibleByStringLiteral, ExpressibleByStringIn
 /// An event handler: a closure that receives the namespace connection and the message, and
 /// returns a reply or nothing (`nil`).
 ///
-/// Handlers come in two kinds, picked for you by ``Events/on(_:_:)-(_,(NSConn,Message)->Void)``
-/// and ``Events/answer(_:_:)-(_,(NSConn,Message)->Reply?)`` from the closure you write:
+/// Handlers come in two kinds, picked for you by `Events.on(_:_:)`
+/// and `Events.answer(_:_:)` from the closure you write:
 /// - a *synchronous* closure runs inline on the connection's event loop, with no task hop:
 ///   the fastest path. It must not block.
 /// - an *asynchronous* closure (one that uses `await`) runs in the connection's handler task.
@@ -190,7 +190,7 @@ public struct Events: Sendable, ExpressibleByDictionaryLiteral {
     /// inline on the event loop and must not block.
     ///
     /// Throwing sends the error back to the sender (an error reply). To answer with data, use
-    /// ``answer(_:_:)-(_,(NSConn,Message)->Reply?)`` instead.
+    /// `answer(_:_:)` instead.
     public mutating func on(
         _ event: EventName, _ handler: @escaping @Sendable (NSConn, Message) throws -> Void
     ) {
@@ -242,7 +242,7 @@ public struct Events: Sendable, ExpressibleByDictionaryLiteral {
     /// Return `nil` to answer nothing. A closure without `await` runs inline on the event loop.
     ///
     /// ```swift
-    /// events.answer("ping") { _, message in "pong:" + message.bodyString }
+    /// events.answer("ping") { _, message in "pong:\(message.bodyString)" }
     /// ```
     public mutating func answer(
         _ event: EventName, _ handler: @escaping @Sendable (NSConn, Message) throws -> Reply?

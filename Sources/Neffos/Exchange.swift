@@ -18,6 +18,7 @@ public protocol Exchange: Sendable {
     /// - Parameters:
     ///   - node: the node's unique name; it receives what is published to its subjects, never
     ///     what it published itself.
+    ///   - logger: where the exchange logs (the server's logger).
     ///   - deliver: called for each payload published by another node on a subject this node
     ///     subscribed to, in publication order per publisher and subject. It may be called on
     ///     any thread; it must not block.

@@ -153,7 +153,7 @@ public struct ExchangePlugin: Sendable {
 /// the plugins the application links.
 ///
 /// ```swift
-/// let registry = ExchangeRegistry([.memory, .loopback, .nats])
+/// let registry = ExchangeRegistry([.memory, LoopbackExchange.plugin, .nats])
 /// configuration.exchange = try registry.exchange(for: ExchangeRegistry.configuredURL())
 /// ```
 ///

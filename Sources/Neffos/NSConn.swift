@@ -55,7 +55,10 @@ public final class NSConn: Sendable {
 
     /// Asks the remote side with `event` and `body`, and waits for the reply.
     ///
-    /// - Parameter timeout: the deadline; the configuration's ask timeout when `nil`.
+    /// - Parameters:
+    ///   - event: the event to ask.
+    ///   - body: the ask's body.
+    ///   - timeout: the deadline; the configuration's ask timeout when `nil`.
     /// - Throws: see ``Conn/ask(_:timeout:)``.
     public func ask(_ event: EventName, _ body: ByteBuffer = ByteBuffer(), timeout: Duration? = nil) async throws -> Message {
         try await conn.ask(Message(namespace: namespace, event: event.rawValue, body: body), timeout: timeout)

@@ -23,8 +23,8 @@ public struct NATSExchange: Exchange, CustomStringConvertible {
         /// The servers, `nats://host:port` (or `tls://host:port`), tried in this order unless
         /// ``randomize`` is on.
         public var servers: [String]
-        /// The connection's name, shown by the server's monitoring (`/connz`). Default: the
-        /// node's name.
+        /// The connection's name, shown by the server's monitoring (`/connz`). Default:
+        /// `neffos <node name>`.
         public var name: String?
         /// User and password, if the server wants them.
         public var user: String?
