@@ -81,6 +81,7 @@ public struct ExchangeConformance: Sendable {
         Check(name: "all but the sender, across nodes", body: { try await $0.allButSender() }),
         Check(name: "no duplicates", body: { try await $0.noDuplicates() }),
         Check(name: "each publisher's order is kept", body: { try await $0.publisherOrder() }),
+        Check(name: "a binary message stays binary across nodes", body: { try await $0.binaryAcrossNodes() }),
         Check(name: "server ask across nodes is answered", body: { try await $0.askAnswered() }),
         Check(name: "server ask answered twice: the first reply wins", body: { try await $0.askAnsweredTwice() }),
         Check(name: "server ask unanswered ends at its deadline", body: { try await $0.askUnanswered() }),
@@ -151,6 +152,22 @@ public struct ExchangeConformance: Sendable {
     }
 
     // MARK: Checks
+
+    func binaryAcrossNodes() async throws {
+        try await withCluster { cluster in
+            var members: [(Client, NSConn, Received)] = []
+            for index in 0..<nodes { members.append(try await member(cluster, at: index)) }
+            try await warmUp(cluster, from: 0, receivers: members.map(\.2))
+            let bytes: [UInt8] = [0, 1, 0x3B, 0xFF, 0xFE, 10, 13]
+            cluster.servers[0].broadcast(Message(namespace: "default", event: "blob", body: ByteBuffer(bytes: bytes), isBinary: true))
+            for (_, _, received) in members {
+                try await received.wait(for: 1, of: "blob")
+                let blobs = received.messages.filter { $0.event == "blob" }
+                try expect(blobs.count == 1 && blobs[0].isBinary, "a member got \(blobs.count) blob(s), binary: \(blobs.map(\.isBinary))")
+                try expect(Array(blobs[0].body.readableBytesView) == bytes, "the bytes changed on the way")
+            }
+        }
+    }
 
     func namespaceBroadcast() async throws {
         var events = Events()

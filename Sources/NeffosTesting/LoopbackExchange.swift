@@ -140,7 +140,8 @@ public final class LoopbackExchange: Exchange, CustomStringConvertible {
     /// Delivers each of the next `count` payloads twice.
     public func duplicateNext(_ count: Int) { state.withLock { $0.duplicateNext += count } }
 
-    /// Delivers the next `count` payloads `duration` late (later ones overtake them).
+    /// Delivers the next `count` payloads `duration` late (later ones overtake them); replaces
+    /// a delay set before and not used up.
     public func delayNext(_ count: Int, by duration: Duration) { state.withLock { $0.delayNext = (count, duration) } }
 
     /// Holds the next `count` deliveries and releases them in reverse order.

@@ -1,6 +1,7 @@
 import NIOCore
 import NIOPosix
 import Neffos
+import Synchronization
 
 /// A connection to a ``Server`` with no socket: the test hands it client frames and reads the
 /// frames the server wrote, byte for byte. Handshake, handlers, rooms, asks and broadcasts run
@@ -30,13 +31,16 @@ public final class MemoryConnection: Sendable {
     ///   - server: the server to connect to.
     ///   - request: what the HTTP upgrade request would have said (headers, path).
     ///   - loop: the event loop the connection runs on (default: one of NIO's singleton group).
+    ///   - keepsFrames: whether written frames are kept for ``next(timeout:)``; turn it off to
+    ///     only count them (``framesWritten``), as a benchmark does.
     /// - Throws: when `loop` is shut down.
     public static func open(
         to server: Server,
         request: UpgradeRequest = UpgradeRequest(),
-        on loop: any EventLoop = MultiThreadedEventLoopGroup.singleton.next()
+        on loop: any EventLoop = MultiThreadedEventLoopGroup.singleton.next(),
+        keepsFrames: Bool = true
     ) async throws -> MemoryConnection {
-        let transport = MemoryTransport(eventLoop: loop)
+        let transport = MemoryTransport(eventLoop: loop, keepsFrames: keepsFrames)
         let conn = try await loop.submit { server.accept(transport: transport, request: request) }.get()
         transport.conn.withLock { $0 = conn }
         return MemoryConnection(transport: transport, conn: conn)
@@ -80,6 +84,12 @@ public final class MemoryConnection: Sendable {
         }
     }
 
+    /// How many frames the server wrote to this connection.
+    public var framesWritten: Int { transport.written.load(ordering: .relaxed) }
+
+    /// The event loop the connection runs on.
+    public var eventLoop: any EventLoop { transport.eventLoop }
+
     /// The close the server asked for, if any.
     public var closeRequest: (code: CloseCode, reason: String)? { transport.closed.withLock { $0 } }
 
@@ -107,15 +117,19 @@ final class MemoryTransport: ConnTransport {
     let inbox = Inbox<MemoryFrame>(what: "a frame from the server")
     let closed = Locked<(code: CloseCode, reason: String)?>(nil)
     let conn = Locked<Conn?>(nil)
+    let keepsFrames: Bool
+    let written = Atomic<Int>(0)
 
-    init(eventLoop: any EventLoop) {
+    init(eventLoop: any EventLoop, keepsFrames: Bool) {
         self.eventLoop = eventLoop
         self.lane = LoopLane.lane(for: eventLoop)
+        self.keepsFrames = keepsFrames
     }
 
     func write(_ frame: ByteBuffer, binary: Bool) -> Bool {
         guard closed.withLock({ $0 == nil }) else { return false }
-        inbox.deliver(MemoryFrame(frame: frame, binary: binary))
+        written.add(1, ordering: .relaxed)
+        if keepsFrames { inbox.deliver(MemoryFrame(frame: frame, binary: binary)) }
         return true
     }
 

@@ -198,3 +198,72 @@ struct NATSExchangeTests {
         await server.stop()
     }
 }
+
+/// What a bare exchange connection received and reported.
+final class BusLog: Sendable {
+    let payloads = Received()
+    let statuses = StatusLog()
+
+    func deliver(_ subject: String, _ payload: ByteBuffer) {
+        payloads.append(Message(event: subject, body: payload))
+    }
+}
+
+@Suite("NATS exchange connection")
+struct NATSConnectionTests {
+    func connect(_ exchange: NATSExchange, node: String, log: BusLog) async throws -> any ExchangeConnection {
+        try await exchange.connect(
+            node: node, logger: Logger(label: "test") { _ in SwiftLogNoOpLogHandler() },
+            deliver: { subject, payload in log.deliver(subject, payload) },
+            status: { status in log.statuses.append(node: 0, status) })
+    }
+
+    @Test("no echo: a node never receives what it published itself, even on a subject it subscribed to")
+    func noEcho() async throws {
+        let nats = try await NATSServer.start()
+        let exchange = try NATSExchange(url: nats.url)
+        let (logA, logB) = (BusLog(), BusLog())
+        let a = try await connect(exchange, node: "a", log: logA)
+        let b = try await connect(exchange, node: "b", log: logB)
+        a.subscribe("neffos.test")
+        try await a.flush()
+        a.publish(ByteBuffer(string: "from a"), to: "neffos.test")
+        try await a.flush()
+        b.publish(ByteBuffer(string: "from b"), to: "neffos.test")
+        try await b.flush()
+        // NATS keeps one publisher's order on a subject; b's message comes after a's would have.
+        try await logA.payloads.wait(for: 1, of: "neffos.test")
+        #expect(logA.payloads.bodies("neffos.test") == ["from b"])
+        await a.close()
+        await b.close()
+        await nats.stop()
+    }
+
+    @Test("a subscriber that cannot keep up gets slow-consumer statuses, and the drops are counted")
+    func slowConsumer() async throws {
+        let nats = try await NATSServer.start()
+        var options = NATSExchange.Options(servers: [nats.url])
+        options.pendingMessagesLimit = 1
+        let slowLog = BusLog()
+        let slow = try await connect(NATSExchange(options: options), node: "slow", log: slowLog)
+        let fast = try await connect(try NATSExchange(url: nats.url), node: "fast", log: BusLog())
+        slow.subscribe("neffos.flood")
+        try await slow.flush()
+        let payload = ByteBuffer(repeating: 0x78, count: 256)
+        // Bursts until nats.c reports the overflow (each burst far beyond a one-message queue).
+        let deadline = ContinuousClock.now + .seconds(20)
+        while !slowLog.statuses.entries.contains(where: { $0.contains("slow consumer") }) {
+            guard ContinuousClock.now < deadline else { break }
+            for _ in 0..<20_000 { fast.publish(payload, to: "neffos.flood") }
+            try await fast.flush()
+            try? await slowLog.statuses.wait("a slow-consumer status", timeout: .milliseconds(500)) { entries in
+                entries.contains { $0.contains("slow consumer") }
+            }
+        }
+        #expect(slowLog.statuses.entries.contains { $0.contains("slow consumer") }, "statuses: \(slowLog.statuses.entries.suffix(5))")
+        #expect(slow.statistics.dropped > 0)
+        await slow.close()
+        await fast.close()
+        await nats.stop()
+    }
+}

@@ -1,0 +1,53 @@
+import Foundation
+import NeffosTesting
+import Testing
+
+/// The processes now running whose command line contains `name`.
+func processes(named name: String) -> [Int32] {
+    let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+    return entries.compactMap(Int32.init).filter { pid in
+        guard let data = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") else { return false }
+        return String(decoding: data, as: UTF8.self).contains(name)
+    }
+}
+
+@Suite("neffos bench")
+struct BenchToolTests {
+    /// Runs `neffos bench <arguments> --json --no-progress` and decodes its results.
+    func bench(_ arguments: [String]) async throws -> [[String: Any]] {
+        let tool = try ChildProcess.sibling("neffos")
+        let (status, output) = try await ChildProcess.run(tool, ["bench"] + arguments + ["--json", "--no-progress"], timeout: .seconds(120))
+        #expect(status == 0, "it wrote:\n\(output)")
+        guard let start = output.firstIndex(of: "["), let end = output.lastIndex(of: "]") else {
+            throw RawWebSocketError(description: "no JSON in:\n\(output)")
+        }
+        let json = try JSONSerialization.jsonObject(with: Data(output[start...end].utf8))
+        return try #require(json as? [[String: Any]])
+    }
+
+    @Test("each scenario runs briefly against both servers, reports, and leaves no process behind")
+    func scenarios() async throws {
+        let ask = try await bench(["ask", "--duration", "1", "--clients", "4", "--compare"])
+        #expect(ask.map { $0["server"] as? String } == ["neffos", "raw"])
+        for result in ask {
+            #expect((result["perSecond"] as? Double ?? 0) > 0, "\(result)")
+            #expect(result["errors"] as? Int == 0, "\(result)")
+            #expect((result["p50Milliseconds"] as? Double ?? 0) > 0, "latency measured: \(result)")
+        }
+        let fanout = try await bench(["fanout", "--duration", "1", "--clients", "20"])
+        #expect((fanout.first?["operations"] as? Int ?? 0) > 0, "\(fanout)")
+        let rooms = try await bench(["rooms", "--duration", "1", "--rooms", "3", "--members", "4"])
+        #expect((rooms.first?["operations"] as? Int ?? 0) > 0, "\(rooms)")
+        let connect = try await bench(["connect", "--clients", "50", "--concurrency", "10"])
+        #expect(connect.first?["operations"] as? Int == 50, "\(connect)")
+        #expect(processes(named: "neffos-bench-server").isEmpty, "no bench server outlives its run")
+        #expect(processes(named: "neffos-raw-server").isEmpty, "no raw server outlives its run")
+    }
+
+    @Test("a URL off loopback is refused")
+    func loopbackOnly() async throws {
+        let (status, output) = try await ChildProcess.run(try ChildProcess.sibling("neffos"), ["bench", "ask", "--url", "ws://10.1.2.3:80/"])
+        #expect(status != 0)
+        #expect(output.contains("loopback"), "it wrote:\n\(output)")
+    }
+}
