@@ -35,7 +35,11 @@ final class NATSCallbackContext: Sendable {
     let openSubscriptions = Atomic<Int>(0)
     /// The subject and last dropped count of each subscription, by its pointer's address.
     let subscriptionSubjects = Locked<[UInt: (subject: String, dropped: Int64)]>([:])
-    private let lifecycle = Locked<(closed: Bool, waiters: [UInt64: CheckedContinuation<Bool, Never>], next: UInt64)>((false, [:], 0))
+    /// Whether nats.c reported the connection closed (read with the subscription count under
+    /// its lock, so that the last of the two events always sees the other).
+    private let closed = Locked(false)
+    /// Set once the connection is closed and no subscription handler can run any more.
+    private let quiet = OnceFlag()
 
     init(node: String, logger: Logger, status: @escaping @Sendable (ExchangeStatus) -> Void) {
         self.node = node
@@ -45,7 +49,7 @@ final class NATSCallbackContext: Sendable {
 
     /// nats.c closed the connection (its last connection callback).
     func markClosed() {
-        lifecycle.withLock { $0.closed = true }
+        closed.withLock { $0 = true }
         wakeIfQuiet()
     }
 
@@ -55,36 +59,15 @@ final class NATSCallbackContext: Sendable {
         wakeIfQuiet()
     }
 
-    /// Resumes the waits of `close()` once the connection is closed and no handler can run.
+    /// Ends the waits of `close()` once the connection is closed and no handler can run.
     private func wakeIfQuiet() {
-        let waiters = lifecycle.withLock { state -> [CheckedContinuation<Bool, Never>] in
-            guard state.closed, openSubscriptions.load(ordering: .relaxed) == 0 else { return [] }
-            defer { state.waiters = [:] }
-            return Array(state.waiters.values)
-        }
-        for waiter in waiters { waiter.resume(returning: true) }
+        if closed.withLock({ $0 && openSubscriptions.load(ordering: .relaxed) == 0 }) { quiet.set() }
     }
 
     /// Waits until nats.c has closed the connection and every subscription completed, or
     /// `timeout` passed; returns whether it did.
     func waitUntilQuiet(timeout: Duration) async -> Bool {
-        await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
-            let id = lifecycle.withLock { state -> UInt64? in
-                if state.closed && openSubscriptions.load(ordering: .relaxed) == 0 { return nil }
-                let id = state.next
-                state.next += 1
-                state.waiters[id] = continuation
-                return id
-            }
-            guard let id else {
-                continuation.resume(returning: true)
-                return
-            }
-            Task {
-                try? await Task.sleep(for: timeout)
-                self.lifecycle.withLock { $0.waiters.removeValue(forKey: id) }?.resume(returning: false)
-            }
-        }
+        await quiet.wait(timeout: timeout)
     }
 }
 

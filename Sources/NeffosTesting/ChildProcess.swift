@@ -31,8 +31,8 @@ public final class ChildProcess: Sendable {
         let count: Int
     }
     private let exit = Locked<(status: Int32?, waiters: [CheckedContinuation<Int32, Never>])>((nil, []))
-    /// Whether the output ended (every writer closed it), and who waits for that.
-    private let outputEnd = Locked<(ended: Bool, waiters: [UInt64: CheckedContinuation<Bool, Never>], next: UInt64)>((false, [:], 0))
+    /// Set when the output ended (every writer closed it).
+    private let outputEnd = OnceFlag()
 
     /// Everything it wrote to standard output and standard error so far.
     public var text: String { output.withLock { $0.text } }
@@ -207,34 +207,13 @@ public final class ChildProcess: Sendable {
         for (needle, continuation) in waiters {
             continuation.resume(throwing: RawWebSocketError(description: "the process ended before writing \"\(needle.text)\""))
         }
-        let endWaiters = outputEnd.withLock { state in
-            state.ended = true
-            defer { state.waiters = [:] }
-            return Array(state.waiters.values)
-        }
-        for waiter in endWaiters { waiter.resume(returning: true) }
+        outputEnd.set()
     }
 
     /// Waits until the output has ended (the process and any child holding its output closed
     /// it), up to `timeout`; returns whether it did. After that, ``text`` is complete.
     public func waitForOutputEnd(timeout: Duration = .seconds(10)) async -> Bool {
-        await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
-            let id = outputEnd.withLock { state -> UInt64? in
-                if state.ended { return nil }
-                let id = state.next
-                state.next += 1
-                state.waiters[id] = continuation
-                return id
-            }
-            guard let id else {
-                continuation.resume(returning: true)
-                return
-            }
-            Task {
-                try? await Task.sleep(for: timeout)
-                self.outputEnd.withLock { $0.waiters.removeValue(forKey: id) }?.resume(returning: false)
-            }
-        }
+        await outputEnd.wait(timeout: timeout)
     }
 
     /// The `count`-th line of `text` containing `needle`, if there are that many.

@@ -97,10 +97,12 @@ struct BadInputTests {
             let (big, _) = try await handshake(running.url)
             try await connectNamespace(big, "default")
             try await big.send(ByteBuffer(string: ";default;;echo;0;0;"), opcode: .text, fin: false)
+            // Past 2048 bytes the server closes; fragments sent after that may find the socket
+            // closed, which is not what this test is about.
             for _ in 0..<4 {
-                try await big.send(ByteBuffer(string: String(repeating: "y", count: 1000)), opcode: .continuation, fin: false)
+                try? await big.send(ByteBuffer(string: String(repeating: "y", count: 1000)), opcode: .continuation, fin: false)
             }
-            try await big.send(ByteBuffer(string: "end"), opcode: .continuation, fin: true)
+            try? await big.send(ByteBuffer(string: "end"), opcode: .continuation, fin: true)
             let close = try await big.nextClose()
             #expect(close.closeCode == .messageTooBig)
         }
