@@ -142,7 +142,6 @@ public final class ChildProcess: Sendable {
     ) async throws -> (status: Int32, output: String) {
         let process = try start(executable, arguments, environment: environment)
         let status = await process.waitForExit(timeout: timeout)
-        _ = await process.waitForOutputEnd(timeout: .seconds(5))
         return (status, process.text)
     }
 
@@ -262,7 +261,8 @@ public final class ChildProcess: Sendable {
     }
 
     /// Waits for the process to exit, up to `timeout`; kills it (SIGKILL) if it does not.
-    /// Returns its exit status (128 + the signal when a signal ended it).
+    /// Returns its exit status (128 + the signal when a signal ended it); ``text`` is then
+    /// complete.
     @discardableResult
     public func waitForExit(timeout: Duration = .seconds(10)) async -> Int32 {
         await waitUntilExit { [self] in
@@ -278,8 +278,10 @@ public final class ChildProcess: Sendable {
         await waitUntilExit {}
     }
 
+    /// Waits for the exit, then (up to 2 s) for the output to end, so that ``text`` holds all
+    /// the process wrote when this returns.
     private func waitUntilExit(whileWaiting: () -> Void) async -> Int32 {
-        await withCheckedContinuation { (continuation: CheckedContinuation<Int32, Never>) in
+        let status = await withCheckedContinuation { (continuation: CheckedContinuation<Int32, Never>) in
             let done = exit.withLock { state -> Int32? in
                 if let status = state.status { return status }
                 state.waiters.append(continuation)
@@ -291,5 +293,7 @@ public final class ChildProcess: Sendable {
             }
             whileWaiting()
         }
+        _ = await outputEnd.wait(timeout: .seconds(2))
+        return status
     }
 }
