@@ -10,7 +10,7 @@ import NeffosTesting
 // every WebSocket message goes to that handler, and a `Message.native` is written as its body
 // alone. Plain WebSocket clients (here `RawWebSocket` from NeffosTesting) talk to it as is.
 //
-//   swift run neffos-example-native [--port 0]
+//   swift run neffos-example-native
 
 @main
 struct NativeExample {
@@ -26,34 +26,23 @@ struct NativeExample {
     }
 
     static func main() async {
-        var port = 0
-        var arguments = CommandLine.arguments.dropFirst().makeIterator()
-        while let argument = arguments.next() {
-            switch argument {
-            case "--port": port = arguments.next().flatMap { Int($0) } ?? -1
-            default: fail("usage: neffos-example-native [--port P]", code: 2)
-            }
-        }
-        guard (0...65535).contains(port) else { fail("usage: neffos-example-native [--port P (0 picks a free one)]", code: 2) }
-        let watchdog = startWatchdog(.seconds(15))
         do {
-            try await run(port: port)
+            try await run()
         } catch {
             fail("unexpected error: \(error)")
         }
-        watchdog.cancel()
     }
 
-    static func run(port: Int) async throws {
+    static func run() async throws {
         var configuration = Server.Configuration()
         configuration.logger.logLevel = .warning
         // Name connections after the client's `X-Name` header, so the broadcast says who spoke.
         configuration.idGenerator = { request in request.header("X-Name") ?? UUID().uuidString.lowercased() }
         let server = try Server(namespaces: namespaces, configuration: configuration)
         guard server.namespaces.isNativeOnly else { fail("the namespaces should select native-only mode") }
-        let listener = WebSocketListener(server: server, host: "127.0.0.1", port: port)
+        let listener = WebSocketListener(server: server, host: "127.0.0.1", port: 0)
         try await listener.start()
-        let url = "ws://127.0.0.1:\(listener.port ?? port)/"
+        let url = "ws://127.0.0.1:\(listener.port ?? 0)/"
         print("server: native-only, listening on \(url)")
 
         // ann is alone: her message is only echoed.
@@ -103,12 +92,4 @@ struct NativeExample {
 func fail(_ text: String, code: Int32 = 1) -> Never {
     FileHandle.standardError.write(Data("error: \(text)\n".utf8))
     exit(code)
-}
-
-/// Ends the program with an error if it is still running after `limit`.
-func startWatchdog(_ limit: Duration) -> Task<Void, Never> {
-    Task {
-        guard (try? await Task.sleep(for: limit)) != nil else { return }
-        fail("timed out after \(limit)")
-    }
 }

@@ -10,7 +10,7 @@ import NeffosNIO
 //   4. a server-initiated ask (`Server.ask(_:to:timeout:)`) answered by the client;
 //   5. a server-initiated ask the client refuses by throwing.
 //
-//   swift run neffos-example-ask [--port 0]
+//   swift run neffos-example-ask
 
 /// The errors this application sends over the wire. Both sides register them in their
 /// `KnownErrors`, so an error frame's text comes back as this value, not as a `RemoteError`.
@@ -57,32 +57,21 @@ struct AskExample {
     }
 
     static func main() async {
-        var port = 0
-        var arguments = CommandLine.arguments.dropFirst().makeIterator()
-        while let argument = arguments.next() {
-            switch argument {
-            case "--port": port = arguments.next().flatMap { Int($0) } ?? -1
-            default: fail("usage: neffos-example-ask [--port P]", code: 2)
-            }
-        }
-        guard (0...65535).contains(port) else { fail("usage: neffos-example-ask [--port P (0 picks a free one)]", code: 2) }
-        let watchdog = startWatchdog(.seconds(15))
         do {
-            try await run(port: port)
+            try await run()
         } catch {
             fail("unexpected error: \(error)")
         }
-        watchdog.cancel()
     }
 
-    static func run(port: Int) async throws {
+    static func run() async throws {
         var configuration = Server.Configuration()
         configuration.logger.logLevel = .warning
         configuration.knownErrors = knownErrors
         let server = try Server(namespaces: serverNamespaces, configuration: configuration)
-        let listener = WebSocketListener(server: server, host: "127.0.0.1", port: port, path: "/ask")
+        let listener = WebSocketListener(server: server, host: "127.0.0.1", port: 0, path: "/ask")
         try await listener.start()
-        let url = "ws://127.0.0.1:\(listener.port ?? port)/ask"
+        let url = "ws://127.0.0.1:\(listener.port ?? 0)/ask"
         print("server: listening on \(url)")
 
         var clientConfiguration = Client.Configuration()
@@ -136,12 +125,4 @@ struct AskExample {
 func fail(_ text: String, code: Int32 = 1) -> Never {
     FileHandle.standardError.write(Data("error: \(text)\n".utf8))
     exit(code)
-}
-
-/// Ends the program with an error if it is still running after `limit`.
-func startWatchdog(_ limit: Duration) -> Task<Void, Never> {
-    Task {
-        guard (try? await Task.sleep(for: limit)) != nil else { return }
-        fail("timed out after \(limit)")
-    }
 }

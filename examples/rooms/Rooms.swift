@@ -8,7 +8,7 @@ import Synchronization
 // members only, the server lists `rooms(in:)` and `members(ofRoom:in:)`, a client leaves a
 // room, and the listing changes.
 //
-//   swift run neffos-example-rooms [--port 0]
+//   swift run neffos-example-rooms
 
 /// One client: its name, its connection and its presence in the `default` namespace.
 struct Participant: Sendable {
@@ -57,31 +57,20 @@ struct RoomsExample {
     }
 
     static func main() async {
-        var port = 0
-        var arguments = CommandLine.arguments.dropFirst().makeIterator()
-        while let argument = arguments.next() {
-            switch argument {
-            case "--port": port = arguments.next().flatMap { Int($0) } ?? -1
-            default: fail("usage: neffos-example-rooms [--port P]", code: 2)
-            }
-        }
-        guard (0...65535).contains(port) else { fail("usage: neffos-example-rooms [--port P (0 picks a free one)]", code: 2) }
-        let watchdog = startWatchdog(.seconds(20))
         do {
-            try await run(port: port)
+            try await run()
         } catch {
             fail("unexpected error: \(error)")
         }
-        watchdog.cancel()
     }
 
-    static func run(port: Int) async throws {
+    static func run() async throws {
         var configuration = Server.Configuration()
         configuration.logger.logLevel = .warning
         let server = try Server(namespaces: namespaces, configuration: configuration)
-        let listener = WebSocketListener(server: server, host: "127.0.0.1", port: port, path: "/rooms")
+        let listener = WebSocketListener(server: server, host: "127.0.0.1", port: 0, path: "/rooms")
         try await listener.start()
-        let url = "ws://127.0.0.1:\(listener.port ?? port)/rooms"
+        let url = "ws://127.0.0.1:\(listener.port ?? 0)/rooms"
         print("server: listening on \(url)")
 
         let inbox = Inbox()
@@ -154,12 +143,4 @@ final class Inbox: Sendable {
 func fail(_ text: String, code: Int32 = 1) -> Never {
     FileHandle.standardError.write(Data("error: \(text)\n".utf8))
     exit(code)
-}
-
-/// Ends the program with an error if it is still running after `limit`.
-func startWatchdog(_ limit: Duration) -> Task<Void, Never> {
-    Task {
-        guard (try? await Task.sleep(for: limit)) != nil else { return }
-        fail("timed out after \(limit)")
-    }
 }

@@ -9,7 +9,7 @@ import NeffosNIO
 // that does not decode is answered with `invalid payload`. Both sides use a BodyCoder of
 // their own (JSON with sorted keys) instead of the default `JSONBodyCoder`.
 //
-//   swift run neffos-example-typed [--port 0]
+//   swift run neffos-example-typed
 
 struct Move: Codable, Sendable, CustomStringConvertible {
     var piece: String
@@ -65,32 +65,21 @@ struct TypedExample {
     }
 
     static func main() async {
-        var port = 0
-        var arguments = CommandLine.arguments.dropFirst().makeIterator()
-        while let argument = arguments.next() {
-            switch argument {
-            case "--port": port = arguments.next().flatMap { Int($0) } ?? -1
-            default: fail("usage: neffos-example-typed [--port P]", code: 2)
-            }
-        }
-        guard (0...65535).contains(port) else { fail("usage: neffos-example-typed [--port P (0 picks a free one)]", code: 2) }
-        let watchdog = startWatchdog(.seconds(15))
         do {
-            try await run(port: port)
+            try await run()
         } catch {
             fail("unexpected error: \(error)")
         }
-        watchdog.cancel()
     }
 
-    static func run(port: Int) async throws {
+    static func run() async throws {
         var configuration = Server.Configuration()
         configuration.logger.logLevel = .warning
         configuration.bodyCoder = SortedJSONCoder()
         let server = try Server(namespaces: serverNamespaces, configuration: configuration)
-        let listener = WebSocketListener(server: server, host: "127.0.0.1", port: port, path: "/typed")
+        let listener = WebSocketListener(server: server, host: "127.0.0.1", port: 0, path: "/typed")
         try await listener.start()
-        let url = "ws://127.0.0.1:\(listener.port ?? port)/typed"
+        let url = "ws://127.0.0.1:\(listener.port ?? 0)/typed"
         print("server: listening on \(url)")
 
         let (moves, sink) = AsyncStream<Move>.makeStream()
@@ -141,12 +130,4 @@ struct TypedExample {
 func fail(_ text: String, code: Int32 = 1) -> Never {
     FileHandle.standardError.write(Data("error: \(text)\n".utf8))
     exit(code)
-}
-
-/// Ends the program with an error if it is still running after `limit`.
-func startWatchdog(_ limit: Duration) -> Task<Void, Never> {
-    Task {
-        guard (try? await Task.sleep(for: limit)) != nil else { return }
-        fail("timed out after \(limit)")
-    }
 }
