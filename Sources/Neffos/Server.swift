@@ -128,7 +128,7 @@ public final class Server: Sendable {
     /// A server-wide ask waiting for its first reply, and the timer that ends it.
     private struct PendingServerAsk {
         let continuation: CheckedContinuation<Message, any Error>
-        let timer: Task<Void, Never>
+        var timer: Task<Void, Never>?
     }
     private let linkBox = Locked<ClusterLink?>(nil)
     private let starting = Locked<Task<Void, any Error>?>(nil)
@@ -385,11 +385,19 @@ public final class Server: Sendable {
         let event = message.event
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Message, any Error>) in
+                serverAsks.withLock { $0[token] = PendingServerAsk(continuation: continuation) }
+                // The timer starts after the ask is registered (so even a zero deadline finds
+                // it), and is kept unless a reply already ended the ask.
                 let timer = Task {
                     guard (try? await Task.sleep(for: deadline)) != nil else { return }
                     self.resolveServerAsk(token, .failure(NeffosError.timeout.with(detail: "nobody answered \"\(event)\" within \(deadline)")), timedOut: true)
                 }
-                serverAsks.withLock { $0[token] = PendingServerAsk(continuation: continuation, timer: timer) }
+                let kept = serverAsks.withLock { asks -> Bool in
+                    guard asks[token] != nil else { return false }
+                    asks[token]?.timer = timer
+                    return true
+                }
+                if !kept { timer.cancel() }
                 let receivers = deliverLocally(
                     frame, binary: message.isBinary, namespace: message.namespace,
                     room: message.room, to: message.to, except: nil)
@@ -424,7 +432,7 @@ public final class Server: Sendable {
     @discardableResult
     private func resolveServerAsk(_ token: String, _ result: Result<Message, any Error>, timedOut: Bool = false) -> Bool {
         guard let ask = serverAsks.withLock({ $0.removeValue(forKey: token) }) else { return false }
-        if timedOut { metrics.askTimedOut() } else { ask.timer.cancel() }
+        if timedOut { metrics.askTimedOut() } else { ask.timer?.cancel() }
         ask.continuation.resume(with: result)
         return true
     }

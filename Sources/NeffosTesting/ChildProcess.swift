@@ -42,8 +42,6 @@ public final class ChildProcess: Sendable {
 
     private init(pid: Int32) { self.pid = pid }
 
-    private static let spawnLock = Locked(())
-
     /// The path of executable `name` built next to the running program (a test bundle, or the
     /// `neffos` tool), as SwiftPM puts every product of a package in one folder.
     ///
@@ -74,9 +72,10 @@ public final class ChildProcess: Sendable {
             argv.forEach { free($0) }
             envp.forEach { free($0) }
         }
-        let (pid, readEnd) = try spawnLock.withLock { _ -> (pid_t, Int32) in
-            // Under one lock, so that no other child started here inherits this pipe before
-            // its ends are marked close-on-exec (the output would then never end).
+        let (pid, readEnd) = try { () throws -> (pid_t, Int32) in
+            // Another child started at this moment could inherit this pipe before its ends are
+            // marked close-on-exec (its output would then never end): every child closes all
+            // but its 0, 1 and 2 before it runs (closeOtherDescriptors).
             var fds: [Int32] = [0, 0]
             guard pipe(&fds) == 0 else {
                 throw RawWebSocketError(description: "cannot start \(executable): pipe: \(String(cString: strerror(errno)))")
@@ -109,7 +108,7 @@ public final class ChildProcess: Sendable {
                 throw RawWebSocketError(description: "cannot start \(executable): \(String(cString: strerror(status)))")
             }
             return (pid, readEnd)
-        }
+        }()
         let child = ChildProcess(pid: pid)
         Thread.detachNewThread { child.readOutput(from: readEnd) }
         Thread.detachNewThread { child.waitForTermination() }
