@@ -7,6 +7,18 @@ let strict: [SwiftSetting] = [
     .treatAllWarnings(as: .error),
 ]
 
+/// One program of `examples/`: it uses the core, the NIO transport and logging, plus `also`;
+/// its README sits beside it.
+func example(_ name: String, path: String, also: [Target.Dependency] = []) -> Target {
+    .executableTarget(
+        name: name,
+        dependencies: ["Neffos", "NeffosNIO", .product(name: "Logging", package: "swift-log")] + also,
+        path: path,
+        exclude: ["README.md"],
+        swiftSettings: strict
+    )
+}
+
 let package = Package(
     name: "swift-neffos",
     platforms: [.macOS(.v15)],
@@ -120,87 +132,13 @@ let package = Package(
             path: "examples/chat/Main",
             swiftSettings: strict
         ),
-        .executableTarget(
-            name: "NeffosChatClient",
-            dependencies: [
-                "Neffos",
-                "NeffosNIO",
-                .product(name: "Logging", package: "swift-log"),
-            ],
-            path: "examples/chat-client",
-            exclude: ["README.md"],
-            swiftSettings: strict
-        ),
-        .executableTarget(
-            name: "PushExample",
-            dependencies: [
-                "Neffos",
-                "NeffosNIO",
-                .product(name: "Logging", package: "swift-log"),
-            ],
-            path: "examples/push",
-            exclude: ["README.md"],
-            swiftSettings: strict
-        ),
-        .executableTarget(
-            name: "AskExample",
-            dependencies: [
-                "Neffos",
-                "NeffosNIO",
-                .product(name: "Logging", package: "swift-log"),
-            ],
-            path: "examples/request-response",
-            exclude: ["README.md"],
-            swiftSettings: strict
-        ),
-        .executableTarget(
-            name: "RoomsExample",
-            dependencies: [
-                "Neffos",
-                "NeffosNIO",
-                .product(name: "Logging", package: "swift-log"),
-            ],
-            path: "examples/rooms",
-            exclude: ["README.md"],
-            swiftSettings: strict
-        ),
-        .executableTarget(
-            name: "NativeExample",
-            dependencies: [
-                "Neffos",
-                "NeffosNIO",
-                "NeffosTesting",
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "Logging", package: "swift-log"),
-            ],
-            path: "examples/native",
-            exclude: ["README.md"],
-            swiftSettings: strict
-        ),
-        .executableTarget(
-            name: "TypedExample",
-            dependencies: [
-                "Neffos",
-                "NeffosNIO",
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "Logging", package: "swift-log"),
-            ],
-            path: "examples/typed",
-            exclude: ["README.md"],
-            swiftSettings: strict
-        ),
-        .executableTarget(
-            name: "ScaleOutExample",
-            dependencies: [
-                "Neffos",
-                "NeffosNIO",
-                "NeffosNATS",
-                .product(name: "Logging", package: "swift-log"),
-            ],
-            path: "examples/scale-out",
-            exclude: ["README.md"],
-            swiftSettings: strict
-        ),
+        example("NeffosChatClient", path: "examples/chat-client"),
+        example("PushExample", path: "examples/push"),
+        example("AskExample", path: "examples/request-response"),
+        example("RoomsExample", path: "examples/rooms"),
+        example("NativeExample", path: "examples/native", also: ["NeffosTesting", .product(name: "NIOCore", package: "swift-nio")]),
+        example("TypedExample", path: "examples/typed", also: [.product(name: "NIOCore", package: "swift-nio")]),
+        example("ScaleOutExample", path: "examples/scale-out", also: ["NeffosNATS"]),
         .executableTarget(
             name: "neffos",
             dependencies: [
