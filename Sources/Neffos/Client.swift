@@ -124,8 +124,8 @@ public final class Client: Sendable {
         public var maxQueuedEvents = 1024
         /// The largest message accepted from the server. Default: 16 MiB.
         public var maxMessageSize = 16 << 20
-        /// Pings the server this often and closes if it does not answer; `nil` (the default)
-        /// leaves the heartbeat to the server.
+        /// Pings the server this often and closes if it answers none of two pings; `nil` (the
+        /// default) leaves the heartbeat to the server.
         public var pingInterval: Duration?
         /// Where the client logs. Default: label `neffos.client`.
         public var logger = Logger(label: "neffos.client")

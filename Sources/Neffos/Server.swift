@@ -96,8 +96,9 @@ public final class Server: Sendable {
         /// Closes a connection whose outbox stayed full for this long (a client that stopped
         /// reading). Default: 30 s.
         public var writeTimeout: Duration? = .seconds(30)
-        /// Pings each connection this often; a connection that has not answered by the next
-        /// ping is closed. Default: 30 s. `nil` disables the heartbeat.
+        /// Pings each connection this often; a connection that sends nothing (no pong, no
+        /// frame) through two pings is closed with 1008, two to three intervals after it went
+        /// silent. Default: 30 s. `nil` disables the heartbeat.
         public var pingInterval: Duration? = .seconds(30)
         /// Decides whether a request's `Origin` header is allowed (`nil` when absent).
         /// Default: every origin.

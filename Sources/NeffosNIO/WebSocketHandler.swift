@@ -48,7 +48,8 @@ final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler, Con
     private var closeState = CloseState.open
     private var receivedClose: (code: CloseCode?, reason: String)?
     private var closeError: (any Error)?
-    private var awaitingPong = false
+    /// Pings sent since the peer last sent anything (any frame counts as an answer).
+    private var unansweredPings = 0
     private var sawTrafficSinceCheck = false
     private var heartbeat: RepeatedTask?
     private var readWatch: RepeatedTask?
@@ -124,7 +125,7 @@ final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler, Con
         let frame = unwrapInboundIn(data)
         inReadBurst = true
         sawTrafficSinceCheck = true
-        awaitingPong = false
+        unansweredPings = 0
         switch frame.opcode {
         case .text, .binary:
             guard case .open = closeState else { return }
@@ -274,12 +275,14 @@ final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler, Con
 
     private func beat() {
         guard case .open = closeState, let context else { return }
-        if awaitingPong {
-            settings.logger.debug("closing a connection that did not answer the last ping")
+        // Two pings unanswered, not one: a loop that stalled (a loaded machine) may run this
+        // timer before it reads a pong already waiting in the socket.
+        if unansweredPings >= 2 {
+            settings.logger.debug("closing a connection that answered none of the last two pings")
             close(code: .policyViolation, reason: "heartbeat timeout")
             return
         }
-        awaitingPong = true
+        unansweredPings += 1
         var ping = WebSocketFrame(fin: true, opcode: .ping, data: context.channel.allocator.buffer(capacity: 0))
         if settings.isClient { ping.maskKey = .random() }
         context.writeAndFlush(wrapOutboundOut(ping), promise: nil)
