@@ -163,7 +163,8 @@ public final class Client: Sendable {
             settings: ConnSettings(
                 askTimeout: configuration.askTimeout, bodyCoder: configuration.bodyCoder,
                 knownErrors: configuration.knownErrors,
-                maxQueuedEvents: max(2, configuration.maxQueuedEvents), logger: configuration.logger),
+                maxQueuedEvents: max(2, configuration.maxQueuedEvents),
+                maxBytesBeforeHandshake: configuration.maxMessageSize, logger: configuration.logger),
             delegate: relay)
         relay.client.withLock { $0.value = self }
     }

@@ -5,7 +5,7 @@ import NIOCore
 /// and rooms after a reconnection onto the same ``NSConn`` values.
 extension Conn {
     /// Whether a transport is attached.
-    var hasTransport: Bool { state.withLock { $0.transport != nil } }
+    var hasTransport: Bool { machine.withLock { $0.transport != nil } }
 
     /// On the transport's event loop: a freshly upgraded transport for this client. Sends `M`
     /// and waits for `A<id>` (or `H<error>`) within `handshakeTimeout`.
@@ -14,31 +14,20 @@ extension Conn {
         let timer = transport.eventLoop.scheduleTask(in: handshakeTimeout.timeAmount) {
             self.clientHandshakeTimedOut(transport, after: handshakeTimeout)
         }
-        let accepted = state.withLock { s -> Bool in
-            guard !s.closeRequested, !s.phase.isClosed else { return false }
-            var handshake = ConnState.Handshake()
-            handshake.timer = timer
-            s.phase = .handshaking(handshake)
-            s.transport = transport
-            return true
-        }
-        guard accepted else {
+        guard machine.withLock({ $0.attachClient(transport, timer: timer) }) else {
             timer.cancel()
             transport.close(code: .normal, reason: "")
             return
         }
-        _ = transport.write(MessageCodec.identifyFrame, binary: false)
+        _ = transport.write(MessageCodec.identifyFrame, binary: false, reliable: true)
         transport.flush()
     }
 
     private func clientHandshakeTimedOut(_ transport: any ConnTransport, after timeout: Duration) {
-        let waiters = state.withLock { s -> [CheckedContinuation<Void, any Error>]? in
-            guard case .handshaking = s.phase, s.transport === transport else { return nil }
-            defer { s.openWaiters = [] }
-            return s.openWaiters
-        }
-        guard let waiters else { return }
         let error = NeffosError.handshakeTimeout.with(detail: "no A<id> within \(timeout)")
+        // The error stays with the connection: a dial that starts waiting only now gets it too
+        // (a loaded machine may run this timer before the dialling task waits).
+        guard let (waiters, _) = machine.withLock({ $0.clientHandshakeFailed(error, on: transport, final: false) }) else { return }
         for waiter in waiters { waiter.resume(throwing: error) }
         transport.close(code: .policyViolation, reason: "handshake timeout")
     }
@@ -46,44 +35,21 @@ extension Conn {
     /// Ends a client connection that has no transport (reconnection gave up or was stopped):
     /// fails what waits and fires the local close events.
     package func finishWithoutTransport(_ reason: CloseReason) {
-        let outcome = state.withLock { s -> ([ConnState.PendingAsk], [CheckedContinuation<Void, any Error>], [CheckedContinuation<NSConn, any Error>])? in
-            guard !s.phase.isClosed, s.transport == nil else { return nil }
-            s.phase = .closed(reason)
-            defer {
-                s.pending = [:]
-                s.openWaiters = []
-                s.namespaceWaiters = [:]
-            }
-            return (Array(s.pending.values), s.openWaiters, s.namespaceWaiters.values.flatMap { $0.values })
-        }
-        guard let (pending, openWaiters, namespaceWaiters) = outcome else { return }
-        let error = NeffosError.writeClosed.with(detail: "connection closed (\(reason))")
-        for ask in pending {
-            ask.timer?.cancel()
-            ask.continuation.resume(throwing: error)
-        }
-        for waiter in openWaiters { waiter.resume(throwing: error) }
-        for waiter in namespaceWaiters { waiter.resume(throwing: error) }
+        guard let waiters = machine.withLock({ $0.finishWithoutTransport(reason) }) else { return }
+        waiters.fail(NeffosError.writeClosed.with(detail: "connection closed (\(reason))"))
         enqueueClose(reason)
     }
 
     /// Takes the namespaces and rooms the connection had, to restore them after reconnecting.
-    func takeForRestore() -> [(NSConn, Set<String>)] {
-        state.withLock { s in
-            let entries = s.namespaces.keys.sorted().map { (s.namespaces[$0]!.nsConn, s.namespaces[$0]!.rooms) }
-            s.namespaces = [:]
-            return entries
-        }
+    func takeForRestore() -> [(NSConn, rooms: Set<String>)] {
+        machine.withLock { $0.takeForRestore() }
     }
 
     /// Asks the server to connect `ns`'s namespace again, and registers the same `ns`.
     func reconnect(_ ns: NSConn) async throws {
         var request = Message(namespace: ns.namespace, event: EventName.namespaceConnect.rawValue)
         request.isLocal = true
-        _ = try await ask(request, timeout: nil) { s, conn in
-            guard s.namespaces[ns.namespace] == nil else { return }
-            for waiter in s.addNamespace(ns, conn: conn) { waiter.resume(returning: ns) }
-        }
+        _ = try await ask(request, timeout: nil, effect: .addNamespace(ns))
         await fireLocal(.namespaceConnected, on: ns, request)
     }
 
@@ -91,16 +57,14 @@ extension Conn {
     func rejoin(_ room: String, in ns: NSConn) async throws {
         var request = Message(namespace: ns.namespace, room: room, event: EventName.roomJoin.rawValue)
         request.isLocal = true
-        let namespace = ns.namespace
-        _ = try await ask(request, timeout: nil) { s, conn in
-            s.addRoom(room, in: namespace, conn: conn)
-        }
+        _ = try await ask(request, timeout: nil, effect: .addRoom(room, namespace: ns.namespace))
         await fireLocal(.roomJoined, on: ns, request)
     }
 
     /// A namespace the server would not restore: its rooms and the namespace are left, forced.
     func fireRestoreFailure(_ ns: NSConn, rooms: Set<String>) async {
-        _ = state.withLock { $0.removeNamespace(ns.namespace, conn: self) }
+        _ = machine.withLock { $0.removeNamespace(ns.namespace) }
+        notifyOwner()
         await fireForcedLeaves(ns, rooms: rooms, isLocal: true)
         var message = Message(namespace: ns.namespace, event: EventName.namespaceDisconnect.rawValue)
         message.isForced = true

@@ -16,59 +16,27 @@ extension Conn {
         transport.eventLoop.preconditionInEventLoop()
         if namespaces.isNativeOnly, let events = namespaces[""] {
             let ns = NSConn(conn: self, namespace: "", events: events)
-            state.withLock { s in
-                s.transport = transport
-                s.phase = .open
-                _ = s.addNamespace(ns, conn: self)
-            }
-            delegate.connDidOpen(self)
+            machine.withLock { $0.startServer(transport: transport, timer: nil, nativeNamespace: ns) }
+            notifyOwner()
             return
         }
         let timer = handshakeTimeout.map { timeout in
             transport.eventLoop.scheduleTask(in: timeout.timeAmount) { self.handshakeTimedOut() }
         }
-        state.withLock { s in
-            s.transport = transport
-            if case .handshaking(var handshake) = s.phase {
-                handshake.timer = timer
-                s.phase = .handshaking(handshake)
-            }
-        }
+        machine.withLock { $0.startServer(transport: transport, timer: timer, nativeNamespace: nil) }
     }
 
     /// On the event loop: the server's on-connect hook returned (or threw).
-    func receiveVerdict(_ verdict: ConnState.Handshake.Verdict) {
-        enum Next { case complete, closeRefused(String), none }
-        let next = state.withLock { s -> Next in
-            switch s.phase {
-            case .handshaking(var handshake):
-                guard handshake.verdict == nil else { return .none }
-                handshake.verdict = verdict
-                s.phase = .handshaking(handshake)
-                return handshake.identified ? .complete : .none
-            case .open:
-                // The hook had accepted early (it connected a namespace) and threw afterwards.
-                if case .refused(let error) = verdict {
-                    return .closeRefused(NeffosError.wireText(of: error))
-                }
-                return .none
-            case .reconnecting, .closed:
-                return .none
-            }
-        }
-        switch next {
-        case .complete: completeHandshake()
-        case .closeRefused(let text): close(code: .policyViolation, reason: text)
+    func receiveVerdict(_ verdict: ConnStateMachine.Verdict) {
+        switch machine.withLock({ $0.verdictArrived(verdict) }) {
+        case .completeHandshake: completeHandshake()
+        case .close(let reason): close(code: .policyViolation, reason: reason)
         case .none: break
         }
     }
 
     private func handshakeTimedOut() {
-        let stillWaiting = state.withLock { s -> Bool in
-            if case .handshaking = s.phase { return true }
-            return false
-        }
-        guard stillWaiting else { return }
+        guard machine.withLock({ $0.handshakeTimerFired() }) else { return }
         logger.debug("closing a connection that did not complete the neffos handshake in time")
         close(code: .policyViolation, reason: NeffosError.handshakeTimeout.text)
     }
@@ -76,40 +44,17 @@ extension Conn {
     /// On the event loop: sends `A<id>` or `H<error>` once the client identified itself and
     /// the hook decided, then handles the frames that arrived meanwhile.
     func completeHandshake() {
-        enum Outcome {
-            case accept(id: String, queue: [(frame: ByteBuffer, binary: Bool)], any ConnTransport,
-                        [CheckedContinuation<Void, any Error>])
-            case refuse(any Error, any ConnTransport)
-            case none
-        }
-        let outcome = state.withLock { s -> Outcome in
-            guard case .handshaking(let handshake) = s.phase, handshake.identified,
-                let verdict = handshake.verdict, let transport = s.transport
-            else { return .none }
-            handshake.timer?.cancel()
-            switch verdict {
-            case .accepted:
-                s.phase = .open
-                let waiters = s.openWaiters
-                s.openWaiters = []
-                return .accept(id: id, queue: handshake.queue, transport, waiters)
-            case .refused(let error):
-                s.phase = .handshaking(ConnState.Handshake(identified: true, verdict: verdict))
-                s.closeRequested = true
-                return .refuse(error, transport)
-            }
-        }
-        switch outcome {
-        case .accept(let id, let queue, let transport, let waiters):
-            _ = transport.write(MessageCodec.acceptFrame(id: id), binary: false)
+        switch machine.withLock({ $0.completeHandshake() }) {
+        case .accept(let transport, let waiters, let queued):
+            _ = transport.write(MessageCodec.acceptFrame(id: id), binary: false, reliable: true)
             transport.flush()
-            delegate.connDidOpen(self)
+            notifyOwner()
             for waiter in waiters { waiter.resume() }
-            for (frame, binary) in queue { receiveOpen(frame, binary: binary) }
+            for item in queued { receiveOpen(item.frame, binary: item.binary) }
         case .refuse(let error, let transport):
             let text = NeffosError.wireText(of: error)
             logger.debug("on-connect refused the connection", metadata: ["reason": "\(text)"])
-            _ = transport.write(MessageCodec.refuseFrame(text: text), binary: false)
+            _ = transport.write(MessageCodec.refuseFrame(text: text), binary: false, reliable: true)
             transport.flush()
             transport.close(code: .policyViolation, reason: text)
         case .none:
@@ -121,17 +66,10 @@ extension Conn {
 
     /// On the event loop: one frame arrived from the transport.
     package func transportReceived(_ frame: ByteBuffer, binary: Bool) {
-        if isHandshaking() {
+        if machine.withLock({ $0.phase.isHandshaking }) {
             receiveDuringHandshake(frame, binary: binary)
         } else {
             receiveOpen(frame, binary: binary)
-        }
-    }
-
-    private func isHandshaking() -> Bool {
-        state.withLock { s in
-            if case .handshaking = s.phase { return true }
-            return false
         }
     }
 
@@ -145,29 +83,17 @@ extension Conn {
             return
         }
         if MessageCodec.handshake(frame) == .identify {
-            let ready = state.withLock { s -> Bool in
-                guard case .handshaking(var handshake) = s.phase, !handshake.identified else {
-                    return false
-                }
-                handshake.identified = true
-                s.phase = .handshaking(handshake)
-                return handshake.verdict != nil
-            }
-            if ready { completeHandshake() }
+            if machine.withLock({ $0.identified() }) { completeHandshake() }
         } else {
             queueDuringHandshake(frame, binary: binary)
         }
     }
 
     private func queueDuringHandshake(_ frame: ByteBuffer, binary: Bool) {
-        let overflow = state.withLock { s -> Bool in
-            guard case .handshaking(var handshake) = s.phase else { return false }
-            guard handshake.queue.count < settings.maxQueuedEvents else { return true }
-            handshake.queue.append((frame, binary))
-            s.phase = .handshaking(handshake)
-            return false
+        let kept = machine.withLock {
+            $0.queueDuringHandshake(frame, binary: binary, maxBytes: settings.maxBytesBeforeHandshake)
         }
-        if overflow {
+        if !kept {
             logger.debug("closing: too many frames before the handshake completed")
             close(code: .policyViolation, reason: "too many frames before the handshake")
         }
@@ -202,17 +128,14 @@ extension Conn {
         // A client's `$` token reaching the server is the client's own ask; a server token
         // reaching a client is the server's ask. Neither is a reply.
         if isClient != fromClientSide { return false }
-        let pending = state.withLock { s -> ConnState.PendingAsk? in
-            guard let pending = s.pending.removeValue(forKey: token) else { return nil }
-            if message.error == nil, let apply = pending.onReply { apply(&s, self) }
-            return pending
-        }
-        if let pending {
-            pending.timer?.cancel()
+        if let matched = machine.withLock({ $0.matchReply(token, succeeded: message.error == nil) }) {
+            // The reply's effect (a namespace or room) reaches the owner before the asker goes on.
+            notifyOwner()
+            for (waiter, ns) in matched.waiters { waiter.resume(returning: ns) }
             if let error = message.error {
-                pending.continuation.resume(throwing: error)
+                matched.ask.resume(with: .failure(error))
             } else {
-                pending.continuation.resume(returning: message)
+                matched.ask.resume(with: .success(.init(reply: message, removedRooms: matched.removedRooms)))
             }
             return true
         }
@@ -228,36 +151,7 @@ extension Conn {
 
     /// On the event loop: hands `message` to its handler, inline when possible.
     private func dispatch(_ message: Message) {
-        enum Route {
-            case inline(NSConn, EventHandler.Sync)
-            case start
-            case queued(pause: (any ConnTransport)?)
-            case drop(String)
-        }
-        let route = state.withLock { s -> Route in
-            if s.busy {
-                s.inbox.append(.message(message))
-                if s.inbox.count >= settings.maxQueuedEvents && !s.readingPaused {
-                    s.readingPaused = true
-                    return .queued(pause: s.transport)
-                }
-                return .queued(pause: nil)
-            }
-            if !message.isSystemRequest {
-                guard let entry = s.namespaces[message.namespace] else {
-                    if message.wait.isEmpty { return .drop("namespace not connected") }
-                    s.busy = true
-                    return .start
-                }
-                guard let handler = entry.nsConn.events.handler(for: message.event) else {
-                    return .drop("no handler")
-                }
-                if case .sync(let body) = handler.body { return .inline(entry.nsConn, body) }
-            }
-            s.busy = true
-            return .start
-        }
-        switch route {
+        switch machine.withLock({ $0.route(message) }) {
         case .inline(let ns, let body):
             do {
                 if let reply = try body(ns, message) { sendReply(to: message, reply) }
@@ -273,46 +167,28 @@ extension Conn {
         }
     }
 
-    private func enqueue(_ item: ConnState.Inbound) {
-        let start = state.withLock { s -> Bool in
-            if s.busy {
-                s.inbox.append(item)
-                return false
-            }
-            s.busy = true
-            return true
-        }
-        if start { startDraining(with: item) }
+    private func enqueue(_ item: ConnStateMachine.Inbound) {
+        if machine.withLock({ $0.enqueue(item) }) { startDraining(with: item) }
     }
 
-    private func startDraining(with first: ConnState.Inbound) {
+    private func startDraining(with first: ConnStateMachine.Inbound) {
         Task { await self.drain(first) }
     }
 
-    private func drain(_ first: ConnState.Inbound) async {
+    private func drain(_ first: ConnStateMachine.Inbound) async {
         var item = first
         while true {
             await process(item)
-            let next = state.withLock { s -> (ConnState.Inbound?, (any ConnTransport)?) in
-                guard let next = s.inbox.popFirst() else {
-                    s.busy = false
-                    return (nil, nil)
-                }
-                if s.readingPaused && s.inbox.count <= settings.maxQueuedEvents / 2 {
-                    s.readingPaused = false
-                    return (next, s.transport)
-                }
-                return (next, nil)
+            let (next, resume) = machine.withLock { $0.nextInbound() }
+            if let resume {
+                resume.eventLoop.execute { resume.setReadingPaused(false) }
             }
-            if let transport = next.1 {
-                transport.eventLoop.execute { transport.setReadingPaused(false) }
-            }
-            guard let following = next.0 else { return }
-            item = following
+            guard let next else { return }
+            item = next
         }
     }
 
-    private func process(_ item: ConnState.Inbound) async {
+    private func process(_ item: ConnStateMachine.Inbound) async {
         switch item {
         case .message(let message):
             switch message.event {
@@ -363,13 +239,11 @@ extension Conn {
             sendError(to: request, error)
             return
         }
-        let added = state.withLock { s -> Bool in
-            guard !s.phase.isClosed, s.namespaces[request.namespace] == nil else { return false }
-            for waiter in s.addNamespace(ns, conn: self) { waiter.resume(returning: ns) }
-            return true
-        }
+        let waiters = machine.withLock { $0.addNamespace(ns) }
+        notifyOwner()
+        for waiter in waiters ?? [] { waiter.resume(returning: ns) }
         sendEmptyReply(to: request.wait)
-        if added { await fireLocal(.namespaceConnected, on: ns, request) }
+        if waiters != nil { await fireLocal(.namespaceConnected, on: ns, request) }
     }
 
     private func replyDisconnect(_ request: Message) async {
@@ -386,7 +260,8 @@ extension Conn {
                 return
             }
         }
-        let rooms = state.withLock { $0.removeNamespace(request.namespace, conn: self) }
+        let rooms = machine.withLock { $0.removeNamespace(request.namespace) }?.rooms ?? []
+        notifyOwner()
         await fireForcedLeaves(ns, rooms: rooms, isLocal: false)
         sendEmptyReply(to: request.wait)
         if isClient { await fireLocal(.namespaceDisconnect, on: ns, request) }
@@ -408,7 +283,8 @@ extension Conn {
             sendError(to: request, error)
             return
         }
-        state.withLock { _ = $0.addRoom(request.room, in: request.namespace, conn: self) }
+        _ = machine.withLock { $0.addRoom(request.room, in: request.namespace) }
+        notifyOwner()
         sendEmptyReply(to: request.wait)
         var joined = request
         joined.event = EventName.roomJoined.rawValue
@@ -435,7 +311,8 @@ extension Conn {
                 return
             }
         }
-        state.withLock { _ = $0.removeRoom(request.room, in: request.namespace, conn: self) }
+        _ = machine.withLock { $0.removeRoom(request.room, in: request.namespace) }
+        notifyOwner()
         sendEmptyReply(to: request.wait)
         var left = request
         left.event = EventName.roomLeft.rawValue
@@ -478,55 +355,19 @@ extension Conn {
 
     /// On the event loop: the transport closed (either side).
     package func transportClosed(_ reason: CloseReason) {
-        enum Outcome {
-            /// A client lost an open connection and will reconnect.
-            case lost([ConnState.PendingAsk])
-            /// A client's reconnection attempt failed during its handshake.
-            case attemptFailed([CheckedContinuation<Void, any Error>])
-            /// Closed for good; waiters get the server's refusal if it refused the handshake.
-            case finish([ConnState.PendingAsk], [CheckedContinuation<Void, any Error>],
-                        [CheckedContinuation<NSConn, any Error>], refusal: NeffosError?)
-            case none
-        }
-        let (closeRequested, wasOpen) = state.withLock { ($0.closeRequested, $0.phase.isOpen) }
-        let reconnect = isClient && !closeRequested && wasOpen && delegate.connShouldReconnect(self, reason: reason)
-        let outcome = state.withLock { s -> Outcome in
-            if s.phase.isClosed { return .none }
-            if case .handshaking(let handshake) = s.phase { handshake.timer?.cancel() }
-            let pending = Array(s.pending.values)
-            s.pending = [:]
-            s.transport = nil
-            if reconnect && s.phase.isOpen {
-                s.phase = .reconnecting
-                return .lost(pending)
-            }
-            if isClient && !s.closeRequested && s.everOpened, case .handshaking = s.phase {
-                s.phase = .reconnecting
-                defer { s.openWaiters = [] }
-                return .attemptFailed(s.openWaiters)
-            }
-            s.phase = .closed(reason)
-            let openWaiters = s.openWaiters
-            s.openWaiters = []
-            let namespaceWaiters = s.namespaceWaiters.values.flatMap { $0.values }
-            s.namespaceWaiters = [:]
-            return .finish(pending, openWaiters, namespaceWaiters, refusal: s.refusal)
-        }
-        switch outcome {
+        let reconnect = machine.withLock({ $0.mayReconnect }) && delegate.connShouldReconnect(self, reason: reason)
+        let action = machine.withLock { $0.transportClosed(reason, reconnect: reconnect) }
+        switch action {
         case .none:
             return
-        case .lost(let pending):
-            failAll(pending, NeffosError.writeClosed.with(detail: "the connection was lost; the client is reconnecting"))
-            delegate.connDidClose(self, reason: reason)
-        case .attemptFailed(let waiters):
-            let error = NeffosError.dialFailed.with(detail: "the connection closed during the handshake (\(reason))")
+        case .lost(let asks, let error):
+            for ask in asks { ask.resume(with: .failure(error)) }
+            notifyOwner()
+        case .attemptFailed(let waiters, let error):
             for waiter in waiters { waiter.resume(throwing: error) }
-        case .finish(let pending, let openWaiters, let namespaceWaiters, let refusal):
-            let error = refusal ?? NeffosError.writeClosed.with(detail: "connection closed (\(reason))")
-            failAll(pending, error)
-            for waiter in openWaiters { waiter.resume(throwing: error) }
-            for waiter in namespaceWaiters { waiter.resume(throwing: error) }
-            delegate.connDidClose(self, reason: reason)
+        case .finish(let waiters, let error):
+            waiters.fail(error)
+            notifyOwner()
             enqueueClose(reason)
         }
     }
@@ -536,23 +377,11 @@ extension Conn {
         enqueue(.closed(reason))
     }
 
-    private func failAll(_ pending: [ConnState.PendingAsk], _ error: NeffosError) {
-        for ask in pending {
-            ask.timer?.cancel()
-            ask.continuation.resume(throwing: error)
-        }
-    }
-
     /// Fires, in order, room-leave/left for every room and namespace-disconnect for every
     /// namespace (all marked forced and local), then tells the owner.
     private func fireCloseEvents(_ reason: CloseReason) async {
-        let entries = state.withLock { s -> [(NSConn, Set<String>)] in
-            let names = s.namespaces.keys.sorted()
-            return names.map { name in
-                let ns = s.namespaces[name]!.nsConn
-                return (ns, s.removeNamespace(name, conn: self))
-            }
-        }
+        let entries = machine.withLock { $0.removeAllNamespaces() }
+        notifyOwner()
         for (ns, rooms) in entries {
             await fireForcedLeaves(ns, rooms: rooms, isLocal: true)
             var message = Message(namespace: ns.namespace, event: EventName.namespaceDisconnect.rawValue)
@@ -566,44 +395,20 @@ extension Conn {
     // MARK: Client handshake
 
     private func clientHandshakeAccepted(id: String) {
-        let (waiters, queued) = state.withLock { s -> ([CheckedContinuation<Void, any Error>], [(frame: ByteBuffer, binary: Bool)]) in
-            guard case .handshaking(let handshake) = s.phase else { return ([], []) }
-            handshake.timer?.cancel()
-            setID(id)
-            s.phase = .open
-            let waiters = s.openWaiters
-            s.openWaiters = []
-            return (waiters, handshake.queue)
-        }
-        delegate.connDidOpen(self)
+        setID(id)
+        guard let (waiters, queued) = machine.withLock({ $0.clientAccepted() }) else { return }
+        notifyOwner()
         for waiter in waiters { waiter.resume() }
-        for (frame, binary) in queued { receiveOpen(frame, binary: binary) }
+        for item in queued { receiveOpen(item.frame, binary: item.binary) }
     }
 
     private func clientHandshakeRefused(text: String) {
         let error = NeffosError.handshakeRefused.with(detail: text)
-        let (waiters, transport) = state.withLock { s -> ([CheckedContinuation<Void, any Error>], (any ConnTransport)?) in
-            if case .handshaking(let handshake) = s.phase { handshake.timer?.cancel() }
-            s.closeRequested = true
-            s.refusal = error
-            let waiters = s.openWaiters
-            s.openWaiters = []
-            return (waiters, s.transport)
+        let failed = machine.withLock { machine in
+            machine.transport.flatMap { machine.clientHandshakeFailed(error, on: $0, final: true) }
         }
+        guard let (waiters, transport) = failed else { return }
         for waiter in waiters { waiter.resume(throwing: error) }
-        transport?.close(code: .normal, reason: "")
-    }
-}
-
-extension Message {
-    /// Whether this is one of the four system requests that travel as asks.
-    var isSystemRequest: Bool {
-        switch event {
-        case EventName.namespaceConnect.rawValue, EventName.namespaceDisconnect.rawValue,
-            EventName.roomJoin.rawValue, EventName.roomLeave.rawValue:
-            true
-        default:
-            false
-        }
+        transport.close(code: .normal, reason: "")
     }
 }

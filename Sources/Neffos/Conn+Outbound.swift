@@ -15,37 +15,39 @@ extension Conn {
     public func write(_ message: Message) throws(NeffosError) {
         let transport = try writableTransport(for: message)
         let frame = try MessageCodec.encode(message)
-        send(frame, binary: message.isBinary, via: transport)
+        send(frame, binary: message.isBinary, reliable: false, via: transport)
     }
 
     /// The transport, once the checks for writing `message` passed.
     private func writableTransport(for message: Message) throws(NeffosError) -> any ConnTransport {
-        try state.withLock { s throws(NeffosError) -> any ConnTransport in
+        try machine.withLock { s throws(NeffosError) -> any ConnTransport in
             try s.checkWritable(message)
         }
     }
 
     /// Sends an already encoded frame: written at once on the event loop when nothing is
-    /// queued before it (see ``LoopLane``), otherwise queued there in order.
+    /// queued before it (see ``LoopLane``), otherwise queued there in order. A `reliable`
+    /// frame (a reply, an ask) is never dropped for a full outbox (see
+    /// ``ConnTransport/write(_:binary:reliable:)``); another is dropped and counted.
     @inline(__always)
-    func send(_ frame: ByteBuffer, binary: Bool, via transport: any ConnTransport) {
+    func send(_ frame: ByteBuffer, binary: Bool, reliable: Bool, via transport: any ConnTransport) {
         server?.metrics.messagesOut.increment()
         let lane = transport.lane
         if lane.canRunInline {
-            if !transport.write(frame, binary: binary) { server?.metrics.dropped(1) }
+            if !transport.write(frame, binary: binary, reliable: reliable) && !reliable { server?.metrics.dropped(1) }
             transport.flush()
         } else {
             lane.queue { [server] in
-                if !transport.write(frame, binary: binary) { server?.metrics.dropped(1) }
+                if !transport.write(frame, binary: binary, reliable: reliable) && !reliable { server?.metrics.dropped(1) }
                 transport.flush()
             }
         }
     }
 
-    /// Sends a frame if the connection still has a transport.
+    /// Sends a reply frame (reliable) if the connection still has a transport.
     private func sendUnchecked(_ frame: ByteBuffer, binary: Bool) {
-        guard let transport = state.withLock({ $0.transport }) else { return }
-        send(frame, binary: binary, via: transport)
+        guard let transport = machine.withLock({ $0.transport }) else { return }
+        send(frame, binary: binary, reliable: true, via: transport)
     }
 
     /// Answers `request` with `reply` (a data reply: same token, namespace, room and event).
@@ -86,14 +88,13 @@ extension Conn {
     ///   ``NeffosError/timeout`` when no reply came in time; ``NeffosError/writeClosed`` when
     ///   the connection closed meanwhile; `CancellationError` when the task was cancelled.
     public func ask(_ message: Message, timeout: Duration? = nil) async throws -> Message {
-        try await ask(message, timeout: timeout, onReply: nil)
+        try await ask(message, timeout: timeout, effect: .none).reply
     }
 
-    /// Sends an ask; `onReply` runs under the lock when a successful reply is matched.
+    /// Sends an ask; a successful reply applies `effect` before any later frame is read.
     func ask(
-        _ message: Message, timeout: Duration?,
-        onReply: (@Sendable (inout ConnState, Conn) -> Void)?
-    ) async throws -> Message {
+        _ message: Message, timeout: Duration?, effect: ConnStateMachine.ReplyEffect
+    ) async throws -> ConnStateMachine.Answer {
         var message = message
         message.wait = isClient ? tokens.clientToken() : tokens.serverToken()
         let frame = try MessageCodec.encode(message)
@@ -101,18 +102,8 @@ extension Conn {
         let deadline = timeout ?? settings.askTimeout
         let event = message.event
         return try await withTaskCancellationHandler {
-            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Message, any Error>) in
-                let registered = state.withLock { s -> Result<any ConnTransport, NeffosError> in
-                    do throws(NeffosError) {
-                        let transport = try s.checkWritable(message)
-                        s.pending[token] = ConnState.PendingAsk(
-                            continuation: continuation, timer: nil, onReply: onReply)
-                        return .success(transport)
-                    } catch {
-                        return .failure(error)
-                    }
-                }
-                switch registered {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<ConnStateMachine.Answer, any Error>) in
+                switch machine.withLock({ $0.registerAsk(token, message, continuation, effect: effect) }) {
                 case .failure(let error):
                     continuation.resume(throwing: error)
                 case .success(let transport):
@@ -120,13 +111,8 @@ extension Conn {
                         self.server?.metrics.askTimedOut()
                         self.failAsk(token, NeffosError.timeout.with(detail: "ask \"\(event)\" got no reply within \(deadline)"))
                     }
-                    let stillPending = state.withLock { s -> Bool in
-                        guard s.pending[token] != nil else { return false }
-                        s.pending[token]!.timer = timer
-                        return true
-                    }
-                    if !stillPending { timer.cancel() }
-                    send(frame, binary: message.isBinary, via: transport)
+                    if !machine.withLock({ $0.pending.setTimer(timer, for: token) }) { timer.cancel() }
+                    send(frame, binary: message.isBinary, reliable: true, via: transport)
                     if Task.isCancelled { failAsk(token, CancellationError()) }
                 }
             }
@@ -137,9 +123,7 @@ extension Conn {
 
     /// Ends the ask waiting on `token` with `error`, if it is still waiting.
     func failAsk(_ token: String, _ error: any Error) {
-        guard let pending = state.withLock({ $0.pending.removeValue(forKey: token) }) else { return }
-        pending.timer?.cancel()
-        pending.continuation.resume(throwing: error)
+        machine.withLock { $0.pending.take(token) }?.resume(with: .failure(error))
     }
 
     // MARK: Waiting for the connection to open
@@ -150,35 +134,13 @@ extension Conn {
     /// does) accepts the connection early: `A<id>` is sent as soon as the client identified
     /// itself, so the hook may force the client into namespaces.
     func awaitOpen() async throws {
-        if state.withLock({ $0.phase.isOpen }) { return }
+        if machine.withLock({ $0.phase.isOpen }) { return }
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-            enum Step {
-                case ready, wait
-                case failed(NeffosError)
-                case complete(any EventLoop)
-            }
-            let step = state.withLock { s -> Step in
-                switch s.phase {
-                case .open:
-                    return .ready
-                case .closed:
-                    return .failed(s.refusal ?? .writeClosed)
-                case .reconnecting:
-                    return .failed(.reconnecting)
-                case .handshaking(var handshake):
-                    s.openWaiters.append(continuation)
-                    guard !isClient, handshake.verdict == nil else { return .wait }
-                    handshake.verdict = .accepted
-                    s.phase = .handshaking(handshake)
-                    guard handshake.identified, let loop = s.transport?.eventLoop else { return .wait }
-                    return .complete(loop)
-                }
-            }
-            switch step {
+            switch machine.withLock({ $0.waitOpen(continuation) }) {
             case .ready: continuation.resume()
             case .wait: break
             case .failed(let error): continuation.resume(throwing: error)
-            case .complete(let loop): loop.execute { self.completeHandshake() }
+            case .completeHandshake(let loop): loop.execute { self.completeHandshake() }
             }
         }
     }
@@ -206,10 +168,7 @@ extension Conn {
         var request = Message(namespace: namespace, event: EventName.namespaceConnect.rawValue)
         request.isLocal = true
         _ = try await fire(.namespaceConnect, on: ns, request)
-        _ = try await ask(request, timeout: timeout) { s, conn in
-            guard s.namespaces[namespace] == nil else { return }
-            for waiter in s.addNamespace(ns, conn: conn) { waiter.resume(returning: ns) }
-        }
+        _ = try await ask(request, timeout: timeout, effect: .addNamespace(ns))
         guard let connected = self.namespace(namespace) else {
             throw NeffosError.writeClosed.with(detail: "the connection closed while connecting to \"\(namespace)\"")
         }
@@ -230,27 +189,13 @@ extension Conn {
         }
         let deadline = timeout ?? settings.askTimeout
         return try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<NSConn, any Error>) in
-            enum Step {
-                case ready(NSConn)
-                case failed(NeffosError)
-                case wait(UInt64, any EventLoop)
-            }
-            let step = state.withLock { s -> Step in
-                if let entry = s.namespaces[namespace] { return .ready(entry.nsConn) }
-                if s.phase.isClosed { return .failed(.writeClosed) }
-                guard let loop = s.transport?.eventLoop else { return .failed(.writeClosed) }
-                let id = s.nextWaiterID
-                s.nextWaiterID += 1
-                s.namespaceWaiters[namespace, default: [:]][id] = continuation
-                return .wait(id, loop)
-            }
-            switch step {
+            switch machine.withLock({ $0.waitNamespace(namespace, continuation) }) {
             case .ready(let ns): continuation.resume(returning: ns)
             case .failed(let error): continuation.resume(throwing: error)
             case .wait(let id, let loop):
                 loop.scheduleTask(in: deadline.timeAmount) {
-                    let waiter = self.state.withLock { s in s.namespaceWaiters[namespace]?.removeValue(forKey: id) }
-                    waiter?.resume(throwing: NeffosError.timeout.with(detail: "not connected to \"\(namespace)\" within \(deadline)"))
+                    self.machine.withLock { $0.namespaceWaitTimedOut(namespace, id: id) }?
+                        .resume(throwing: NeffosError.timeout.with(detail: "not connected to \"\(namespace)\" within \(deadline)"))
                 }
             }
         }
@@ -259,28 +204,5 @@ extension Conn {
     /// Disconnects from every connected namespace (see ``NSConn/disconnect(timeout:)``).
     public func disconnectAll(timeout: Duration? = nil) async throws {
         for ns in connectedNamespaces { try await ns.disconnect(timeout: timeout) }
-    }
-}
-
-extension ConnState {
-    /// The transport to write `message` with, once the connection is open, connected to the
-    /// message's namespace, and joined to its room.
-    func checkWritable(_ message: Message) throws(NeffosError) -> any ConnTransport {
-        guard phase.isOpen, let transport else {
-            if case .reconnecting = phase { throw NeffosError.reconnecting }
-            throw NeffosError.writeClosed
-        }
-        let event = message.event
-        if event != EventName.namespaceConnect.rawValue && event != EventName.namespaceDisconnect.rawValue {
-            guard let entry = namespaces[message.namespace] else {
-                throw NeffosError.badNamespace.with(detail: "not connected to \"\(message.namespace)\"")
-            }
-            if !message.room.isEmpty && event != EventName.roomJoin.rawValue
-                && event != EventName.roomLeave.rawValue && !entry.rooms.contains(message.room)
-            {
-                throw NeffosError.badRoom.with(detail: "not joined to \"\(message.room)\"")
-            }
-        }
-        return transport
     }
 }

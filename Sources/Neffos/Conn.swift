@@ -8,16 +8,19 @@ struct ConnSettings: Sendable {
     var askTimeout: Duration
     var bodyCoder: any BodyCoder
     var knownErrors: KnownErrors
-    /// Events waiting for their handler before the connection stops reading.
+    /// Events waiting for their handler before the connection stops reading (and frames kept
+    /// before the handshake completes, past which it is closed).
     var maxQueuedEvents: Int
+    /// Bytes of frames kept before the handshake completes, past which it is closed.
+    var maxBytesBeforeHandshake: Int
     var logger: Logger
 }
 
 /// What a connection tells its owner (the server, or the client that dialled it).
 ///
-/// Calls that change membership (`didConnect`, `didJoin`, …) are made while the connection
-/// holds its own lock, so that the owner's index never disagrees with the connection; an
-/// owner must not call back into the connection from them.
+/// Calls are made outside the connection's lock. The membership calls (`connDidOpen`,
+/// `didConnect`, `didJoin`, `didLeave`, `didDisconnect`, `connDidClose`) come in the order the
+/// changes happened, one at a time per connection (``ConnStateMachine/OwnerEvent``).
 protocol ConnDelegate: AnyObject, Sendable {
     /// The handshake completed: the connection is open.
     func connDidOpen(_ conn: Conn)
@@ -67,7 +70,9 @@ public final class Conn: Sendable {
     let settings: ConnSettings
     let delegate: any ConnDelegate
     let tokens: WaitTokens
-    let state: Locked<ConnState>
+    /// The protocol state; see ``ConnStateMachine`` for the rule: ask it under the lock, act
+    /// after.
+    let machine: Locked<ConnStateMachine>
     /// The ID, behind its own lock so that it can be read while `state` is held (a leaf lock).
     private let idBox: Locked<String>
 
@@ -93,7 +98,7 @@ public final class Conn: Sendable {
         var logger = settings.logger
         logger[metadataKey: "neffos.conn"] = "\(id)"
         self.logger = logger
-        self.state = Locked(ConnState())
+        self.machine = Locked(ConnStateMachine(isClient: isClient, maxQueuedEvents: settings.maxQueuedEvents))
         self.idBox = Locked(id)
     }
 
@@ -104,152 +109,59 @@ public final class Conn: Sendable {
     func setID(_ id: String) { idBox.withLock { $0 = id } }
 
     /// Whether the handshake ever completed (the connection was open at some point).
-    var everOpened: Bool { state.withLock { $0.everOpened } }
+    var everOpened: Bool { machine.withLock { $0.everOpened } }
 
     /// Whether the client was reconnecting when it opened this connection.
     public var wasReconnected: Bool { reconnectTries > 0 }
 
     /// Whether the connection is closed.
-    public var isClosed: Bool { state.withLock { $0.phase.isClosed } }
+    public var isClosed: Bool { machine.withLock { $0.phase.isClosed } }
 
     /// The coder that typed handlers and ``NSConn/emit(_:encoding:)`` use.
     public var bodyCoder: any BodyCoder { settings.bodyCoder }
 
     /// The namespace connection for `namespace`, if connected.
     public func namespace(_ namespace: String) -> NSConn? {
-        state.withLock { $0.namespaces[namespace]?.nsConn }
+        machine.withLock { $0.namespace(namespace) }
     }
 
     /// The namespaces this connection is connected to.
     public var connectedNamespaces: [NSConn] {
-        state.withLock { $0.namespaces.values.map(\.nsConn) }
+        machine.withLock { $0.namespaces.values.map(\.nsConn) }
     }
 
     /// Closes the connection with a close frame. The local disconnect events fire
     /// (``Message/isForced`` set), then the server's on-disconnect hook.
     public func close(code: CloseCode = .normal, reason: String = "") {
-        let transport = state.withLock { s -> (any ConnTransport)? in
-            s.closeRequested = true
-            return s.transport
+        machine.withLock { $0.requestClose() }?.close(code: code, reason: reason)
+    }
+
+    /// Delivers the owner events the machine queued, in order, outside the lock. One thread
+    /// delivers at a time; one that finds another delivering leaves its events to it.
+    func notifyOwner() {
+        guard var events = machine.withLock({ $0.startNotifying() }) else { return }
+        while true {
+            for event in events { deliver(event) }
+            guard let more = machine.withLock({ $0.continueNotifying() }) else { return }
+            events = more
         }
-        transport?.close(code: code, reason: reason)
+    }
+
+    private func deliver(_ event: ConnStateMachine.OwnerEvent) {
+        switch event {
+        case .opened: delegate.connDidOpen(self)
+        case .connected(let ns, let transport): delegate.conn(self, didConnect: ns, transport: transport)
+        case .disconnected(let ns): delegate.conn(self, didDisconnect: ns)
+        case .joined(let room, let ns): delegate.conn(self, didJoin: room, in: ns)
+        case .left(let room, let ns): delegate.conn(self, didLeave: room, in: ns)
+        case .closed(let reason): delegate.connDidClose(self, reason: reason)
+        }
     }
 }
 
 extension Conn: CustomStringConvertible {
     /// The connection's ID.
     public var description: String { id }
-}
-
-/// The mutable state of one connection, behind its lock.
-struct ConnState {
-    enum Phase {
-        /// Before the neffos handshake completed.
-        case handshaking(Handshake)
-        /// Handshake done: messages flow.
-        case open
-        /// A client connection between a lost transport and a new one (reconnection).
-        case reconnecting
-        /// Closed for good.
-        case closed(CloseReason)
-
-        var isClosed: Bool {
-            if case .closed = self { return true }
-            return false
-        }
-        var isOpen: Bool {
-            if case .open = self { return true }
-            return false
-        }
-    }
-
-    /// The server-side handshake: `M` from the client plus the on-connect hook's verdict.
-    struct Handshake {
-        enum Verdict {
-            case accepted
-            case refused(any Error)
-        }
-        var identified = false
-        var verdict: Verdict?
-        /// Frames that arrived before the handshake completed, in order.
-        var queue: [(frame: ByteBuffer, binary: Bool)] = []
-        var timer: Scheduled<Void>?
-    }
-
-    struct NamespaceEntry {
-        let nsConn: NSConn
-        var rooms: Set<String> = []
-    }
-
-    struct PendingAsk {
-        let continuation: CheckedContinuation<Message, any Error>
-        var timer: Scheduled<Void>?
-        /// Applied under the lock when a successful reply is matched, before any later frame
-        /// is read (registers a namespace or room so the events that follow are accepted).
-        let onReply: (@Sendable (inout ConnState, Conn) -> Void)?
-    }
-
-    /// An item of the ordered handler queue.
-    enum Inbound {
-        case message(Message)
-        /// The transport closed: fire the local close events.
-        case closed(CloseReason)
-    }
-
-    var phase: Phase = .handshaking(Handshake()) {
-        didSet { if phase.isOpen { everOpened = true } }
-    }
-    var everOpened = false
-    var transport: (any ConnTransport)?
-    var namespaces: [String: NamespaceEntry] = [:]
-    var pending: [String: PendingAsk] = [:]
-    /// Whether the handler queue is being drained (a handler task is running).
-    var busy = false
-    var inbox: Deque<Inbound> = []
-    var readingPaused = false
-    var closeRequested = false
-    /// Set when the server refused this client's handshake (`H`): what waiters get instead of
-    /// a plain "closed", whenever they arrive.
-    var refusal: NeffosError?
-    /// Tasks waiting for the connection to open (server side, before the handshake ends).
-    var openWaiters: [CheckedContinuation<Void, any Error>] = []
-    /// Tasks waiting for the remote side to connect this side to a namespace.
-    var namespaceWaiters: [String: [UInt64: CheckedContinuation<NSConn, any Error>]] = [:]
-    var nextWaiterID: UInt64 = 0
-
-    /// Registers a connected namespace and wakes those waiting for it.
-    mutating func addNamespace(_ ns: NSConn, conn: Conn) -> [CheckedContinuation<NSConn, any Error>] {
-        namespaces[ns.namespace] = NamespaceEntry(nsConn: ns)
-        conn.delegate.conn(conn, didConnect: ns, transport: transport)
-        return namespaceWaiters.removeValue(forKey: ns.namespace).map { Array($0.values) } ?? []
-    }
-
-    /// Removes a namespace and the rooms joined in it; returns the rooms.
-    mutating func removeNamespace(_ name: String, conn: Conn) -> Set<String> {
-        guard let entry = namespaces.removeValue(forKey: name) else { return [] }
-        for room in entry.rooms { conn.delegate.conn(conn, didLeave: room, in: entry.nsConn) }
-        conn.delegate.conn(conn, didDisconnect: entry.nsConn)
-        return entry.rooms
-    }
-
-    /// Adds a joined room; returns false when the namespace is not connected.
-    @discardableResult
-    mutating func addRoom(_ room: String, in namespace: String, conn: Conn) -> Bool {
-        guard let entry = namespaces[namespace] else { return false }
-        if namespaces[namespace]!.rooms.insert(room).inserted {
-            conn.delegate.conn(conn, didJoin: room, in: entry.nsConn)
-        }
-        return true
-    }
-
-    /// Removes a joined room; returns whether it was joined.
-    @discardableResult
-    mutating func removeRoom(_ room: String, in namespace: String, conn: Conn) -> Bool {
-        guard let entry = namespaces[namespace], namespaces[namespace]!.rooms.remove(room) != nil
-        else { return false }
-        conn.delegate.conn(conn, didLeave: room, in: entry.nsConn)
-        return true
-    }
 }
 
 /// Values kept with a connection: a small thread-safe key-value store.
@@ -300,9 +212,9 @@ public final class ConnStore: Sendable {
 
 extension Conn {
     /// How many asks of this connection wait for a reply (for tests and diagnostics).
-    public var pendingAskCount: Int { state.withLock { $0.pending.count } }
+    public var pendingAskCount: Int { machine.withLock { $0.pending.count } }
 
     /// How many received events wait for their handler (for tests and diagnostics). It stays
     /// near the configured maximum: past it the connection stops reading.
-    public var queuedEventCount: Int { state.withLock { $0.inbox.count } }
+    public var queuedEventCount: Int { machine.withLock { $0.inbox.count } }
 }

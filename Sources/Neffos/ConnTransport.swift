@@ -92,9 +92,14 @@ package protocol ConnTransport: AnyObject, Sendable {
     var eventLoop: any EventLoop { get }
     /// The write lane of that event loop (``LoopLane/lane(for:)``, looked up once).
     var lane: LoopLane { get }
-    /// Queues one frame. Returns `false` when it was dropped (outbox full, or closed).
-    /// Does not flush.
-    func write(_ frame: ByteBuffer, binary: Bool) -> Bool
+    /// Queues one frame; does not flush. Returns `false` when it was not queued.
+    ///
+    /// A `reliable` frame (a reply to the peer's own request, an ask, a handshake frame) is
+    /// never dropped by the outbox bound that broadcasts obey: it may go past that bound, up
+    /// to a hard ceiling, and a transport whose ceiling is reached closes the connection
+    /// (1008) instead of losing the frame silently. Other frames are dropped (and the caller
+    /// counts them) while the outbox is full.
+    func write(_ frame: ByteBuffer, binary: Bool, reliable: Bool) -> Bool
     /// Flushes what was queued (the transport may defer it to the end of a read burst).
     func flush()
     /// Sends a close frame and closes. Safe from any thread, idempotent.

@@ -82,7 +82,7 @@ public final class NSConn: Sendable {
 
     /// Whether this connection has joined `room` in this namespace.
     public func isJoined(_ room: String) -> Bool {
-        conn.state.withLock { $0.namespaces[namespace]?.rooms.contains(room) ?? false }
+        conn.machine.withLock { $0.isJoined(room, in: namespace) }
     }
 
     /// The joined room named `name`, if joined.
@@ -92,7 +92,7 @@ public final class NSConn: Sendable {
 
     /// The rooms this connection has joined in this namespace.
     public var rooms: [Room] {
-        let names = conn.state.withLock { $0.namespaces[namespace]?.rooms ?? [] }
+        let names = conn.machine.withLock { $0.namespaces[namespace]?.rooms ?? [] }
         return names.sorted().map { Room(nsConn: self, name: $0) }
     }
 
@@ -109,10 +109,7 @@ public final class NSConn: Sendable {
         var request = Message(namespace: namespace, room: room, event: EventName.roomJoin.rawValue)
         request.isLocal = true
         _ = try await conn.fire(.roomJoin, on: self, request)
-        let namespace = self.namespace
-        _ = try await conn.ask(request, timeout: timeout) { s, conn in
-            s.addRoom(room, in: namespace, conn: conn)
-        }
+        _ = try await conn.ask(request, timeout: timeout, effect: .addRoom(room, namespace: namespace))
         guard isJoined(room) else {
             throw NeffosError.badNamespace.with(detail: "\"\(namespace)\" was disconnected while joining \"\(room)\"")
         }
@@ -131,10 +128,7 @@ public final class NSConn: Sendable {
         var request = Message(namespace: namespace, room: room, event: EventName.roomLeave.rawValue)
         request.isLocal = true
         _ = try await conn.fire(.roomLeave, on: self, request)
-        let namespace = self.namespace
-        _ = try await conn.ask(request, timeout: timeout) { s, conn in
-            s.removeRoom(room, in: namespace, conn: conn)
-        }
+        _ = try await conn.ask(request, timeout: timeout, effect: .removeRoom(room, namespace: namespace))
         await conn.fireLocal(.roomLeft, on: self, request)
     }
 
@@ -155,22 +149,10 @@ public final class NSConn: Sendable {
         }
         var request = Message(namespace: namespace, event: EventName.namespaceDisconnect.rawValue)
         request.isLocal = true
-        let namespace = self.namespace
-        let removed = RoomsBox()
-        _ = try await conn.ask(request, timeout: timeout) { s, conn in
-            removed.rooms = s.removeNamespace(namespace, conn: conn)
-        }
-        await conn.fireForcedLeaves(self, rooms: removed.rooms, isLocal: true)
+        let answer = try await conn.ask(request, timeout: timeout, effect: .removeNamespace(namespace))
+        await conn.fireForcedLeaves(self, rooms: answer.removedRooms, isLocal: true)
         await conn.fireLocal(.namespaceDisconnect, on: self, request)
     }
-}
-
-/// Carries the rooms removed under a connection's lock out to the task that fires their
-/// events.
-private final class RoomsBox: @unchecked Sendable {
-    // Safe without a lock of its own: written once inside the connection's lock when the reply
-    // is matched, read after the ask returned, which happens after that write.
-    var rooms: Set<String> = []
 }
 
 extension NSConn: CustomStringConvertible {

@@ -39,7 +39,9 @@ public final class Server: Sendable {
         /// The error texts resolved back to error values. Default: the built-in ones.
         public var knownErrors = KnownErrors()
         /// Events a connection may have waiting for their handler before the server stops
-        /// reading from it (backpressure). Default: 1024.
+        /// reading from it (backpressure). Also the number of frames a client may send before
+        /// the handshake completes (with at most ``TransportConfiguration/maxMessageSize``
+        /// bytes in all); past either, it is closed (1008). Default: 1024.
         public var maxQueuedEvents = 1024
         /// Delivers broadcasts to every receiver in one global order (B1 before B2 everywhere)
         /// at some cost in throughput. Default: off (each publisher's order is kept).
@@ -85,8 +87,10 @@ public final class Server: Sendable {
         public var maxMessageSize = 1 << 20
         /// The largest single WebSocket frame accepted. Default: 1 MiB.
         public var maxFrameSize = 1 << 20
-        /// Bytes a connection may have queued for sending before further broadcasts to it are
-        /// dropped (and counted). Default: 1 MiB.
+        /// Bytes a connection may have queued for sending before further broadcasts and emits
+        /// to it are dropped (and counted). Replies to the connection's own requests and asks
+        /// are never dropped: they may queue as much again, past which the connection is
+        /// closed (1008, "outbox overflow"). Default: 1 MiB.
         public var maxOutboxBytes = 1 << 20
         /// Refuses new connections beyond this number (HTTP 503). `nil`: no limit.
         public var maxConnections: Int?
@@ -153,6 +157,7 @@ public final class Server: Sendable {
             bodyCoder: configuration.bodyCoder,
             knownErrors: configuration.knownErrors,
             maxQueuedEvents: max(2, configuration.maxQueuedEvents),
+            maxBytesBeforeHandshake: configuration.transport.maxMessageSize,
             logger: configuration.logger)
     }
 
@@ -348,7 +353,7 @@ public final class Server: Sendable {
         @Sendable func deliver(_ group: LoopGroup) {
             var dropped = 0
             for member in group.members.values where member.id != except {
-                if !member.transport.write(frame, binary: binary) { dropped += 1 }
+                if !member.transport.write(frame, binary: binary, reliable: false) { dropped += 1 }
             }
             for member in group.members.values where member.id != except { member.transport.flush() }
             if dropped > 0 { metrics.dropped(dropped) }
@@ -690,7 +695,7 @@ struct Registry {
     }
 
     /// Removes `ns`; returns whether it was there. Its rooms were left first by the
-    /// connection (``ConnState/removeNamespace(_:conn:)``), so no room is scanned here.
+    /// connection (``ConnStateMachine/removeNamespace(_:)``), so no room is scanned here.
     @discardableResult
     mutating func remove(_ ns: NSConn) -> Bool {
         let key = ObjectIdentifier(ns)

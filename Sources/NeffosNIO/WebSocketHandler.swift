@@ -48,9 +48,7 @@ final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler, Con
     private var closeState = CloseState.open
     private var receivedClose: (code: CloseCode?, reason: String)?
     private var closeError: (any Error)?
-    /// Pings sent since the peer last sent anything (any frame counts as an answer).
-    private var unansweredPings = 0
-    private var sawTrafficSinceCheck = false
+    private var heartbeatState = Heartbeat()
     private var heartbeat: RepeatedTask?
     private var readWatch: RepeatedTask?
     private var writeTimer: Scheduled<Void>?
@@ -124,8 +122,7 @@ final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler, Con
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let frame = unwrapInboundIn(data)
         inReadBurst = true
-        sawTrafficSinceCheck = true
-        unansweredPings = 0
+        heartbeatState.trafficSeen()
         switch frame.opcode {
         case .text, .binary:
             guard case .open = closeState else { return }
@@ -215,9 +212,19 @@ final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler, Con
 
     // MARK: Writing (ConnTransport)
 
-    func write(_ frame: ByteBuffer, binary: Bool) -> Bool {
+    func write(_ frame: ByteBuffer, binary: Bool, reliable: Bool) -> Bool {
         guard case .open = closeState, let context else { return false }
-        guard context.channel.isWritable else { return false }
+        if !context.channel.isWritable {
+            guard reliable else { return false }
+            // A reply may pass the outbox bound, by at most the bound again: a peer that keeps
+            // asking and never reads is closed, not answered without limit.
+            let buffered = (try? context.channel.syncOptions?.getOption(.bufferedWritableBytes)) ?? 0
+            if buffered + frame.readableBytes > 2 * settings.maxOutboxBytes {
+                settings.logger.debug("closing a connection whose replies overflowed its outbox", metadata: ["buffered": "\(buffered)"])
+                close(code: .policyViolation, reason: "outbox overflow")
+                return false
+            }
+        }
         var wsFrame = WebSocketFrame(fin: true, opcode: binary ? .binary : .text, data: frame)
         if settings.isClient { wsFrame.maskKey = .random() }
         context.write(wrapOutboundOut(wsFrame), promise: nil)
@@ -275,14 +282,11 @@ final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler, Con
 
     private func beat() {
         guard case .open = closeState, let context else { return }
-        // Two pings unanswered, not one: a loop that stalled (a loaded machine) may run this
-        // timer before it reads a pong already waiting in the socket.
-        if unansweredPings >= 2 {
+        guard heartbeatState.beat() == .ping else {
             settings.logger.debug("closing a connection that answered none of the last two pings")
             close(code: .policyViolation, reason: "heartbeat timeout")
             return
         }
-        unansweredPings += 1
         var ping = WebSocketFrame(fin: true, opcode: .ping, data: context.channel.allocator.buffer(capacity: 0))
         if settings.isClient { ping.maskKey = .random() }
         context.writeAndFlush(wrapOutboundOut(ping), promise: nil)
@@ -290,10 +294,9 @@ final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler, Con
 
     private func checkRead() {
         guard case .open = closeState else { return }
-        if !sawTrafficSinceCheck {
+        if heartbeatState.readTimeoutElapsed() {
             settings.logger.debug("closing a connection that sent nothing within the read timeout")
             close(code: .policyViolation, reason: "read timeout")
         }
-        sawTrafficSinceCheck = false
     }
 }

@@ -110,6 +110,8 @@ public final class ChildProcess: Sendable {
             return (pid, readEnd)
         }()
         let child = ChildProcess(pid: pid)
+        _ = killChildrenAtExit
+        runningChildren.withLock { $0[pid] = child }
         Thread.detachNewThread { child.readOutput(from: readEnd) }
         Thread.detachNewThread { child.waitForTermination() }
         return child
@@ -177,6 +179,7 @@ public final class ChildProcess: Sendable {
             defer { state.waiters = [] }
             return state.waiters
         }
+        runningChildren.withLock { _ = $0.removeValue(forKey: pid) }
         let status = exit.withLock { $0.status ?? -1 }
         for waiter in waiters { waiter.resume(returning: status) }
     }
@@ -296,3 +299,14 @@ public final class ChildProcess: Sendable {
         return status
     }
 }
+
+/// The children started and not yet reaped, killed when this process exits: a test that
+/// failed before it stopped its `nats-server` (or a tool that exits early) leaves no orphan.
+private let runningChildren = Locked<[Int32: ChildProcess]>([:])
+
+/// Installs, once, the exit hook that kills ``runningChildren``.
+private let killChildrenAtExit: Void = {
+    atexit {
+        for child in runningChildren.withLock({ Array($0.values) }) { child.terminate(signal: SIGKILL) }
+    }
+}()

@@ -126,7 +126,7 @@ final class MemoryTransport: ConnTransport {
         self.keepsFrames = keepsFrames
     }
 
-    func write(_ frame: ByteBuffer, binary: Bool) -> Bool {
+    func write(_ frame: ByteBuffer, binary: Bool, reliable: Bool) -> Bool {
         guard closed.withLock({ $0 == nil }) else { return false }
         written.add(1, ordering: .relaxed)
         if keepsFrames { inbox.deliver(MemoryFrame(frame: frame, binary: binary)) }

@@ -24,6 +24,16 @@ struct ChatClusterTests {
     @Test("two chat servers on NATS: a room message from one reaches a client of the other")
     func roomMessageCrossesNodes() async throws {
         let servers = try await NATSServer.startCluster(size: 2)
+        do {
+            try await roomMessageCrossesNodes(servers)
+        } catch {
+            for server in servers { await server.kill() }
+            throw error
+        }
+        for server in servers { await server.stop() }
+    }
+
+    private func roomMessageCrossesNodes(_ servers: [NATSServer]) async throws {
         let (chatA, portA) = try await startChat(servers[0].url)
         let (chatB, portB) = try await startChat(servers[1].url)
         defer {
@@ -60,6 +70,5 @@ struct ChatClusterTests {
         chatB.terminate()
         #expect(await chatA.waitForExit() == 0)
         #expect(await chatB.waitForExit() == 0)
-        for server in servers { await server.stop() }
     }
 }

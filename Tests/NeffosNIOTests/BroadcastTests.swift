@@ -130,6 +130,84 @@ struct BroadcastTests {
         }
     }
 
+    @Test("a reply to the client's own request is never dropped behind a full outbox")
+    func replyNotDroppedByFullOutbox() async throws {
+        let log = Log()
+        var events = Events()
+        events.on(.roomLeft) { _, m in log.append("left:\(m.room)") }
+        try await withServer(["default": events], configure: { config in
+            config.transport.maxOutboxBytes = 64 * 1024
+            config.transport.writeTimeout = .seconds(30)
+        }) { running in
+            let (socket, _) = try await handshake(running.url)
+            try await connectNamespace(socket, "default")
+            try await join(socket, "r")
+            try await socket.setReading(false)
+            let body = String(repeating: "x", count: 32 * 1024)
+            var sent = 0
+            // Kernel buffers absorb a few megabytes first; push until the server drops.
+            while running.server.statistics.droppedFrames == 0 && sent < 20_000 {
+                running.server.broadcast(Message(namespace: "default", room: "r", event: "n", body: body))
+                sent += 1
+                if sent % 64 == 0 { await Task.yield() }
+            }
+            #expect(running.server.statistics.droppedFrames > 0, "the outbox never filled")
+            // The outbox is full: the leave request's reply must still come.
+            try await socket.send("$leave;default;r;_OnRoomLeave;0;0;")
+            try await log.wait(for: "left:r", timeout: .seconds(10))
+            // One more broadcast, queued to the connection's event loop behind the reply: once it
+            // is dropped, the reply was written (or dropped) before it.
+            let dropped = running.server.statistics.droppedFrames
+            running.server.broadcast(Message(namespace: "default", event: "n", body: body))
+            try await waitFor("the marker broadcast to be dropped") { running.server.statistics.droppedFrames > dropped }
+            try await socket.setReading(true)
+            var frames = 0
+            while true {
+                let text = try await socket.nextText(timeout: .seconds(10))
+                frames += 1
+                if text == "$leave;;;;;;" { break }
+                #expect(text.hasPrefix(";default;r;n;"), "unexpected frame \(text.prefix(40))")
+            }
+            #expect(frames <= sent + 1)
+            await socket.abort()
+        }
+    }
+
+    @Test("a client that keeps asking and never reads is closed once its replies pass twice the outbox bound")
+    func repliesBounded() async throws {
+        let log = Log()
+        var events = Events()
+        let big = String(repeating: "y", count: 32 * 1024)
+        events.answer("big") { _, _ in Reply(big) }
+        try await withServer(["default": events], configure: { config in
+            config.transport.maxOutboxBytes = 64 * 1024
+            config.onDisconnect = { _ in log.append("gone") }
+        }) { running in
+            let (socket, _) = try await handshake(running.url)
+            try await connectNamespace(socket, "default")
+            try await socket.setReading(false)
+            var asked = 0
+            // Kernel buffers absorb a few megabytes first; then the replies queue in the outbox.
+            while asked < 3_000 {
+                do {
+                    try await socket.send("$\(asked);default;;big;0;0;")
+                } catch {
+                    break
+                }
+                asked += 1
+                if asked % 32 == 0 { await Task.yield() }
+            }
+            try await log.wait(for: "gone", timeout: .seconds(10))
+            try? await socket.setReading(true)  // The socket may be closed already.
+            var replies = 0
+            while let frame = try? await socket.next(timeout: .seconds(10)), frame.opcode == .text {
+                replies += 1
+            }
+            #expect(replies < asked, "the server stopped answering a peer that does not read")
+            #expect(await socket.waitClosed(timeout: .seconds(10)))
+        }
+    }
+
     @Test("with strict ordering, every receiver sees concurrent broadcasts in the same order")
     func strictOrdering() async throws {
         try await withServer(["default": Events()], configure: { $0.strictBroadcastOrdering = true }) { running in

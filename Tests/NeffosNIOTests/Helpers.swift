@@ -125,3 +125,14 @@ func httpRequest(_ port: Int, _ method: String, _ path: String, headers: [String
     let lines = ["\(method) \(path) HTTP/1.1", "Host: 127.0.0.1:\(port)", "Connection: close"] + headers
     return try await rawTCP(port, lines.joined(separator: "\r\n") + "\r\n\r\n")
 }
+
+/// Waits until `condition` holds (a counter the server keeps, with no event to wait on),
+/// checking every millisecond, up to `timeout`.
+func waitFor(_ what: String, timeout: Duration = .seconds(10), _ condition: () -> Bool) async throws {
+    let clock = ContinuousClock()
+    let deadline = clock.now.advanced(by: timeout)
+    while !condition() {
+        guard clock.now < deadline else { throw RawWebSocketError.timedOut(what) }
+        try await Task.sleep(for: .milliseconds(1))
+    }
+}

@@ -1,0 +1,70 @@
+/// Namespaces and rooms: what the connection is a member of, and the owner events each
+/// change queues.
+extension ConnStateMachine {
+    /// Registers a connected namespace; returns the tasks waiting for it (to resume with `ns`),
+    /// or `nil` when the connection is closed or already connected to that namespace.
+    mutating func addNamespace(_ ns: NSConn) -> [CheckedContinuation<NSConn, any Error>]? {
+        guard !phase.isClosed, namespaces[ns.namespace] == nil else { return nil }
+        namespaces[ns.namespace] = NamespaceEntry(nsConn: ns)
+        if let transport { ownerEvents.append(.connected(ns, transport)) }
+        return namespaceWaiters.removeValue(forKey: ns.namespace).map { Array($0.values) } ?? []
+    }
+
+    /// Removes namespace `name` and the rooms joined in it; returns them, or `nil` when it was
+    /// not connected.
+    mutating func removeNamespace(_ name: String) -> (NSConn, rooms: Set<String>)? {
+        guard let entry = namespaces.removeValue(forKey: name) else { return nil }
+        for room in entry.rooms.sorted() { ownerEvents.append(.left(room, entry.nsConn)) }
+        ownerEvents.append(.disconnected(entry.nsConn))
+        return (entry.nsConn, entry.rooms)
+    }
+
+    /// Removes every namespace (the connection closed), in name order.
+    mutating func removeAllNamespaces() -> [(NSConn, rooms: Set<String>)] {
+        namespaces.keys.sorted().compactMap { removeNamespace($0) }
+    }
+
+    /// Adds a joined room; returns `false` when its namespace is not connected.
+    @discardableResult
+    mutating func addRoom(_ room: String, in name: String) -> Bool {
+        guard let entry = namespaces[name] else { return false }
+        if namespaces[name]!.rooms.insert(room).inserted {
+            ownerEvents.append(.joined(room, entry.nsConn))
+        }
+        return true
+    }
+
+    /// Removes a joined room; returns whether it was joined.
+    @discardableResult
+    mutating func removeRoom(_ room: String, in name: String) -> Bool {
+        guard let entry = namespaces[name], namespaces[name]!.rooms.remove(room) != nil else { return false }
+        ownerEvents.append(.left(room, entry.nsConn))
+        return true
+    }
+
+    /// Takes the namespaces and rooms of a client whose transport was lost, to restore them
+    /// on the next one (no owner event: they come back, or fail, one by one).
+    mutating func takeForRestore() -> [(NSConn, rooms: Set<String>)] {
+        defer { namespaces = [:] }
+        return namespaces.keys.sorted().map { (namespaces[$0]!.nsConn, namespaces[$0]!.rooms) }
+    }
+
+    /// Applies what a successful reply confirms; returns the namespace waiters to resume and
+    /// the rooms removed.
+    mutating func apply(_ effect: ReplyEffect) -> (waiters: [(CheckedContinuation<NSConn, any Error>, NSConn)], removedRooms: Set<String>) {
+        switch effect {
+        case .none:
+            return ([], [])
+        case .addNamespace(let ns):
+            return ((addNamespace(ns) ?? []).map { ($0, ns) }, [])
+        case .removeNamespace(let name):
+            return ([], removeNamespace(name)?.rooms ?? [])
+        case .addRoom(let room, let name):
+            addRoom(room, in: name)
+            return ([], [])
+        case .removeRoom(let room, let name):
+            removeRoom(room, in: name)
+            return ([], [])
+        }
+    }
+}
