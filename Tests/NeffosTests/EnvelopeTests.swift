@@ -8,8 +8,8 @@ struct EnvelopeTests {
     @Test("an envelope round-trips every field, the binary flag and the frame")
     func roundTrip() throws {
         let envelope = Envelope(
-            kind: .ask, binary: true, incarnation: 42, sequence: 7, origin: "node a", namespace: "n;s",
-            room: "r.*>", to: "id", except: "other", token: "123", deadline: 99,
+            kind: .ask, binary: true, incarnation: 42, sequence: 7, origin: "node a",
+            target: BroadcastTarget(namespace: "n;s", room: "r.*>", to: "id", except: "other"), token: "123", deadline: 99,
             frame: ByteBuffer(bytes: [0, 1, 2, 0xFF]))
         let payload = try #require(envelope.encoded())
         #expect(Envelope(decoding: payload) == envelope)

@@ -19,25 +19,40 @@ final class ClusterLink: Sendable {
     let cluster: String
     let connection: any ExchangeConnection
     private let logger: Logger
+    /// Where what other nodes send is delivered (the server; weak: the server owns the link).
+    private let local: Locked<WeakReference<any ClusterLocal>>
     private let interest = Locked<[String: Int]>([:])
     /// Random per link: a node that restarts under the same name is a new publisher.
     private let incarnation = UInt64.random(in: 1...UInt64.max)
     private let sequence = Atomic<UInt64>(0)
     private let seen = Locked(DedupWindows())
-    private let forwarded = Locked<[String: ForwardedAsk]>([:])
+    /// Other nodes' asks delivered here, waiting for a first reply to forward.
+    private let forwarded = Locked(ForwardedAsks())
 
-    private struct ForwardedAsk {
-        let origin: String
-        let expires: Int64
-        var answered = false
-    }
-
-    init(node: String, cluster: String, connection: any ExchangeConnection, logger: Logger) {
+    private init(node: String, cluster: String, connection: any ExchangeConnection, local: any ClusterLocal, logger: Logger) {
         self.node = node
         self.cluster = cluster
         self.connection = connection
+        self.local = Locked(WeakReference(local))
         self.logger = logger
         connection.subscribe(Subjects.node(cluster, node))
+    }
+
+    /// Opens `node`'s one connection to `exchange` and links it to `local`, which receives
+    /// what other nodes send from then on.
+    static func connect(
+        _ exchange: any Exchange, node: String, cluster: String, local: any ClusterLocal, logger: Logger,
+        status: @escaping @Sendable (ExchangeStatus) -> Void
+    ) async throws -> ClusterLink {
+        // Deliveries may start before the link exists: they find it through this box.
+        let box = Locked(WeakReference<ClusterLink>(nil))
+        let connection = try await exchange.connect(
+            node: node, logger: logger,
+            deliver: { _, payload in box.withLock { $0.value }?.receive(payload) },
+            status: status)
+        let link = ClusterLink(node: node, cluster: cluster, connection: connection, local: local, logger: logger)
+        box.withLock { $0 = WeakReference(link) }
+        return link
     }
 
     // MARK: Interest
@@ -79,17 +94,17 @@ final class ClusterLink: Sendable {
 
     // MARK: Publishing
 
-    /// Publishes a broadcast (or, with a token, an ask) for the other nodes.
+    /// Publishes a broadcast (or, with a token, an ask) for the other nodes, on the one
+    /// subject that covers every receiver of `target`.
     func publish(
-        _ kind: Envelope.Kind, frame: ByteBuffer, binary: Bool, namespace: String, room: String,
-        to: String, except: String?, token: String = "", deadline: Int64 = 0
+        _ kind: Envelope.Kind, frame: ByteBuffer, binary: Bool, to target: BroadcastTarget,
+        token: String = "", deadline: Int64 = 0
     ) {
-        let subject = subject(namespace: namespace, room: room, to: to)
+        let subject = subject(namespace: target.namespace, room: target.room, to: target.to)
         guard connection.hasInterest(in: subject) else { return }
         let envelope = Envelope(
-            kind: kind, binary: binary, incarnation: incarnation, sequence: sequence.add(1, ordering: .relaxed).newValue, origin: node,
-            namespace: namespace, room: room, to: to, except: except ?? "", token: token,
-            deadline: deadline, frame: frame)
+            kind: kind, binary: binary, incarnation: incarnation, sequence: sequence.add(1, ordering: .relaxed).newValue,
+            origin: node, target: target, token: token, deadline: deadline, frame: frame)
         guard let payload = envelope.encoded() else {
             logger.warning("a message was not published: a name is longer than 65,535 bytes")
             return
@@ -99,29 +114,37 @@ final class ClusterLink: Sendable {
 
     // MARK: Receiving
 
-    /// An envelope from another node, to deliver through `server`.
-    func receive(_ payload: ByteBuffer, server: Server) {
+    /// An envelope from another node: delivered to the local receivers, or (a reply to one of
+    /// this node's asks) handed to the waiting ask.
+    func receive(_ payload: ByteBuffer) {
         guard let envelope = Envelope(decoding: payload) else {
             logger.debug("dropped a malformed envelope from the exchange", metadata: ["bytes": "\(payload.readableBytes)"])
             return
         }
-        guard envelope.origin != node else { return }
+        guard envelope.origin != node, let local = local.withLock({ $0.value }) else { return }
         guard firstSight(of: envelope) else {
             logger.debug("dropped a duplicate envelope", metadata: ["origin": "\(envelope.origin)", "sequence": "\(envelope.sequence)"])
             return
         }
         switch envelope.kind {
         case .broadcast:
-            _ = server.deliverLocally(
-                envelope.frame, binary: envelope.binary, namespace: envelope.namespace,
-                room: envelope.room, to: envelope.to, except: envelope.except.isEmpty ? nil : envelope.except)
+            _ = local.deliverLocally(envelope.frame, binary: envelope.binary, to: envelope.target)
         case .ask:
-            rememberAsk(envelope)
-            _ = server.deliverLocally(
-                envelope.frame, binary: envelope.binary, namespace: envelope.namespace,
-                room: envelope.room, to: envelope.to, except: envelope.except.isEmpty ? nil : envelope.except)
+            forwarded.withLock { $0.remember(envelope.token, origin: envelope.origin, deadline: envelope.deadline) }
+            _ = local.deliverLocally(envelope.frame, binary: envelope.binary, to: envelope.target)
         case .reply:
-            server.receiveRemoteReply(envelope)
+            receiveReply(envelope, local: local)
+        }
+    }
+
+    /// A reply another node forwarded for one of this node's asks.
+    private func receiveReply(_ envelope: Envelope, local: any ClusterLocal) {
+        do {
+            var reply = try MessageCodec.decode(envelope.frame, isBinary: envelope.binary, knownErrors: local.knownErrors)
+            reply.wait = envelope.token
+            _ = local.resolveAsk(envelope.token, reply.error.map { .failure($0) } ?? .success(reply), timedOut: false)
+        } catch {
+            logger.debug("dropped a malformed forwarded reply", metadata: ["error": "\(error)"])
         }
     }
 
@@ -132,28 +155,18 @@ final class ClusterLink: Sendable {
 
     // MARK: Asks across nodes
 
-    private func rememberAsk(_ envelope: Envelope) {
-        let now = Int64(WaitTokens.wallClockNanoseconds())
-        forwarded.withLock { asks in
-            if asks.count > 1024 { asks = asks.filter { $0.value.expires > now } }
-            // Keep it a while past its deadline, to recognise (and drop) late replies.
-            let grace: Int64 = 60_000_000_000
-            asks[envelope.token] = ForwardedAsk(origin: envelope.origin, expires: max(envelope.deadline, now) + grace)
-        }
-    }
-
     /// A client of this node replied to a token this node did not issue: if it answers another
     /// node's ask, forward the first such reply there. Returns whether the token was known.
     func forwardReply(_ reply: Message) -> Bool {
-        let origin = forwarded.withLock { asks -> String?? in
-            guard var ask = asks[reply.wait] else { return .none }
-            if ask.answered { return .some(nil) }
-            ask.answered = true
-            asks[reply.wait] = ask
-            return .some(ask.origin)
+        switch forwarded.withLock({ $0.answer(reply.wait) }) {
+        case .unknown: return false
+        case .answeredAlready: return true  // Dropped.
+        case .forward(let origin): forward(reply, to: origin)
         }
-        guard let known = origin else { return false }
-        guard let origin = known else { return true }  // Answered already: dropped.
+        return true
+    }
+
+    private func forward(_ reply: Message, to origin: String) {
         do {
             var message = reply
             message.isBinary = false
@@ -167,58 +180,15 @@ final class ClusterLink: Sendable {
         } catch {
             logger.debug("could not forward a reply", metadata: ["error": "\(error)"])
         }
-        return true
     }
 }
 
-/// The de-duplication windows of every publisher heard from, at most ``capacity`` of them
-/// (the least recently heard is forgotten first: a node that restarted or left).
-struct DedupWindows {
-    /// A publishing node, in one of its lives.
-    struct Publisher: Hashable {
-        var node: String
-        var incarnation: UInt64
-    }
-
-    static let capacity = 1024
-    private var windows: [Publisher: (window: DedupWindow, lastHeard: UInt64)] = [:]
-    private var clock: UInt64 = 0
-
-    /// Records `sequence` from `publisher`; returns `false` when it was seen before.
-    mutating func insert(_ sequence: UInt64, from publisher: Publisher) -> Bool {
-        clock += 1
-        if windows[publisher] == nil && windows.count >= Self.capacity,
-            let oldest = windows.min(by: { $0.value.lastHeard < $1.value.lastHeard })?.key {
-            windows[oldest] = nil
-        }
-        var entry = windows[publisher] ?? (DedupWindow(), 0)
-        entry.lastHeard = clock
-        let first = entry.window.insert(sequence)
-        windows[publisher] = entry
-        return first
-    }
-
-    /// How many publishers are remembered.
-    var count: Int { windows.count }
-}
-
-/// Remembers which sequence numbers of one publisher were seen, in a sliding window.
-struct DedupWindow {
-    private var highest: UInt64 = 0
-    private var recent: Set<UInt64> = []
-    private static let span: UInt64 = 4096
-
-    /// Records `sequence`; returns `false` when it was seen before (or is too old to tell).
-    mutating func insert(_ sequence: UInt64) -> Bool {
-        if highest >= Self.span && sequence <= highest - Self.span { return false }
-        guard recent.insert(sequence).inserted else { return false }
-        if sequence > highest {
-            highest = sequence
-            if recent.count > Int(Self.span) * 2 {
-                let floor = highest >= Self.span ? highest - Self.span : 0
-                recent = recent.filter { $0 > floor }
-            }
-        }
-        return true
-    }
+/// What a cluster link delivers to: the local server.
+protocol ClusterLocal: AnyObject, Sendable {
+    /// The error texts a forwarded reply's error is resolved with.
+    var knownErrors: KnownErrors { get }
+    /// Queues a frame from another node to the local receivers of `target`.
+    func deliverLocally(_ frame: ByteBuffer, binary: Bool, to target: BroadcastTarget) -> Int
+    /// Ends one of this node's asks with a reply another node forwarded.
+    func resolveAsk(_ token: String, _ result: Result<Message, any Error>, timedOut: Bool) -> Bool
 }

@@ -23,10 +23,9 @@ struct Envelope: Sendable, Equatable {
     var incarnation: UInt64
     var sequence: UInt64
     var origin: String
-    var namespace: String
-    var room: String
-    var to: String
-    var except: String
+    /// Where the frame goes on the receiving node (its `except` travels as an empty string
+    /// when nobody is excluded).
+    var target: BroadcastTarget
     var token: String
     var deadline: Int64
     var frame: ByteBuffer
@@ -35,7 +34,7 @@ struct Envelope: Sendable, Equatable {
 
     /// Encodes the envelope; `nil` when a field is longer than 65,535 bytes.
     func encoded(allocator: ByteBufferAllocator = ByteBufferAllocator()) -> ByteBuffer? {
-        let fields = [origin, namespace, room, to, except, token]
+        let fields = [origin, target.namespace, target.room, target.to, target.except ?? "", token]
         guard fields.allSatisfy({ $0.utf8.count <= Int(UInt16.max) }) else { return nil }
         var buffer = allocator.buffer(capacity: 27 + fields.reduce(0) { $0 + 2 + $1.utf8.count } + frame.readableBytes)
         buffer.writeInteger(Self.version)
@@ -74,18 +73,15 @@ struct Envelope: Sendable, Equatable {
         self.incarnation = incarnation
         self.sequence = sequence
         self.origin = fields[0]
-        self.namespace = fields[1]
-        self.room = fields[2]
-        self.to = fields[3]
-        self.except = fields[4]
+        self.target = BroadcastTarget(namespace: fields[1], room: fields[2], to: fields[3], except: fields[4].isEmpty ? nil : fields[4])
         self.token = fields[5]
         self.deadline = deadline
         self.frame = buffer
     }
 
     init(
-        kind: Kind, binary: Bool, incarnation: UInt64, sequence: UInt64, origin: String, namespace: String = "",
-        room: String = "", to: String = "", except: String = "", token: String = "",
+        kind: Kind, binary: Bool, incarnation: UInt64, sequence: UInt64, origin: String,
+        target: BroadcastTarget = BroadcastTarget(namespace: ""), token: String = "",
         deadline: Int64 = 0, frame: ByteBuffer
     ) {
         self.kind = kind
@@ -93,10 +89,7 @@ struct Envelope: Sendable, Equatable {
         self.incarnation = incarnation
         self.sequence = sequence
         self.origin = origin
-        self.namespace = namespace
-        self.room = room
-        self.to = to
-        self.except = except
+        self.target = target
         self.token = token
         self.deadline = deadline
         self.frame = frame

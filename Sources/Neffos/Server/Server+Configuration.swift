@@ -1,0 +1,99 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+import Logging
+
+extension Server {
+    /// How a server behaves; every field has a documented default.
+    public struct Configuration: Sendable {
+        /// The deadline of asks that do not give one. Default: 10 s.
+        public var askTimeout: Duration = .seconds(10)
+        /// How long a connection may take to send `M` before it is closed (1008). `nil` waits
+        /// forever (as the Go server does). Default: 10 s.
+        public var handshakeTimeout: Duration? = .seconds(10)
+        /// Makes the ID of each new connection. Default: a random UUIDv4, lower case.
+        /// IDs you generate need not be unique; a message sent `to` an ID reaches every
+        /// connection bearing it.
+        public var idGenerator: @Sendable (UpgradeRequest) -> String = { _ in
+            UUID().uuidString.lowercased()
+        }
+        /// Encodes and decodes typed bodies. Default: JSON.
+        public var bodyCoder: any BodyCoder = JSONBodyCoder()
+        /// The error texts resolved back to error values. Default: the built-in ones.
+        public var knownErrors = KnownErrors()
+        /// Events a connection may have waiting for their handler before the server stops
+        /// reading from it (backpressure). Also the number of frames a client may send before
+        /// the handshake completes (with at most ``TransportConfiguration/maxMessageSize``
+        /// bytes in all); past either, it is closed (1008). Default: 1024.
+        public var maxQueuedEvents = 1024
+        /// Delivers broadcasts to every receiver in one global order (B1 before B2 everywhere)
+        /// at some cost in throughput. Default: off (each publisher's order is kept).
+        public var strictBroadcastOrdering = false
+        /// Calls ``onDisconnect`` also for connections that never completed the handshake or
+        /// were refused by ``onConnect``. Default: off.
+        public var fireDisconnectAlways = false
+        /// Called for each new connection before it is accepted; throw to refuse it (the
+        /// client receives `H<error>` and a 1008 close). It may force the client into
+        /// namespaces with ``Conn/connect(_:timeout:)``.
+        public var onConnect: (@Sendable (Conn) async throws -> Void)?
+        /// Called once a connection has closed and its local disconnect events have fired.
+        public var onDisconnect: (@Sendable (Conn) async -> Void)?
+        /// Called when an HTTP request could not be upgraded to a WebSocket (bad headers,
+        /// refused origin, too many connections).
+        public var onUpgradeError: (@Sendable (any Error) -> Void)?
+        /// Where the server logs (connection events at debug level). Default: label `neffos`.
+        public var logger = Logger(label: "neffos")
+        /// A `server` dimension added to the metrics, to tell servers apart. Default: none.
+        public var metricsName: String?
+
+        /// The WebSocket transport settings (used by the listener).
+        public var transport = TransportConfiguration()
+
+        /// The exchange that makes this server one node of a cluster; `nil` (the default) runs
+        /// it alone. Pick one from configuration with ``ExchangeRegistry``.
+        public var exchange: (any Exchange)?
+        /// This node's name on the exchange. Default: a random UUID.
+        public var nodeName: String?
+        /// Separates clusters sharing one bus (a subject prefix). Default: `default`.
+        public var clusterName = "default"
+        /// Called when the node's exchange connection changes state (also logged).
+        public var onExchangeStatus: (@Sendable (ExchangeStatus) -> Void)?
+
+        /// The default configuration.
+        public init() {}
+    }
+
+    /// WebSocket-level settings, applied by the listener to every connection.
+    public struct TransportConfiguration: Sendable {
+        /// The largest message (after reassembling fragments) accepted; a bigger one closes the
+        /// connection with 1009. Default: 1 MiB.
+        public var maxMessageSize = 1 << 20
+        /// The largest single WebSocket frame accepted. Default: 1 MiB.
+        public var maxFrameSize = 1 << 20
+        /// Bytes a connection may have queued for sending before further broadcasts and emits
+        /// to it are dropped (and counted). Replies to the connection's own requests and asks
+        /// are never dropped: they may queue as much again, past which the connection is
+        /// closed (1008, "outbox overflow"). Default: 1 MiB.
+        public var maxOutboxBytes = 1 << 20
+        /// Refuses new connections beyond this number (HTTP 503). `nil`: no limit.
+        public var maxConnections: Int?
+        /// Closes a connection that sent nothing (no frame, no pong) for this long. Default:
+        /// `nil` (the ping heartbeat covers dead peers).
+        public var readTimeout: Duration?
+        /// Closes a connection whose outbox stayed full for this long (a client that stopped
+        /// reading). Default: 30 s.
+        public var writeTimeout: Duration? = .seconds(30)
+        /// Pings each connection this often; a connection that sends nothing (no pong, no
+        /// frame) through two pings is closed with 1008, two to three intervals after it went
+        /// silent. Default: 30 s. `nil` disables the heartbeat.
+        public var pingInterval: Duration? = .seconds(30)
+        /// Decides whether a request's `Origin` header is allowed (`nil` when absent).
+        /// Default: every origin.
+        public var checkOrigin: (@Sendable (String?) -> Bool)?
+
+        /// The default settings.
+        public init() {}
+    }
+}

@@ -1,0 +1,60 @@
+/// The server as its connections' owner: it keeps the connection index and the cluster's
+/// subscriptions in step with what each connection tells it (in order, outside the
+/// connection's lock), and finishes connections.
+extension Server: ConnDelegate {
+    func connDidOpen(_ conn: Conn) {
+        opened.add(1, ordering: .relaxed)
+        metrics.connections.increment()
+        index.withLock { $0.open(conn) }
+        if let link { link.retain(link.connectionSubject(conn.id)) }
+    }
+
+    func conn(_ conn: Conn, didConnect ns: NSConn, transport: (any ConnTransport)?) {
+        guard let transport else { return }
+        let added = index.withLock { $0.add(Member(nsConn: ns, transport: transport, id: conn.id)) }
+        if added, let link { link.retain(link.namespaceSubject(ns.namespace)) }
+    }
+
+    func conn(_ conn: Conn, didDisconnect ns: NSConn) {
+        let removed = index.withLock { $0.remove(ns) }
+        if removed, let link { link.release(link.namespaceSubject(ns.namespace)) }
+    }
+
+    func conn(_ conn: Conn, didJoin room: String, in ns: NSConn) {
+        let joined = index.withLock { $0.join(ns, room: room) }
+        if joined, let link { link.retain(link.roomSubject(ns.namespace, room)) }
+    }
+
+    func conn(_ conn: Conn, didLeave room: String, in ns: NSConn) {
+        let left = index.withLock { $0.leave(ns, room: room) }
+        if left, let link { link.release(link.roomSubject(ns.namespace, room)) }
+    }
+
+    func connShouldReconnect(_ conn: Conn, reason: CloseReason) -> Bool { false }
+
+    func connDidClose(_ conn: Conn, reason: CloseReason) {
+        live.subtract(1, ordering: .relaxed)
+        let wasOpen = index.withLock { $0.close(conn) }
+        if wasOpen, let link { link.release(link.connectionSubject(conn.id)) }
+        if wasOpen {
+            opened.add(-1, ordering: .relaxed)
+            metrics.connections.decrement()
+        }
+        conn.logger.debug("connection closed", metadata: ["reason": "\(reason)"])
+    }
+
+    func connDidFinish(_ conn: Conn, reason: CloseReason) async {
+        if let hook = configuration.onDisconnect, conn.everOpened || configuration.fireDisconnectAlways {
+            await hook(conn)
+        }
+        let remaining = unfinished.subtract(1, ordering: .relaxed).newValue
+        if remaining == 0 { lifecycle.withLock { $0.drained }?.set() }
+    }
+
+    func conn(_ conn: Conn, didReceiveUnmatchedReply reply: Message) -> Bool {
+        let result: Result<Message, any Error> = reply.error.map { .failure($0) } ?? .success(reply)
+        if resolveAsk(reply.wait, result) { return true }
+        return link?.forwardReply(reply) ?? false
+    }
+}
+

@@ -1,0 +1,242 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+import Logging
+import Metrics
+import NIOCore
+import Synchronization
+
+/// A neffos server: it accepts WebSocket connections (through a transport such as
+/// `NeffosNIO`'s `WebSocketListener`), runs their namespaces and events, and broadcasts.
+///
+/// ```swift
+/// var chat = Events()
+/// chat.on("chat") { ns, message in ns.broadcastOthers(message) }
+/// let server = try Server(namespaces: ["default": chat])
+/// ```
+///
+/// Broadcasts never wait for a slow client: each connection has a bounded outbox, and a
+/// frame that does not fit is dropped and counted (metric `neffos_dropped_frames`). The frame
+/// of a broadcast is encoded once, whatever the number of receivers.
+public final class Server: Sendable {
+    /// The configuration the server runs with.
+    public let configuration: Configuration
+    /// The declared namespaces.
+    public let namespaces: Namespaces
+    /// The server's logger.
+    public var logger: Logger { configuration.logger }
+
+    let metrics: ServerMetrics
+    let settings: ConnSettings
+    /// Every open connection and membership (what broadcasts read).
+    let index = Locked(ConnectionIndex())
+    /// Taken around a broadcast's hand-off with ``Configuration/strictBroadcastOrdering``.
+    let broadcastOrder = Locked(())
+    /// Connections accepted and not yet closed (what `maxConnections` limits).
+    let live = Atomic<Int>(0)
+    /// Connections accepted whose close events have not all fired (what shutdown waits for).
+    let unfinished = Atomic<Int>(0)
+    /// Connections open (handshake completed).
+    let opened = Atomic<Int>(0)
+    /// The server's own asks to its connections, waiting for a first reply.
+    let serverAsks = Locked(PendingReplies<Message, Void>())
+    private let linkBox = Locked<ClusterLink?>(nil)
+    private let starting = Locked<Task<Void, any Error>?>(nil)
+    /// This node's name on the exchange.
+    public let nodeName: String
+
+    let lifecycle = Locked(Lifecycle())
+
+    /// Creates a server for `namespaces`.
+    ///
+    /// - Throws: ``NeffosError/unrepresentableName`` when a namespace or event name contains
+    ///   the protocol's reserved escape text.
+    public init(namespaces: Namespaces, configuration: Configuration = Configuration()) throws {
+        try namespaces.validateNames()
+        self.namespaces = namespaces
+        self.configuration = configuration
+        self.nodeName = configuration.nodeName ?? UUID().uuidString.lowercased()
+        self.metrics = ServerMetrics(name: configuration.metricsName)
+        self.settings = ConnSettings(
+            askTimeout: configuration.askTimeout,
+            bodyCoder: configuration.bodyCoder,
+            knownErrors: configuration.knownErrors,
+            maxQueuedEvents: max(2, configuration.maxQueuedEvents),
+            maxBytesBeforeHandshake: configuration.transport.maxMessageSize,
+            logger: configuration.logger)
+    }
+
+    // MARK: Starting
+
+    /// Connects the configured exchange (if any), before connections are accepted. The
+    /// listener calls it; call it yourself when you drive the server through another
+    /// transport. Idempotent.
+    ///
+    /// - Throws: the exchange's error (for example, no NATS server reachable).
+    public func start() async throws {
+        guard let exchange = configuration.exchange else { return }
+        let task = starting.withLock { task -> Task<Void, any Error> in
+            if let task { return task }
+            let started = Task { try await self.connect(exchange) }
+            task = started
+            return started
+        }
+        try await task.value
+    }
+
+    private func connect(_ exchange: any Exchange) async throws {
+        let logger = self.logger
+        let statusHook = configuration.onExchangeStatus
+        let link = try await ClusterLink.connect(
+            exchange, node: nodeName, cluster: Subjects.token(configuration.clusterName), local: self, logger: logger,
+            status: { status in
+                switch status {
+                case .connected, .reconnected: logger.info("exchange \(status)")
+                case .closed: logger.debug("exchange closed")
+                default: logger.warning("exchange \(status)")
+                }
+                statusHook?(status)
+            })
+        if unfinished.load(ordering: .relaxed) > 0 {
+            logger.warning("the exchange started after connections were accepted; their memberships are not known to the cluster (start the server before accepting)")
+        }
+        linkBox.withLock { $0 = link }
+        try await link.connection.flush()
+    }
+
+    /// The link to the cluster, once started with an exchange.
+    var link: ClusterLink? { linkBox.withLock { $0 } }
+
+    /// The subjects this node is subscribed to on its exchange, with their reference counts
+    /// (for tests and diagnostics; empty without an exchange).
+    public var exchangeSubscriptions: [String: Int] { link?.subscriptions ?? [:] }
+
+    /// The node's exchange counters, or `nil` without an exchange.
+    public var exchangeStatistics: ExchangeStatistics? { link?.connection.statistics }
+
+    /// Waits until what this node published and subscribed so far has reached the bus.
+    public func flushExchange() async throws {
+        try await link?.connection.flush()
+    }
+
+    // MARK: Accepting connections
+
+    /// Whether the server accepts new connections (not shutting down, under the limit).
+    package var acceptsConnections: Bool {
+        if lifecycle.withLock({ $0.shuttingDown }) { return false }
+        if let limit = configuration.transport.maxConnections {
+            return live.load(ordering: .relaxed) < limit
+        }
+        return true
+    }
+
+    /// Takes a freshly upgraded WebSocket; call on the transport's event loop.
+    package func accept(transport: any ConnTransport, request: UpgradeRequest) -> Conn {
+        let tries = request.header("X-Websocket-Reconnect").flatMap { Int($0.filter { !$0.isWhitespace }) } ?? 0
+        let conn = Conn(
+            isClient: false,
+            id: configuration.idGenerator(request),
+            server: self,
+            request: request,
+            reconnectTries: max(0, tries),
+            namespaces: namespaces,
+            settings: settings,
+            delegate: self)
+        live.add(1, ordering: .relaxed)
+        unfinished.add(1, ordering: .relaxed)
+        metrics.acceptedConnection()
+        conn.startServerSide(transport: transport, handshakeTimeout: configuration.handshakeTimeout)
+        if !namespaces.isNativeOnly {
+            let loop = transport.eventLoop
+            if let hook = configuration.onConnect {
+                Task {
+                    do {
+                        try await hook(conn)
+                        loop.execute { conn.receiveVerdict(.accepted) }
+                    } catch {
+                        loop.execute { conn.receiveVerdict(.refused(error)) }
+                    }
+                }
+            } else {
+                conn.receiveVerdict(.accepted)
+            }
+        }
+        return conn
+    }
+
+    // MARK: Looking at connections
+
+    /// The number of open connections (handshake completed). Cheap: an atomic load.
+    public var connectionCount: Int { opened.load(ordering: .relaxed) }
+
+    /// A snapshot of the open connections.
+    public func connections() -> [Conn] {
+        index.withLock { Array($0.connections.values) }
+    }
+
+    /// A snapshot of the connections connected to `namespace`.
+    public func connections(namespace: String) -> [NSConn] {
+        index.withLock { $0.namespaces[namespace]?.members.all.map(\.nsConn) ?? [] }
+    }
+
+    /// A snapshot of the members of `room` in `namespace`.
+    public func members(ofRoom room: String, in namespace: String) -> [NSConn] {
+        index.withLock { $0.namespaces[namespace]?.rooms[room]?.all.map(\.nsConn) ?? [] }
+    }
+
+    /// The names of the rooms that have members in `namespace`.
+    public func rooms(in namespace: String) -> [String] {
+        index.withLock { $0.namespaces[namespace].map { Array($0.rooms.keys).sorted() } ?? [] }
+    }
+
+    /// The open connections whose ID is `id` (several when your ID generator repeats IDs).
+    public func connections(id: String) -> [Conn] {
+        index.withLock { Array($0.byID[id]?.values ?? [:].values) }
+    }
+
+    /// Calls `body` for each open connection (a snapshot), in the caller's context (neffos's
+    /// `Do`).
+    public func forEachConnection(_ body: (Conn) throws -> Void) rethrows {
+        for conn in connections() { try body(conn) }
+    }
+
+    /// Calls `body` for each open connection (a snapshot), concurrently, and waits for all
+    /// (neffos's `Do` with `async`).
+    public func forEachConnectionConcurrently(_ body: @escaping @Sendable (Conn) async -> Void) async {
+        await withTaskGroup(of: Void.self) { group in
+            for conn in connections() { group.addTask { await body(conn) } }
+        }
+    }
+
+    // MARK: Shutting down
+
+    /// Stops accepting, closes every connection with 1001 (going away), and waits until each
+    /// has fired its disconnect events and hooks, or until `timeout`.
+    public func shutdown(timeout: Duration = .seconds(10)) async {
+        lifecycle.withLock { $0.shuttingDown = true }
+        await closeConnections(timeout: timeout)
+        let link = linkBox.withLock { box in
+            defer { box = nil }
+            return box
+        }
+        await link?.connection.close()
+    }
+
+    private func closeConnections(timeout: Duration) async {
+        let drained = OnceFlag()
+        lifecycle.withLock { $0.drained = drained }
+        for conn in index.withLock({ Array($0.all.values) }) {
+            conn.close(code: .goingAway, reason: "server shutting down")
+        }
+        if unfinished.load(ordering: .relaxed) == 0 { drained.set() }
+        _ = await drained.wait(timeout: timeout)
+    }
+
+    struct Lifecycle {
+        var shuttingDown = false
+        /// Set when the last unfinished connection finished, during shutdown.
+        var drained: OnceFlag?
+    }
+}

@@ -1,0 +1,75 @@
+import Metrics
+import Synchronization
+
+extension Server {
+    /// Counters of what the server did, since it started. Cheap to read.
+    public struct Statistics: Sendable, Equatable {
+        /// Connections accepted (upgraded), including those later refused.
+        public var accepted: Int
+        /// Connections open now (handshake completed).
+        public var open: Int
+        /// Frames dropped because a receiver's outbox was full.
+        public var droppedFrames: Int
+        /// Asks (by the server or its connections) that got no reply in time.
+        public var asksTimedOut: Int
+        /// Frames dropped because they could not be decoded.
+        public var invalidFrames: Int
+    }
+
+    /// What the server did so far (also exported as swift-metrics).
+    public var statistics: Statistics {
+        Statistics(
+            accepted: metrics.acceptedTotal.load(ordering: .relaxed),
+            open: connectionCount,
+            droppedFrames: metrics.droppedTotal.load(ordering: .relaxed),
+            asksTimedOut: metrics.timedOutTotal.load(ordering: .relaxed),
+            invalidFrames: metrics.invalidTotal.load(ordering: .relaxed))
+    }
+}
+
+/// The server's counters: swift-metrics (the application bootstraps a backend) and, for the
+/// rare events, atomics behind ``Server/statistics``.
+final class ServerMetrics: Sendable {
+    let connections: Meter
+    let messagesIn: Counter
+    let messagesOut: Counter
+    private let accepted: Counter
+    private let droppedFrames: Counter
+    private let asksTimedOut: Counter
+    private let invalidFrames: Counter
+    let acceptedTotal = Atomic<Int>(0)
+    let droppedTotal = Atomic<Int>(0)
+    let timedOutTotal = Atomic<Int>(0)
+    let invalidTotal = Atomic<Int>(0)
+
+    init(name: String?) {
+        let dimensions = name.map { [("server", $0)] } ?? []
+        accepted = Counter(label: "neffos_connections_accepted", dimensions: dimensions)
+        connections = Meter(label: "neffos_connections", dimensions: dimensions)
+        messagesIn = Counter(label: "neffos_messages_in", dimensions: dimensions)
+        messagesOut = Counter(label: "neffos_messages_out", dimensions: dimensions)
+        droppedFrames = Counter(label: "neffos_dropped_frames", dimensions: dimensions)
+        asksTimedOut = Counter(label: "neffos_asks_timed_out", dimensions: dimensions)
+        invalidFrames = Counter(label: "neffos_invalid_frames", dimensions: dimensions)
+    }
+
+    func acceptedConnection() {
+        accepted.increment()
+        acceptedTotal.add(1, ordering: .relaxed)
+    }
+
+    func dropped(_ count: Int) {
+        droppedFrames.increment(by: Int64(count))
+        droppedTotal.add(count, ordering: .relaxed)
+    }
+
+    func askTimedOut() {
+        asksTimedOut.increment()
+        timedOutTotal.add(1, ordering: .relaxed)
+    }
+
+    func invalidFrame() {
+        invalidFrames.increment()
+        invalidTotal.add(1, ordering: .relaxed)
+    }
+}
