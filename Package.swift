@@ -27,17 +27,9 @@ let package = Package(
         .library(name: "NeffosNIO", targets: ["NeffosNIO"]),
         .library(name: "NeffosTesting", targets: ["NeffosTesting"]),
         .library(name: "NeffosNATS", targets: ["NeffosNATS"]),
-        .executable(name: "neffos-chat", targets: ["NeffosChat"]),
+        // The tool is the one executable product; the examples and the benchmark servers are
+        // plain executable targets (`swift run neffos-chat`, `swift run neffos-bench-server`).
         .executable(name: "neffos", targets: ["neffos"]),
-        .executable(name: "neffos-bench-server", targets: ["NeffosBenchServer"]),
-        .executable(name: "neffos-raw-server", targets: ["NeffosRawServer"]),
-        .executable(name: "neffos-chat-client", targets: ["NeffosChatClient"]),
-        .executable(name: "neffos-example-push", targets: ["PushExample"]),
-        .executable(name: "neffos-example-ask", targets: ["AskExample"]),
-        .executable(name: "neffos-example-rooms", targets: ["RoomsExample"]),
-        .executable(name: "neffos-example-native", targets: ["NativeExample"]),
-        .executable(name: "neffos-example-typed", targets: ["TypedExample"]),
-        .executable(name: "neffos-example-scale-out", targets: ["ScaleOutExample"]),
         .plugin(name: "NeffosClusterPlugin", targets: ["NeffosClusterPlugin"]),
     ],
     traits: [
@@ -110,6 +102,17 @@ let package = Package(
             swiftSettings: strict
         ),
         .target(
+            // Child processes (nats-server, the examples, the tool) for the tests and the tool;
+            // not a product: applications have no use for it.
+            name: "NeffosProcess",
+            dependencies: [
+                "Neffos",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
             name: "ChatApp",
             dependencies: [
                 "Neffos",
@@ -122,7 +125,7 @@ let package = Package(
             swiftSettings: strict
         ),
         .executableTarget(
-            name: "NeffosChat",
+            name: "neffos-chat",
             dependencies: [
                 "ChatApp",
                 "Neffos",
@@ -132,13 +135,13 @@ let package = Package(
             path: "examples/chat/Main",
             swiftSettings: strict
         ),
-        example("NeffosChatClient", path: "examples/chat-client"),
-        example("PushExample", path: "examples/push"),
-        example("AskExample", path: "examples/request-response"),
-        example("RoomsExample", path: "examples/rooms"),
-        example("NativeExample", path: "examples/native", also: ["NeffosTesting", .product(name: "NIOCore", package: "swift-nio")]),
-        example("TypedExample", path: "examples/typed", also: [.product(name: "NIOCore", package: "swift-nio")]),
-        example("ScaleOutExample", path: "examples/scale-out", also: ["NeffosNATS"]),
+        example("neffos-chat-client", path: "examples/chat-client"),
+        example("neffos-example-push", path: "examples/push"),
+        example("neffos-example-ask", path: "examples/request-response"),
+        example("neffos-example-rooms", path: "examples/rooms"),
+        example("neffos-example-native", path: "examples/native", also: ["NeffosTesting", .product(name: "NIOCore", package: "swift-nio")]),
+        example("neffos-example-typed", path: "examples/typed", also: [.product(name: "NIOCore", package: "swift-nio")]),
+        example("neffos-example-scale-out", path: "examples/scale-out", also: ["NeffosNATS"]),
         .executableTarget(
             name: "neffos",
             dependencies: [
@@ -146,7 +149,7 @@ let package = Package(
                 "Neffos",
                 "NeffosNATS",
                 "NeffosNIO",
-                "NeffosTesting",
+                "NeffosProcess",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
@@ -157,7 +160,7 @@ let package = Package(
             swiftSettings: strict
         ),
         .executableTarget(
-            name: "NeffosBenchServer",
+            name: "neffos-bench-server",
             dependencies: [
                 "Neffos",
                 "NeffosNIO",
@@ -165,10 +168,11 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
+            path: "Sources/NeffosBenchServer",
             swiftSettings: strict
         ),
         .executableTarget(
-            name: "NeffosRawServer",
+            name: "neffos-raw-server",
             dependencies: [
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -176,6 +180,7 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOWebSocket", package: "swift-nio"),
             ],
+            path: "Sources/NeffosRawServer",
             swiftSettings: strict
         ),
         .plugin(
@@ -192,6 +197,7 @@ let package = Package(
             dependencies: [
                 "Neffos",
                 "NeffosNIO",
+                "NeffosProcess",
                 "NeffosTesting",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -207,6 +213,7 @@ let package = Package(
                 "Neffos",
                 "NeffosNIO",
                 "NeffosNATS",
+                "NeffosProcess",
                 "NeffosTesting",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

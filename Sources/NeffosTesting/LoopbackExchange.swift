@@ -178,7 +178,7 @@ public final class LoopbackExchange: Exchange, CustomStringConvertible {
 
     // MARK: Delivery
 
-    fileprivate func publish(_ payload: ByteBuffer, subject: String, from node: String) {
+    func publish(_ payload: ByteBuffer, subject: String, from node: String) {
         let buffered = state.withLock { s -> Bool in
             guard s.disconnected.contains(node) else { return false }
             if s.outageBuffers[node, default: []].count < outageBufferLimit {
@@ -345,25 +345,25 @@ public final class LoopbackExchange: Exchange, CustomStringConvertible {
 
     // MARK: Subscriptions (from connections)
 
-    fileprivate func subscribe(_ subject: String, node: String) {
+    func subscribe(_ subject: String, node: String) {
         state.withLock { _ = $0.subscribers[subject, default: []].insert(node) }
     }
 
-    fileprivate func unsubscribe(_ subject: String, node: String) {
+    func unsubscribe(_ subject: String, node: String) {
         state.withLock { s in
             s.subscribers[subject]?.remove(node)
             if s.subscribers[subject]?.isEmpty == true { s.subscribers[subject] = nil }
         }
     }
 
-    fileprivate func hasInterest(in subject: String, besides node: String) -> Bool {
+    func hasInterest(in subject: String, besides node: String) -> Bool {
         state.withLock { s in
             guard let names = s.subscribers[subject] else { return false }
             return names.count > 1 || !names.contains(node)
         }
     }
 
-    fileprivate func close(_ connection: LoopbackConnection) -> Bool {
+    func close(_ connection: LoopbackConnection) -> Bool {
         state.withLock { s in
             guard s.nodes[connection.node] === connection else { return false }
             s.nodes[connection.node] = nil
@@ -376,45 +376,5 @@ public final class LoopbackExchange: Exchange, CustomStringConvertible {
             s.pending.removeAll { $0.to == connection.node }
             return true
         }
-    }
-}
-
-/// One node's connection to a ``LoopbackExchange``.
-final class LoopbackConnection: ExchangeConnection {
-    private let bus: LoopbackExchange
-    let node: String
-    let deliver: @Sendable (String, ByteBuffer) -> Void
-    let status: @Sendable (ExchangeStatus) -> Void
-    let publishedCount = Atomic<Int>(0)
-    let deliveredCount = Atomic<Int>(0)
-    let droppedCount = Atomic<Int>(0)
-    let reconnects = Atomic<Int>(0)
-
-    init(bus: LoopbackExchange, node: String, deliver: @escaping @Sendable (String, ByteBuffer) -> Void,
-         status: @escaping @Sendable (ExchangeStatus) -> Void) {
-        self.bus = bus
-        self.node = node
-        self.deliver = deliver
-        self.status = status
-    }
-
-    func publish(_ payload: ByteBuffer, to subject: String) {
-        publishedCount.add(1, ordering: .relaxed)
-        bus.publish(payload, subject: subject, from: node)
-    }
-
-    func subscribe(_ subject: String) { bus.subscribe(subject, node: node) }
-    func unsubscribe(_ subject: String) { bus.unsubscribe(subject, node: node) }
-    func hasInterest(in subject: String) -> Bool { bus.hasInterest(in: subject, besides: node) }
-    func flush() async throws {}
-
-    func close() async {
-        if bus.close(self) { status(.closed) }
-    }
-
-    var statistics: ExchangeStatistics {
-        ExchangeStatistics(
-            published: publishedCount.load(ordering: .relaxed), delivered: deliveredCount.load(ordering: .relaxed),
-            dropped: droppedCount.load(ordering: .relaxed), reconnects: reconnects.load(ordering: .relaxed))
     }
 }

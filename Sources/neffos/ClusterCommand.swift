@@ -2,7 +2,7 @@ import ArgumentParser
 import Dispatch
 import Foundation
 import Neffos
-import NeffosTesting
+import NeffosProcess
 
 /// `neffos cluster`: a NATS cluster and chat nodes on this machine, stopped together.
 struct ClusterCommand: AsyncParsableCommand {

@@ -1,6 +1,7 @@
 import Foundation
 import Neffos
 import NeffosNIO
+import NeffosProcess
 import NeffosTesting
 import Testing
 

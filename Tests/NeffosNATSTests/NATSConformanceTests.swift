@@ -1,5 +1,6 @@
 import Neffos
 import NeffosNATS
+import NeffosProcess
 import NeffosTesting
 import Testing
 

@@ -4,6 +4,7 @@ import NIOCore
 import Neffos
 import NeffosNATS
 import NeffosNIO
+import NeffosProcess
 import NeffosTesting
 import Synchronization
 import Testing

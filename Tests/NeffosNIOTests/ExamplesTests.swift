@@ -1,4 +1,5 @@
 import Foundation
+import NeffosProcess
 import NeffosTesting
 import Testing
 

@@ -1,6 +1,6 @@
 import Foundation
 import Neffos
-import NeffosTesting
+import NeffosProcess
 
 /// The processes a benchmark starts: bench servers, the raw NIO server, nats-server. All of
 /// them are stopped when the run ends, fails, is interrupted, or overruns its time limit.

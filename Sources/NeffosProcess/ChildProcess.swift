@@ -50,7 +50,7 @@ public final class ChildProcess: Sendable {
         let running = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
         let path = URL(fileURLWithPath: running).deletingLastPathComponent().appendingPathComponent(name).path
         guard FileManager.default.isExecutableFile(atPath: path) else {
-            throw RawWebSocketError(description: "\(name) is not built at \(path): run `swift build` (with `--traits NATS` for the NATS exchange) first")
+            throw ProcessError(description: "\(name) is not built at \(path): run `swift build` (with `--traits NATS` for the NATS exchange) first")
         }
         return path
     }
@@ -78,7 +78,7 @@ public final class ChildProcess: Sendable {
             // but its 0, 1 and 2 before it runs (closeOtherDescriptors).
             var fds: [Int32] = [0, 0]
             guard pipe(&fds) == 0 else {
-                throw RawWebSocketError(description: "cannot start \(executable): pipe: \(String(cString: strerror(errno)))")
+                throw ProcessError(description: "cannot start \(executable): pipe: \(String(cString: strerror(errno)))")
             }
             let (readEnd, writeEnd) = (fds[0], fds[1])
             _ = fcntl(readEnd, F_SETFD, FD_CLOEXEC)
@@ -105,7 +105,7 @@ public final class ChildProcess: Sendable {
             close(writeEnd)
             guard status == 0 else {
                 close(readEnd)
-                throw RawWebSocketError(description: "cannot start \(executable): \(String(cString: strerror(status)))")
+                throw ProcessError(description: "cannot start \(executable): \(String(cString: strerror(status)))")
             }
             return (pid, readEnd)
         }()
@@ -206,7 +206,7 @@ public final class ChildProcess: Sendable {
             return state.waiters.values.map { $0 }
         }
         for (needle, continuation) in waiters {
-            continuation.resume(throwing: RawWebSocketError(description: "the process ended before writing \"\(needle.text)\""))
+            continuation.resume(throwing: ProcessError(description: "the process ended before writing \"\(needle.text)\""))
         }
         outputEnd.set()
     }
@@ -242,12 +242,12 @@ public final class ChildProcess: Sendable {
             }
             switch step {
             case .found(let line): continuation.resume(returning: line)
-            case .ended: continuation.resume(throwing: RawWebSocketError(description: "the process ended before writing \"\(needle)\"; it wrote: \(text.suffix(2000))"))
+            case .ended: continuation.resume(throwing: ProcessError(description: "the process ended before writing \"\(needle)\"; it wrote: \(text.suffix(2000))"))
             case .wait(let id):
                 Task {
                     try? await Task.sleep(for: timeout)
                     let waiter = self.output.withLock { $0.waiters.removeValue(forKey: id) }
-                    waiter?.1.resume(throwing: RawWebSocketError.timedOut("\"\(needle)\" in the output; it wrote: \(self.text.suffix(2000))"))
+                    waiter?.1.resume(throwing: ProcessError.timedOut("\"\(needle)\" in the output; it wrote: \(self.text.suffix(2000))"))
                 }
             }
         }

@@ -41,7 +41,7 @@ public enum LoopbackHTTP {
         timer.cancel()
         let response = collector.text
         guard let split = response.range(of: "\r\n\r\n") else {
-            throw RawWebSocketError(description: "no HTTP response from 127.0.0.1:\(port)\(path) within \(timeout)")
+            throw ProcessError(description: "no HTTP response from 127.0.0.1:\(port)\(path) within \(timeout)")
         }
         let headers = response[..<split.lowerBound]
         let status = headers.split(separator: " ", maxSplits: 2).dropFirst().first.flatMap { Int($0) } ?? 0

@@ -61,7 +61,7 @@ public final class NATSServer: Sendable {
         let environment = ProcessInfo.processInfo.environment
         if let chosen = environment[executableVariable], !chosen.isEmpty {
             guard FileManager.default.isExecutableFile(atPath: chosen) else {
-                throw RawWebSocketError(description: "\(executableVariable) names \(chosen), which is not an executable nats-server: install it with `apt-get install nats-server` (Debian) or `brew install nats-server` (macOS), or unset \(executableVariable)")
+                throw ProcessError(description: "\(executableVariable) names \(chosen), which is not an executable nats-server: install it with `apt-get install nats-server` (Debian) or `brew install nats-server` (macOS), or unset \(executableVariable)")
             }
             return chosen
         }
@@ -71,7 +71,7 @@ public final class NATSServer: Sendable {
             let file = directory + "/nats-server"
             if FileManager.default.isExecutableFile(atPath: file) { return file }
         }
-        throw RawWebSocketError(description: "nats-server is not installed: install it with `apt-get install nats-server` (Debian) or `brew install nats-server` (macOS), or run scripts/test, which does")
+        throw ProcessError(description: "nats-server is not installed: install it with `apt-get install nats-server` (Debian) or `brew install nats-server` (macOS), or run scripts/test, which does")
     }
 
     /// Starts one server; with `clusterName`, it also listens for routes and connects to the
@@ -135,7 +135,7 @@ public final class NATSServer: Sendable {
 
     private static func port(in line: String) throws -> Int {
         guard let text = line.split(separator: ":").last, let port = Int(text.trimmingCharacters(in: .whitespaces)) else {
-            throw RawWebSocketError(description: "no port in nats-server's line \"\(line)\"")
+            throw ProcessError(description: "no port in nats-server's line \"\(line)\"")
         }
         return port
     }
@@ -174,7 +174,7 @@ public final class NATSServer: Sendable {
         guard let data = body.data(using: .utf8),
             let object = try JSONSerialization.jsonObject(with: data) as? [String: Any],
             let count = object["num_connections"] as? Int
-        else { throw RawWebSocketError(description: "unexpected /connz: \(body.prefix(200))") }
+        else { throw ProcessError(description: "unexpected /connz: \(body.prefix(200))") }
         return count
     }
 
