@@ -17,14 +17,11 @@ struct WebSocketSettings: Sendable {
 /// neffos connection on the event loop, writes the connection's frames, answers pings, runs
 /// the heartbeat and the timeouts, and carries out the close handshake.
 ///
-/// It is the connection's ``ConnTransport``: the outbox is the channel's write buffer, bounded
-/// by its high watermark; a frame written while the channel is not writable is dropped (the
-/// caller counts it).
-final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler, ConnTransport, @unchecked Sendable {
-    // @unchecked Sendable: every stored `var` is read and written only on `eventLoop`
-    // (handler callbacks, and the ConnTransport methods, which the core calls on the event
-    // loop by contract); `close(code:reason:)`, the one method callable from any thread, hops
-    // to the event loop before touching anything.
+/// It lives on its channel's event loop and is not `Sendable`: the core reaches it through
+/// ``WebSocketTransport``, its Sendable face. The outbox is the channel's write buffer,
+/// bounded by its high watermark; a frame written while the channel is not writable is dropped
+/// (the caller counts it), unless it is a reliable one (a reply).
+final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = WebSocketFrame
     typealias OutboundIn = WebSocketFrame
     typealias OutboundOut = WebSocketFrame
@@ -36,10 +33,9 @@ final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler, Con
     }
 
     let eventLoop: any EventLoop
-    let lane: LoopLane
     private let settings: WebSocketSettings
     /// Creates the neffos connection once the handler is in the pipeline.
-    private let makeConn: (WebSocketHandler) -> Conn?
+    private let makeConn: (WebSocketTransport) -> Conn?
 
     private var context: ChannelHandlerContext?
     private(set) var conn: Conn?
@@ -49,16 +45,15 @@ final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler, Con
     private var receivedClose: (code: CloseCode?, reason: String)?
     private var closeError: (any Error)?
     private var heartbeatState = Heartbeat()
-    private var heartbeat: RepeatedTask?
-    private var readWatch: RepeatedTask?
+    private var heartbeat: Scheduled<Void>?
+    private var readWatch: Scheduled<Void>?
     private var writeTimer: Scheduled<Void>?
     private var closeFallback: Scheduled<Void>?
     private var readingPaused = false
     private var readRequestedWhilePaused = false
 
-    init(eventLoop: any EventLoop, settings: WebSocketSettings, makeConn: @escaping (WebSocketHandler) -> Conn?) {
+    init(eventLoop: any EventLoop, settings: WebSocketSettings, makeConn: @escaping (WebSocketTransport) -> Conn?) {
         self.eventLoop = eventLoop
-        self.lane = LoopLane.lane(for: eventLoop)
         self.settings = settings
         self.makeConn = makeConn
     }
@@ -67,17 +62,9 @@ final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler, Con
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
-        if let interval = settings.pingInterval {
-            heartbeat = context.eventLoop.scheduleRepeatedTask(
-                initialDelay: interval.timeAmount, delay: interval.timeAmount
-            ) { [self] _ in beat() }
-        }
-        if let timeout = settings.readTimeout {
-            readWatch = context.eventLoop.scheduleRepeatedTask(
-                initialDelay: timeout.timeAmount, delay: timeout.timeAmount
-            ) { [self] _ in checkRead() }
-        }
-        conn = makeConn(self)
+        scheduleBeat()
+        scheduleReadCheck()
+        conn = makeConn(WebSocketTransport(self))
         if conn == nil { context.close(promise: nil) }
     }
 
@@ -166,7 +153,7 @@ final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler, Con
             var reply = WebSocketFrame(fin: true, opcode: .connectionClose, data: echo)
             if settings.isClient { reply.maskKey = .random() }
             closeState = .closeSent(code: code ?? .normal, reason: reason)
-            context.writeAndFlush(wrapOutboundOut(reply)).whenComplete { [self] _ in
+            context.writeAndFlush(wrapOutboundOut(reply)).assumeIsolated().whenComplete { [self] _ in
                 self.context?.close(promise: nil)
             }
         case .closeSent:
@@ -244,7 +231,7 @@ final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler, Con
             writeTimer?.cancel()
             writeTimer = nil
         } else if writeTimer == nil, let timeout = settings.writeTimeout {
-            writeTimer = context.eventLoop.scheduleTask(in: timeout.timeAmount) { [self] in
+            writeTimer = context.eventLoop.assumeIsolated().scheduleTask(in: timeout.timeAmount) { [self] in
                 settings.logger.debug("closing a connection whose outbox stayed full")
                 close(code: .policyViolation, reason: "write timeout")
             }
@@ -255,14 +242,6 @@ final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler, Con
     // MARK: Closing (ConnTransport)
 
     func close(code: CloseCode, reason: String) {
-        if eventLoop.inEventLoop {
-            closeOnLoop(code: code, reason: reason)
-        } else {
-            eventLoop.execute { self.closeOnLoop(code: code, reason: reason) }
-        }
-    }
-
-    private func closeOnLoop(code: CloseCode, reason: String) {
         guard case .open = closeState, let context else { return }
         closeState = .closeSent(code: code, reason: reason)
         var data = context.channel.allocator.buffer(capacity: 2 + reason.utf8.count)
@@ -273,12 +252,30 @@ final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler, Con
         if settings.isClient { frame.maskKey = .random() }
         context.writeAndFlush(wrapOutboundOut(frame), promise: nil)
         // Wait for the peer's close frame, but not forever.
-        closeFallback = context.eventLoop.scheduleTask(in: .seconds(2)) { [self] in
+        closeFallback = context.eventLoop.assumeIsolated().scheduleTask(in: .seconds(2)) { [self] in
             self.context?.close(promise: nil)
         }
     }
 
     // MARK: Heartbeat and read timeout
+
+    /// Schedules the next heartbeat tick (each tick schedules the next).
+    private func scheduleBeat() {
+        guard let interval = settings.pingInterval else { return }
+        heartbeat = eventLoop.assumeIsolated().scheduleTask(in: interval.timeAmount) { [self] in
+            beat()
+            if case .open = closeState { scheduleBeat() }
+        }
+    }
+
+    /// Schedules the next read-timeout check.
+    private func scheduleReadCheck() {
+        guard let timeout = settings.readTimeout else { return }
+        readWatch = eventLoop.assumeIsolated().scheduleTask(in: timeout.timeAmount) { [self] in
+            checkRead()
+            if case .open = closeState { scheduleReadCheck() }
+        }
+    }
 
     private func beat() {
         guard case .open = closeState, let context else { return }
@@ -297,6 +294,41 @@ final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler, Con
         if heartbeatState.readTimeoutElapsed() {
             settings.logger.debug("closing a connection that sent nothing within the read timeout")
             close(code: .policyViolation, reason: "read timeout")
+        }
+    }
+}
+
+/// The Sendable face of a ``WebSocketHandler``: the neffos connection's ``ConnTransport``.
+///
+/// The core calls everything but ``close(code:reason:)`` on the event loop (the transport
+/// contract), where the loop-bound handler is reached directly; a close from another thread
+/// hops to the loop.
+final class WebSocketTransport: ConnTransport {
+    let eventLoop: any EventLoop
+    let lane: LoopLane
+    private let handler: NIOLoopBound<WebSocketHandler>
+
+    init(_ handler: WebSocketHandler) {
+        self.eventLoop = handler.eventLoop
+        self.lane = LoopLane.lane(for: handler.eventLoop)
+        self.handler = NIOLoopBound(handler, eventLoop: handler.eventLoop)
+    }
+
+    @inline(__always)
+    func write(_ frame: ByteBuffer, binary: Bool, reliable: Bool) -> Bool {
+        handler.value.write(frame, binary: binary, reliable: reliable)
+    }
+
+    @inline(__always)
+    func flush() { handler.value.flush() }
+
+    func setReadingPaused(_ paused: Bool) { handler.value.setReadingPaused(paused) }
+
+    func close(code: CloseCode, reason: String) {
+        if eventLoop.inEventLoop {
+            handler.value.close(code: code, reason: reason)
+        } else {
+            eventLoop.execute { self.handler.value.close(code: code, reason: reason) }
         }
     }
 }
