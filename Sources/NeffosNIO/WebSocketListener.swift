@@ -58,12 +58,11 @@ public final class WebSocketListener: Service, Sendable {
     private let requestedPort: Int
     private let group: any EventLoopGroup
     private let responder: HTTPResponder?
-    private let state = Locked<ListenerState>(ListenerState())
+    private let state = Watched(ListenerState())
 
     private struct ListenerState {
         var channel: (any Channel)?
         var stopped = false
-        var waiters: [CheckedContinuation<Int?, Never>] = []
     }
 
     /// Creates a listener.
@@ -92,28 +91,17 @@ public final class WebSocketListener: Service, Sendable {
     }
 
     /// The bound port, once started.
-    public var port: Int? { state.withLock { $0.channel?.localAddress?.port } }
+    public var port: Int? { state.read { $0.channel?.localAddress?.port } }
 
     /// Waits until the listener is bound and returns its port (useful with port `0` when it
     /// runs as a `Service`); `nil` if it stopped or failed to bind first.
     public func boundPort() async -> Int? {
-        await withCheckedContinuation { continuation in
-            let ready = state.withLock { s -> Int?? in
-                if let channel = s.channel { return .some(channel.localAddress?.port) }
-                if s.stopped { return .some(nil) }
-                s.waiters.append(continuation)
-                return .none
-            }
-            if let ready { continuation.resume(returning: ready) }
+        // No deadline of its own: it ends when the listener binds, fails or stops.
+        let port = try? await state.wait(timeout: nil, orThrow: { CancellationError() }) { s -> Result<Int?, any Error>? in
+            if let channel = s.channel { return .success(channel.localAddress?.port) }
+            return s.stopped ? .success(nil) : nil
         }
-    }
-
-    private func finishWaiting(port: Int?) {
-        let waiters = state.withLock { s in
-            defer { s.waiters = [] }
-            return s.waiters
-        }
-        for waiter in waiters { waiter.resume(returning: port) }
+        return port ?? nil
     }
 
     /// Connects the server's exchange (if any), binds, and starts accepting connections;
@@ -140,24 +128,21 @@ public final class WebSocketListener: Service, Sendable {
         do {
             channel = try await bootstrap.bind(host: host, port: requestedPort).get()
         } catch {
-            state.withLock { $0.stopped = true }
-            finishWaiting(port: nil)
+            state.update { $0.stopped = true }
             throw error
         }
-        state.withLock { $0.channel = channel }
-        finishWaiting(port: channel.localAddress?.port)
+        state.update { $0.channel = channel }
         server.logger.info("neffos listening", metadata: ["address": "\(channel.localAddress.map { "\($0)" } ?? "?")", "path": "\(path ?? "*")"])
     }
 
     /// Stops accepting, closes every connection with 1001 and waits (up to `timeout`) for
     /// their disconnect events and hooks.
     public func stop(timeout: Duration = .seconds(10)) async {
-        let channel = state.withLock { s -> (any Channel)? in
+        let channel = state.update { s -> (any Channel)? in
             s.stopped = true
             defer { s.channel = nil }
             return s.channel
         }
-        finishWaiting(port: nil)
         try? await channel?.close()
         await server.shutdown(timeout: timeout)
     }

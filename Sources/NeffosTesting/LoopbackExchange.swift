@@ -72,8 +72,6 @@ public final class LoopbackExchange: Exchange, CustomStringConvertible {
         var dropped = 0
         var duplicated = 0
         var delivered = 0
-        var waiters: [UInt64: (predicate: @Sendable ([Record]) -> Bool, continuation: CheckedContinuation<Void, any Error>)] = [:]
-        var nextWaiter: UInt64 = 0
     }
 
     /// The bus's name (`loopback://NAME`).
@@ -82,7 +80,7 @@ public final class LoopbackExchange: Exchange, CustomStringConvertible {
     public let mode: DeliveryMode
     /// How many publishes a disconnected node buffers before it drops (counted).
     public let outageBufferLimit: Int
-    private let state = Locked(State())
+    private let state = Watched(State())
 
     /// A new bus.
     public init(name: String = "loopback", mode: DeliveryMode = .immediate, outageBufferLimit: Int = 1024) {
@@ -122,7 +120,7 @@ public final class LoopbackExchange: Exchange, CustomStringConvertible {
         status: @escaping @Sendable (ExchangeStatus) -> Void
     ) async throws -> any ExchangeConnection {
         let connection = LoopbackConnection(bus: self, node: node, deliver: deliver, status: status)
-        try state.withLock { s throws(NeffosError) in
+        try state.update { s throws(NeffosError) in
             guard s.nodes[node] == nil else {
                 throw NeffosError.invalidConfiguration.with(detail: "node \"\(node)\" is already connected to \(description)")
             }
@@ -135,29 +133,29 @@ public final class LoopbackExchange: Exchange, CustomStringConvertible {
     // MARK: Faults
 
     /// Loses the next `count` deliveries (each counted as dropped).
-    public func dropNext(_ count: Int) { state.withLock { $0.dropNext += count } }
+    public func dropNext(_ count: Int) { state.update { $0.dropNext += count } }
 
     /// Delivers each of the next `count` payloads twice.
-    public func duplicateNext(_ count: Int) { state.withLock { $0.duplicateNext += count } }
+    public func duplicateNext(_ count: Int) { state.update { $0.duplicateNext += count } }
 
     /// Delivers the next `count` payloads `duration` late (later ones overtake them); replaces
     /// a delay set before and not used up.
-    public func delayNext(_ count: Int, by duration: Duration) { state.withLock { $0.delayNext = (count, duration) } }
+    public func delayNext(_ count: Int, by duration: Duration) { state.update { $0.delayNext = (count, duration) } }
 
     /// Holds the next `count` deliveries and releases them in reverse order.
-    public func reorderNext(_ count: Int) { state.withLock { $0.reorderNext += count } }
+    public func reorderNext(_ count: Int) { state.update { $0.reorderNext += count } }
 
     /// Cuts `node` off: what it publishes and what is published for it is lost (counted).
-    public func partition(_ node: String) { state.withLock { _ = $0.partitioned.insert(node) } }
+    public func partition(_ node: String) { state.update { _ = $0.partitioned.insert(node) } }
 
     /// Ends `node`'s partition.
-    public func heal(_ node: String) { state.withLock { _ = $0.partitioned.remove(node) } }
+    public func heal(_ node: String) { state.update { _ = $0.partitioned.remove(node) } }
 
     /// Drops `node`'s bus connection, as a lost NATS connection: it reports `.disconnected`,
     /// buffers what it publishes (up to ``outageBufferLimit``, then drops, counted), and misses
     /// what others publish meanwhile (counted). Its subscriptions are kept.
     public func disconnect(_ node: String) {
-        let connection = state.withLock { s -> LoopbackConnection? in
+        let connection = state.update { s -> LoopbackConnection? in
             guard let connection = s.nodes[node], s.disconnected.insert(node).inserted else { return nil }
             return connection
         }
@@ -166,7 +164,7 @@ public final class LoopbackExchange: Exchange, CustomStringConvertible {
 
     /// Restores `node`'s bus connection: it reports `.reconnected` and sends what it buffered.
     public func reconnect(_ node: String) {
-        let (connection, buffered) = state.withLock { s -> (LoopbackConnection?, [(subject: String, payload: ByteBuffer)]) in
+        let (connection, buffered) = state.update { s -> (LoopbackConnection?, [(subject: String, payload: ByteBuffer)]) in
             guard s.disconnected.remove(node) != nil, let connection = s.nodes[node] else { return (nil, []) }
             connection.reconnects.add(1, ordering: .relaxed)
             return (connection, s.outageBuffers.removeValue(forKey: node) ?? [])
@@ -179,7 +177,7 @@ public final class LoopbackExchange: Exchange, CustomStringConvertible {
     // MARK: Delivery
 
     func publish(_ payload: ByteBuffer, subject: String, from node: String) {
-        let buffered = state.withLock { s -> Bool in
+        let buffered = state.update { s -> Bool in
             guard s.disconnected.contains(node) else { return false }
             if s.outageBuffers[node, default: []].count < outageBufferLimit {
                 s.outageBuffers[node, default: []].append((subject, payload))
@@ -194,7 +192,7 @@ public final class LoopbackExchange: Exchange, CustomStringConvertible {
 
     private func route(_ payload: ByteBuffer, subject: String, from node: String) {
         var delayed: [(Pending, Duration)] = []
-        let ready = state.withLock { s -> [Pending] in
+        let ready = state.update { s -> [Pending] in
             let subscribers = (s.subscribers[subject] ?? []).subtracting([node]).sorted()
             var record = Record(sequence: s.records.count + 1, from: node, subject: subject, payload: payload, deliveredTo: [], droppedFor: [])
             var ready: [Pending] = []
@@ -237,7 +235,6 @@ public final class LoopbackExchange: Exchange, CustomStringConvertible {
             }
             return ready
         }
-        notifyWaiters()
         for item in ready { hand(item) }
         for (item, delay) in delayed {
             Task {
@@ -248,7 +245,7 @@ public final class LoopbackExchange: Exchange, CustomStringConvertible {
     }
 
     private func hand(_ item: Pending) {
-        let target = state.withLock { s -> LoopbackConnection? in
+        let target = state.update { s -> LoopbackConnection? in
             guard let target = s.nodes[item.to] else { return nil }
             if s.disconnected.contains(item.to) || s.partitioned.contains(item.to) {
                 s.dropped += 1
@@ -266,7 +263,7 @@ public final class LoopbackExchange: Exchange, CustomStringConvertible {
     /// In manual mode, delivers the oldest waiting payload; returns whether there was one.
     @discardableResult
     public func deliverNext() -> Bool {
-        let item = state.withLock { s -> Pending? in s.pending.isEmpty ? nil : s.pending.removeFirst() }
+        let item = state.update { s -> Pending? in s.pending.isEmpty ? nil : s.pending.removeFirst() }
         guard let item else { return false }
         hand(item)
         return true
@@ -282,89 +279,64 @@ public final class LoopbackExchange: Exchange, CustomStringConvertible {
     }
 
     /// Payloads waiting for ``deliverNext()`` (manual mode).
-    public var pendingCount: Int { state.withLock { $0.pending.count } }
+    public var pendingCount: Int { state.update { $0.pending.count } }
 
     // MARK: Inspection
 
     /// Every payload published so far, in order.
-    public var records: [Record] { state.withLock { $0.records } }
+    public var records: [Record] { state.update { $0.records } }
 
     /// Forgets the records.
-    public func clearRecords() { state.withLock { $0.records = [] } }
+    public func clearRecords() { state.update { $0.records = [] } }
 
     /// What the bus did, over all nodes.
     public var statistics: ExchangeStatistics {
-        state.withLock { s in
+        state.update { s in
             ExchangeStatistics(published: s.records.count, delivered: s.delivered, dropped: s.dropped,
                                reconnects: s.nodes.values.reduce(0) { $0 + $1.reconnects.load(ordering: .relaxed) })
         }
     }
 
     /// Payloads delivered twice by ``duplicateNext(_:)`` (the core drops the second copies).
-    public var duplicatedCount: Int { state.withLock { $0.duplicated } }
+    public var duplicatedCount: Int { state.update { $0.duplicated } }
 
     /// The nodes connected now.
-    public var nodes: [String] { state.withLock { Array($0.nodes.keys).sorted() } }
+    public var nodes: [String] { state.update { Array($0.nodes.keys).sorted() } }
 
     /// The nodes subscribed to `subject`.
-    public func subscribers(of subject: String) -> Set<String> { state.withLock { $0.subscribers[subject] ?? [] } }
+    public func subscribers(of subject: String) -> Set<String> { state.update { $0.subscribers[subject] ?? [] } }
 
     /// Waits until the records satisfy `predicate`, up to `timeout`.
     public func waitForRecords(
         timeout: Duration = .seconds(5), _ predicate: @escaping @Sendable ([Record]) -> Bool
     ) async throws {
-        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-            let id = state.withLock { s -> UInt64? in
-                if predicate(s.records) { return nil }
-                let id = s.nextWaiter
-                s.nextWaiter += 1
-                s.waiters[id] = (predicate, continuation)
-                return id
-            }
-            guard let id else {
-                continuation.resume()
-                return
-            }
-            Task {
-                try? await Task.sleep(for: timeout)
-                self.state.withLock { $0.waiters.removeValue(forKey: id) }?.continuation
-                    .resume(throwing: RawWebSocketError.timedOut("loopback records within \(timeout)"))
-            }
-        }
-    }
-
-    private func notifyWaiters() {
-        let ready = state.withLock { s -> [CheckedContinuation<Void, any Error>] in
-            let records = s.records
-            let done = s.waiters.filter { $0.value.predicate(records) }
-            for id in done.keys { s.waiters[id] = nil }
-            return done.values.map(\.continuation)
-        }
-        for continuation in ready { continuation.resume() }
+        _ = try await state.wait(
+            timeout: timeout, orThrow: { RawWebSocketError.timedOut("loopback records within \(timeout)") },
+            until: { s in predicate(s.records) ? .success(true) : nil })
     }
 
     // MARK: Subscriptions (from connections)
 
     func subscribe(_ subject: String, node: String) {
-        state.withLock { _ = $0.subscribers[subject, default: []].insert(node) }
+        state.update { _ = $0.subscribers[subject, default: []].insert(node) }
     }
 
     func unsubscribe(_ subject: String, node: String) {
-        state.withLock { s in
+        state.update { s in
             s.subscribers[subject]?.remove(node)
             if s.subscribers[subject]?.isEmpty == true { s.subscribers[subject] = nil }
         }
     }
 
     func hasInterest(in subject: String, besides node: String) -> Bool {
-        state.withLock { s in
+        state.update { s in
             guard let names = s.subscribers[subject] else { return false }
             return names.count > 1 || !names.contains(node)
         }
     }
 
     func close(_ connection: LoopbackConnection) -> Bool {
-        state.withLock { s in
+        state.update { s in
             guard s.nodes[connection.node] === connection else { return false }
             s.nodes[connection.node] = nil
             s.disconnected.remove(connection.node)

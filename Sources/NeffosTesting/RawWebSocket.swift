@@ -183,57 +183,33 @@ public final class RawWebSocket: Sendable {
     }
 }
 
-/// Items received, and the tasks waiting for them.
+/// Items received, and the tasks waiting for them (oldest first).
 final class Inbox<Item: Sendable>: Sendable {
     private struct State {
         var items: [Item] = []
-        var waiters: [UInt64: CheckedContinuation<Item, any Error>] = [:]
-        var nextID: UInt64 = 0
         var closed = false
     }
-    private let state = Locked(State())
+    private let state = Watched(State())
     private let what: String
-    private enum Step { case ready(Item), closed, wait(UInt64) }
 
     init(what: String) { self.what = what }
 
     func deliver(_ item: Item) {
-        let waiter = state.withLock { s -> CheckedContinuation<Item, any Error>? in
-            if let key = s.waiters.keys.min() { return s.waiters.removeValue(forKey: key) }
-            s.items.append(item)
-            return nil
-        }
-        waiter?.resume(returning: item)
+        state.update { $0.items.append(item) }
     }
 
     func close() {
-        let waiters = state.withLock { s in
-            s.closed = true
-            defer { s.waiters = [:] }
-            return Array(s.waiters.values)
-        }
-        for waiter in waiters { waiter.resume(throwing: RawWebSocketError.closed) }
+        state.update { $0.closed = true }
     }
 
+    /// The next item, waiting up to `timeout`; ``RawWebSocketError/closed`` once closed and
+    /// empty. (`loop` is kept for the callers' sake; the deadline runs on the package's one
+    /// clock.)
     func next(timeout: Duration, on loop: any EventLoop) async throws -> Item {
-        try await withCheckedThrowingContinuation { continuation in
-            let step = state.withLock { s -> Step in
-                if !s.items.isEmpty { return .ready(s.items.removeFirst()) }
-                if s.closed { return .closed }
-                let id = s.nextID
-                s.nextID += 1
-                s.waiters[id] = continuation
-                return .wait(id)
-            }
-            switch step {
-            case .ready(let item): continuation.resume(returning: item)
-            case .closed: continuation.resume(throwing: RawWebSocketError.closed)
-            case .wait(let id):
-                loop.scheduleTask(in: timeout.timeAmount) {
-                    let waiter = self.state.withLock { $0.waiters.removeValue(forKey: id) }
-                    waiter?.resume(throwing: RawWebSocketError.timedOut("\(self.what) within \(timeout)"))
-                }
-            }
+        let what = self.what
+        return try await state.wait(timeout: timeout, orThrow: { RawWebSocketError.timedOut("\(what) within \(timeout)") }) { s in
+            if !s.items.isEmpty { return .success(s.items.removeFirst()) }
+            return s.closed ? .failure(RawWebSocketError.closed) : nil
         }
     }
 }

@@ -122,12 +122,7 @@ public final class TestCluster: Sendable {
 
 /// What a test client received, by event, with waits.
 public final class Received: Sendable {
-    private struct State {
-        var messages: [Message] = []
-        var waiters: [UInt64: (predicate: @Sendable ([Message]) -> Bool, continuation: CheckedContinuation<Void, any Error>)] = [:]
-        var nextID: UInt64 = 0
-    }
-    private let state = Locked(State())
+    private let state = Watched<[Message]>([])
 
     /// An empty log.
     public init() {}
@@ -146,18 +141,11 @@ public final class Received: Sendable {
 
     /// Records `message`.
     public func append(_ message: Message) {
-        let ready = state.withLock { s -> [CheckedContinuation<Void, any Error>] in
-            s.messages.append(message)
-            let messages = s.messages
-            let done = s.waiters.filter { $0.value.predicate(messages) }
-            for id in done.keys { s.waiters[id] = nil }
-            return done.values.map(\.continuation)
-        }
-        for continuation in ready { continuation.resume() }
+        state.update { $0.append(message) }
     }
 
     /// Everything recorded.
-    public var messages: [Message] { state.withLock { $0.messages } }
+    public var messages: [Message] { state.read { $0 } }
 
     /// The bodies of the messages of `event`, in arrival order.
     public func bodies(_ event: String) -> [String] {
@@ -168,24 +156,12 @@ public final class Received: Sendable {
     public func wait(
         _ what: String, timeout: Duration = .seconds(10), until predicate: @escaping @Sendable ([Message]) -> Bool
     ) async throws {
-        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-            let id = state.withLock { s -> UInt64? in
-                if predicate(s.messages) { return nil }
-                let id = s.nextID
-                s.nextID += 1
-                s.waiters[id] = (predicate, continuation)
-                return id
-            }
-            guard let id else {
-                continuation.resume()
-                return
-            }
-            Task {
-                try? await Task.sleep(for: timeout)
-                let waiter = self.state.withLock { $0.waiters.removeValue(forKey: id) }
-                waiter?.continuation.resume(throwing: ConformanceFailure("timed out waiting for \(what); received: \(self.messages.map { "\($0.event):\($0.bodyString)" }.suffix(20))"))
-            }
-        }
+        _ = try await state.wait(
+            timeout: timeout,
+            orThrow: { [self] in
+                ConformanceFailure("timed out waiting for \(what); received: \(messages.map { "\($0.event):\($0.bodyString)" }.suffix(20))")
+            },
+            until: { messages in predicate(messages) ? .success(true) : nil })
     }
 
     /// Waits until `count` messages of `event` arrived.

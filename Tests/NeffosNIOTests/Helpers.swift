@@ -60,52 +60,22 @@ func connectNamespace(_ socket: RawWebSocket, _ namespace: String, wait: String 
 
 /// A thread-safe log of what handlers saw, that tests can wait on.
 final class Log: Sendable {
-    private struct State {
-        var entries: [String] = []
-        var waiters: [(id: UInt64, predicate: @Sendable ([String]) -> Bool, continuation: CheckedContinuation<Void, any Error>)] = []
-        var nextID: UInt64 = 0
-    }
-    private let state = Mutex(State())
+    private let state = Watched<[String]>([])
 
     func append(_ entry: String) {
-        let ready = state.withLock { s -> [CheckedContinuation<Void, any Error>] in
-            s.entries.append(entry)
-            let entries = s.entries
-            let ready = s.waiters.filter { $0.predicate(entries) }
-            s.waiters.removeAll { $0.predicate(entries) }
-            return ready.map(\.continuation)
-        }
-        for continuation in ready { continuation.resume() }
+        state.update { $0.append(entry) }
     }
 
-    var entries: [String] { state.withLock { $0.entries } }
+    var entries: [String] { state.read { $0 } }
 
     /// Waits until `predicate` holds for the log, up to `timeout`.
     func wait(
         for what: String, timeout: Duration = .seconds(5),
         until predicate: @escaping @Sendable ([String]) -> Bool
     ) async throws {
-        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-            let id = state.withLock { s -> UInt64? in
-                if predicate(s.entries) { return nil }
-                let id = s.nextID
-                s.nextID += 1
-                s.waiters.append((id, predicate, continuation))
-                return id
-            }
-            guard let id else {
-                continuation.resume()
-                return
-            }
-            Task {
-                try? await Task.sleep(for: timeout)
-                let waiter = self.state.withLock { s -> CheckedContinuation<Void, any Error>? in
-                    guard let index = s.waiters.firstIndex(where: { $0.id == id }) else { return nil }
-                    return s.waiters.remove(at: index).continuation
-                }
-                waiter?.resume(throwing: RawWebSocketError.timedOut("\(what); log: \(self.entries)"))
-            }
-        }
+        _ = try await state.wait(
+            timeout: timeout, orThrow: { RawWebSocketError.timedOut("\(what); log: \(self.entries)") },
+            until: { predicate($0) ? .success(true) : nil })
     }
 
     /// Waits until the log contains `entry`.

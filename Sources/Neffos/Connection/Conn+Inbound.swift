@@ -52,6 +52,8 @@ extension Conn {
             for waiter in waiters { waiter.resume() }
             for item in queued { receiveOpen(item.frame, binary: item.binary) }
         case .refuse(let error, let transport):
+            let error = settings.handlerErrors.wireError(
+                for: error, event: "on-connect", known: settings.knownErrors, logger: logger)
             let text = NeffosError.wireText(of: error)
             logger.debug("on-connect refused the connection", metadata: ["reason": "\(text)"])
             _ = transport.write(MessageCodec.refuseFrame(text: text), binary: false, reliable: true)

@@ -61,6 +61,8 @@ extension Conn {
 
     /// Answers `request` with an error frame carrying `error`'s text.
     func sendError(to request: Message, _ error: any Error) {
+        let error = settings.handlerErrors.wireError(
+            for: error, event: request.event, known: settings.knownErrors, logger: logger)
         do {
             sendUnchecked(try MessageCodec.encode(request.replying(error: error)), binary: false)
         } catch {

@@ -8,6 +8,8 @@ struct ConnSettings: Sendable {
     var askTimeout: Duration
     var bodyCoder: any BodyCoder
     var knownErrors: KnownErrors
+    /// What a handler's thrown error sends on the wire.
+    var handlerErrors: HandlerErrorPolicy = .describe
     /// Events waiting for their handler before the connection stops reading (and frames kept
     /// before the handshake completes, past which it is closed).
     var maxQueuedEvents: Int

@@ -23,6 +23,10 @@ extension Server {
         public var bodyCoder: any BodyCoder = JSONBodyCoder()
         /// The error texts resolved back to error values. Default: the built-in ones.
         public var knownErrors = KnownErrors()
+        /// What a client receives when a handler or the on-connect hook throws. Default:
+        /// ``HandlerErrorPolicy/describe`` (the error's text, as neffos does); see
+        /// ``HandlerErrorPolicy/generic(_:)`` to keep internal errors on the server.
+        public var handlerErrors = HandlerErrorPolicy.describe
         /// Events a connection may have waiting for their handler before the server stops
         /// reading from it (backpressure). Also the number of frames a client may send before
         /// the handshake completes (with at most ``TransportConfiguration/maxMessageSize``

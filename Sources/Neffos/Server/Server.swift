@@ -59,13 +59,15 @@ public final class Server: Sendable {
         self.configuration = configuration
         self.nodeName = configuration.nodeName ?? UUID().uuidString.lowercased()
         self.metrics = ServerMetrics(name: configuration.metricsName)
-        self.settings = ConnSettings(
+        var settings = ConnSettings(
             askTimeout: configuration.askTimeout,
             bodyCoder: configuration.bodyCoder,
             knownErrors: configuration.knownErrors,
             maxQueuedEvents: max(2, configuration.maxQueuedEvents),
             maxBytesBeforeHandshake: configuration.transport.maxMessageSize,
             logger: configuration.logger)
+        settings.handlerErrors = configuration.handlerErrors
+        self.settings = settings
     }
 
     // MARK: Starting

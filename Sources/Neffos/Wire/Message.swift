@@ -14,10 +14,9 @@ import NIOCore
 public struct Message: Sendable {
     /// The wait token of an ask and of its reply; empty for a plain emit.
     ///
-    /// The library sets it: asks get a fresh token (client tokens start with `$`, server
-    /// tokens are plain digits) and replies echo the ask's token. Leave it empty when you
-    /// build a message to emit or broadcast.
-    public var wait: String
+    /// The library sets it, and only the library can: asks get a fresh token (client tokens
+    /// start with `$`, server tokens are plain digits) and replies echo the ask's token.
+    public package(set) var wait: String
     /// The namespace the message belongs to (`""` is a valid namespace).
     public var namespace: String
     /// The room inside ``namespace``, or `""` for the whole namespace.

@@ -116,6 +116,19 @@ public struct NeffosError: Error, Sendable, Hashable, CustomStringConvertible {
     /// Errors of the same kind are equal, whatever their detail.
     public static func == (lhs: NeffosError, rhs: NeffosError) -> Bool { lhs.code == rhs.code }
 
+    /// Matches an error of this kind in a `catch` or a `switch`, whatever its detail:
+    ///
+    /// ```swift
+    /// do {
+    ///     _ = try await ns.ask("price", "AAPL")
+    /// } catch NeffosError.timeout {
+    ///     // nobody answered in time
+    /// }
+    /// ```
+    public static func ~= (pattern: NeffosError, value: any Error) -> Bool {
+        (value as? NeffosError) == pattern
+    }
+
     /// Hashes the kind of error only, consistently with `==`.
     public func hash(into hasher: inout Hasher) { hasher.combine(code) }
 

@@ -13,18 +13,18 @@ import Synchronization
 /// implementation's tokens do) but is strictly increasing across the whole process: two asks
 /// issued in the same nanosecond, on any threads, still get different tokens. Client tokens
 /// carry the `$` prefix; server tokens are plain digits.
-public final class WaitTokens: Sendable {
+package final class WaitTokens: Sendable {
     /// The process-wide generator used by servers and clients.
-    public static let shared = WaitTokens()
+    package static let shared = WaitTokens()
 
     private let last = Atomic<UInt64>(0)
 
     /// Creates an independent generator (tests use one to start from a known state).
-    public init() {}
+    package init() {}
 
     /// The next unique number: the current time in nanoseconds, or one more than the last
     /// number issued if the clock has not moved past it.
-    public func next() -> UInt64 {
+    package func next() -> UInt64 {
         let now = Self.wallClockNanoseconds()
         var current = last.load(ordering: .relaxed)
         while true {
@@ -37,23 +37,23 @@ public final class WaitTokens: Sendable {
     }
 
     /// A client token: `$` followed by a unique number.
-    public func clientToken() -> String { "$" + String(next()) }
+    package func clientToken() -> String { "$" + String(next()) }
 
     /// A server token: a unique number, no prefix.
-    public func serverToken() -> String { String(next()) }
+    package func serverToken() -> String { String(next()) }
 
     /// Whether `token` is a server token this generator has already issued.
     ///
     /// A server uses this to tell a late or duplicated reply to one of its own asks (which it
     /// drops) from a request it has never seen.
-    public func hasIssued(serverToken token: Substring) -> Bool {
+    package func hasIssued(serverToken token: Substring) -> Bool {
         guard let value = UInt64(token) else { return false }
         return value <= last.load(ordering: .relaxed)
     }
 
     /// Whether `token` was made by a client (`$` prefix, or the reserved `#`).
     @inline(__always)
-    public static func isClientToken(_ token: String) -> Bool {
+    package static func isClientToken(_ token: String) -> Bool {
         guard let first = token.utf8.first else { return false }
         return first == UInt8(ascii: "$") || first == UInt8(ascii: "#")
     }
