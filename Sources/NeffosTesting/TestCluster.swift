@@ -132,9 +132,9 @@ public final class Received: Sendable {
         var events = Events()
         let record = self
         events.answer(.anyEvent) { _, message in
-            let system = message.event.hasPrefix("_On")
+            let system = message.event.rawValue.hasPrefix("_On")
             if !system { record.append(message) }
-            return answers[message.event].flatMap { $0(message) }
+            return answers[message.event.rawValue].flatMap { $0(message) }
         }
         return events
     }
@@ -148,7 +148,7 @@ public final class Received: Sendable {
     public var messages: [Message] { state.read { $0 } }
 
     /// The bodies of the messages of `event`, in arrival order.
-    public func bodies(_ event: String) -> [String] {
+    public func bodies(_ event: EventName) -> [String] {
         messages.filter { $0.event == event }.map(\.bodyString)
     }
 
@@ -165,7 +165,7 @@ public final class Received: Sendable {
     }
 
     /// Waits until `count` messages of `event` arrived.
-    public func wait(for count: Int, of event: String, timeout: Duration = .seconds(10)) async throws {
+    public func wait(for count: Int, of event: EventName, timeout: Duration = .seconds(10)) async throws {
         try await wait("\(count) × \(event)", timeout: timeout) { $0.filter { $0.event == event }.count >= count }
     }
 }

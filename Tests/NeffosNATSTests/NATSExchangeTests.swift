@@ -206,7 +206,7 @@ final class BusLog: Sendable {
     let statuses = StatusLog()
 
     func deliver(_ subject: String, _ payload: ByteBuffer) {
-        payloads.append(Message(event: subject, body: payload))
+        payloads.append(Message(event: EventName(subject), body: payload))
     }
 }
 

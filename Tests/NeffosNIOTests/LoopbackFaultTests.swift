@@ -22,7 +22,7 @@ func faultCluster(_ bus: LoopbackExchange) async throws -> (TestCluster, [Receiv
 /// subject, except what a fault delays).
 func sendBatch(_ cluster: TestCluster, _ count: Int, event: String, to receiver: Received) async throws {
     for index in 0..<count {
-        cluster.servers[0].broadcast(Message(namespace: "default", event: event, body: "\(index)"))
+        cluster.servers[0].broadcast(Message(namespace: "default", event: EventName(event), body: "\(index)"))
     }
     let marker = "marker-\(event)"
     cluster.servers[0].broadcast(Message(namespace: "default", event: "marker", body: marker))

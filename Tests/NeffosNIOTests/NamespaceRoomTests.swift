@@ -55,7 +55,7 @@ struct NamespaceRoomTests {
         rooms.on(.roomJoin) { _, m in if m.room == "vip" { throw TextError("not on the list") } }
         rooms.on(.roomLeave) { _, m in if m.room == "jail" { throw NeffosError.badRoom } }
         var anyRefuses = Events()
-        anyRefuses.on(.anyEvent) { _, m in if m.event == EventName.namespaceConnect.rawValue { throw TextError("any says no") } }
+        anyRefuses.on(.anyEvent) { _, m in if m.event == .namespaceConnect { throw TextError("any says no") } }
         try await withServer(["guarded": guarded, "rooms": rooms, "any": anyRefuses]) { running in
             let (socket, _) = try await handshake(running.url)
             try await socket.send("$1;guarded;;_OnNamespaceConnect;0;0;")

@@ -71,7 +71,7 @@ struct HandlerModelTests {
         events.answer(.anyEvent) { _, _ in "any" }
         #expect(events.handler(for: "chat") != nil)
         #expect(events.handler(for: "other") != nil)
-        #expect(events.handler(for: EventName.namespaceConnect.rawValue) != nil)
+        #expect(events.handler(for: .namespaceConnect) != nil)
     }
 
     @Test("a dictionary literal declares handlers")

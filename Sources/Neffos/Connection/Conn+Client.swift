@@ -47,7 +47,7 @@ extension Conn {
 
     /// Asks the server to connect `ns`'s namespace again, and registers the same `ns`.
     func reconnect(_ ns: NSConn) async throws {
-        var request = Message(namespace: ns.namespace, event: EventName.namespaceConnect.rawValue)
+        var request = Message(namespace: ns.namespace, event: .namespaceConnect)
         request.isLocal = true
         _ = try await ask(request, timeout: nil, effect: .addNamespace(ns))
         await fireLocal(.namespaceConnected, on: ns, request)
@@ -55,7 +55,7 @@ extension Conn {
 
     /// Asks the server to join `room` again for `ns`.
     func rejoin(_ room: String, in ns: NSConn) async throws {
-        var request = Message(namespace: ns.namespace, room: room, event: EventName.roomJoin.rawValue)
+        var request = Message(namespace: ns.namespace, room: room, event: .roomJoin)
         request.isLocal = true
         _ = try await ask(request, timeout: nil, effect: .addRoom(room, namespace: ns.namespace))
         await fireLocal(.roomJoined, on: ns, request)
@@ -66,7 +66,7 @@ extension Conn {
         _ = machine.withLock { $0.removeNamespace(ns.namespace) }
         notifyOwner()
         await fireForcedLeaves(ns, rooms: rooms, isLocal: true)
-        var message = Message(namespace: ns.namespace, event: EventName.namespaceDisconnect.rawValue)
+        var message = Message(namespace: ns.namespace, event: .namespaceDisconnect)
         message.isForced = true
         message.isLocal = true
         await fireLocal(.namespaceDisconnect, on: ns, message)

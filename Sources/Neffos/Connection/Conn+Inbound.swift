@@ -194,10 +194,10 @@ extension Conn {
         switch item {
         case .message(let message):
             switch message.event {
-            case EventName.namespaceConnect.rawValue: await replyConnect(message)
-            case EventName.namespaceDisconnect.rawValue: await replyDisconnect(message)
-            case EventName.roomJoin.rawValue: await replyRoomJoin(message)
-            case EventName.roomLeave.rawValue: await replyRoomLeave(message)
+            case .namespaceConnect: await replyConnect(message)
+            case .namespaceDisconnect: await replyDisconnect(message)
+            case .roomJoin: await replyRoomJoin(message)
+            case .roomLeave: await replyRoomLeave(message)
             default: await handleEvent(message)
             }
         case .closed(let reason):
@@ -255,7 +255,7 @@ extension Conn {
         notifyOwner()
         for (ns, rooms) in entries {
             await fireForcedLeaves(ns, rooms: rooms, isLocal: true)
-            var message = Message(namespace: ns.namespace, event: EventName.namespaceDisconnect.rawValue)
+            var message = Message(namespace: ns.namespace, event: .namespaceDisconnect)
             message.isForced = true
             message.isLocal = true
             await fireLocal(.namespaceDisconnect, on: ns, message)

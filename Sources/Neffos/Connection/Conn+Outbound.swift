@@ -167,7 +167,7 @@ extension Conn {
         try MessageCodec.validate(name: namespace)
         try await awaitOpen()
         let ns = NSConn(conn: self, namespace: namespace, events: events)
-        var request = Message(namespace: namespace, event: EventName.namespaceConnect.rawValue)
+        var request = Message(namespace: namespace, event: .namespaceConnect)
         request.isLocal = true
         _ = try await fire(.namespaceConnect, on: ns, request)
         _ = try await ask(request, timeout: timeout, effect: .addNamespace(ns))

@@ -70,7 +70,7 @@ extension Conn {
         notifyOwner()
         sendEmptyReply(to: request.wait)
         var joined = request
-        joined.event = EventName.roomJoined.rawValue
+        joined.event = .roomJoined
         await fireLocal(.roomJoined, on: ns, joined)
     }
 
@@ -98,7 +98,7 @@ extension Conn {
         notifyOwner()
         sendEmptyReply(to: request.wait)
         var left = request
-        left.event = EventName.roomLeft.rawValue
+        left.event = .roomLeft
         await fireLocal(.roomLeft, on: ns, left)
     }
 
@@ -107,9 +107,9 @@ extension Conn {
     /// Runs the handler for `event` (or the any-event handler) and returns its reply;
     /// its error propagates (it refuses the request).
     func fire(_ event: EventName, on ns: NSConn, _ message: Message) async throws -> Reply? {
-        guard let handler = ns.events.handler(for: event.rawValue) else { return nil }
+        guard let handler = ns.events.handler(for: event) else { return nil }
         var message = message
-        message.event = event.rawValue
+        message.event = event
         return try await handler(ns, message)
     }
 
@@ -126,7 +126,7 @@ extension Conn {
     /// Fires room-leave and room-left, marked forced, for each of `rooms`.
     func fireForcedLeaves(_ ns: NSConn, rooms: Set<String>, isLocal: Bool) async {
         for room in rooms.sorted() {
-            var message = Message(namespace: ns.namespace, room: room, event: EventName.roomLeave.rawValue)
+            var message = Message(namespace: ns.namespace, room: room, event: .roomLeave)
             message.isForced = true
             message.isLocal = isLocal
             await fireLocal(.roomLeave, on: ns, message)

@@ -106,12 +106,12 @@ extension ConnStateMachine {
             throw NeffosError.writeClosed
         }
         let event = message.event
-        if event != EventName.namespaceConnect.rawValue && event != EventName.namespaceDisconnect.rawValue {
+        if event != .namespaceConnect && event != .namespaceDisconnect {
             guard let entry = namespaces[message.namespace] else {
                 throw NeffosError.badNamespace.with(detail: "not connected to \"\(message.namespace)\"")
             }
-            if !message.room.isEmpty && event != EventName.roomJoin.rawValue
-                && event != EventName.roomLeave.rawValue && !entry.rooms.contains(message.room)
+            if !message.room.isEmpty && event != .roomJoin
+                && event != .roomLeave && !entry.rooms.contains(message.room)
             {
                 throw NeffosError.badRoom.with(detail: "not joined to \"\(message.room)\"")
             }
@@ -228,8 +228,8 @@ extension Message {
     /// Whether this is one of the four system requests that travel as asks.
     var isSystemRequest: Bool {
         switch event {
-        case EventName.namespaceConnect.rawValue, EventName.namespaceDisconnect.rawValue,
-            EventName.roomJoin.rawValue, EventName.roomLeave.rawValue:
+        case .namespaceConnect, .namespaceDisconnect,
+            .roomJoin, .roomLeave:
             true
         default:
             false

@@ -180,8 +180,8 @@ public struct Events: Sendable, ExpressibleByDictionaryLiteral {
 
     /// The handler that receives `event`: its own, or the any-event handler.
     @inline(__always)
-    func handler(for event: String) -> EventHandler? {
-        handlers[event] ?? handlers[EventName.anyEvent.rawValue]
+    func handler(for event: EventName) -> EventHandler? {
+        handlers[event.rawValue] ?? handlers[EventName.anyEvent.rawValue]
     }
 
     // MARK: Handlers that answer nothing

@@ -35,7 +35,7 @@ public final class NSConn: Sendable {
     /// - Throws: ``NeffosError/writeClosed`` when the connection is closed,
     ///   ``NeffosError/badNamespace`` when the namespace was disconnected.
     public func emit(_ event: EventName, _ body: ByteBuffer = ByteBuffer()) throws(NeffosError) {
-        try conn.write(Message(namespace: namespace, event: event.rawValue, body: body))
+        try conn.write(Message(namespace: namespace, event: event, body: body))
     }
 
     /// Emits `event` with a UTF-8 text body.
@@ -45,12 +45,12 @@ public final class NSConn: Sendable {
 
     /// Emits `event` with a body in a binary frame.
     public func emitBinary(_ event: EventName, _ body: some Sequence<UInt8>) throws(NeffosError) {
-        try conn.write(Message(namespace: namespace, event: event.rawValue, bytes: body, isBinary: true))
+        try conn.write(Message(namespace: namespace, event: event, bytes: body, isBinary: true))
     }
 
     /// Emits `event` with `value` encoded by the connection's ``BodyCoder``.
     public func emit<Value: Encodable>(_ event: EventName, encoding value: Value) throws {
-        try conn.write(Message(namespace: namespace, event: event.rawValue, body: try conn.bodyCoder.encode(value)))
+        try conn.write(Message(namespace: namespace, event: event, body: try conn.bodyCoder.encode(value)))
     }
 
     /// Asks the remote side with `event` and `body`, and waits for the reply.
@@ -61,7 +61,7 @@ public final class NSConn: Sendable {
     ///   - timeout: the deadline; the configuration's ask timeout when `nil`.
     /// - Throws: see ``Conn/ask(_:timeout:)``.
     public func ask(_ event: EventName, _ body: ByteBuffer = ByteBuffer(), timeout: Duration? = nil) async throws -> Message {
-        try await conn.ask(Message(namespace: namespace, event: event.rawValue, body: body), timeout: timeout)
+        try await conn.ask(Message(namespace: namespace, event: event, body: body), timeout: timeout)
     }
 
     /// Asks with a UTF-8 text body.
@@ -106,7 +106,7 @@ public final class NSConn: Sendable {
     public func joinRoom(_ room: String, timeout: Duration? = nil) async throws -> Room {
         if isJoined(room) { return Room(nsConn: self, name: room) }
         try MessageCodec.validate(name: room)
-        var request = Message(namespace: namespace, room: room, event: EventName.roomJoin.rawValue)
+        var request = Message(namespace: namespace, room: room, event: .roomJoin)
         request.isLocal = true
         _ = try await conn.fire(.roomJoin, on: self, request)
         _ = try await conn.ask(request, timeout: timeout, effect: .addRoom(room, namespace: namespace))
@@ -125,7 +125,7 @@ public final class NSConn: Sendable {
     /// - Throws: ``NeffosError/badRoom`` when the room is not joined.
     public func leaveRoom(_ room: String, timeout: Duration? = nil) async throws {
         guard isJoined(room) else { throw NeffosError.badRoom.with(detail: "not joined to \"\(room)\"") }
-        var request = Message(namespace: namespace, room: room, event: EventName.roomLeave.rawValue)
+        var request = Message(namespace: namespace, room: room, event: .roomLeave)
         request.isLocal = true
         _ = try await conn.fire(.roomLeave, on: self, request)
         _ = try await conn.ask(request, timeout: timeout, effect: .removeRoom(room, namespace: namespace))
@@ -147,7 +147,7 @@ public final class NSConn: Sendable {
         guard conn.namespace(namespace) === self else {
             throw NeffosError.badNamespace.with(detail: "not connected to \"\(namespace)\"")
         }
-        var request = Message(namespace: namespace, event: EventName.namespaceDisconnect.rawValue)
+        var request = Message(namespace: namespace, event: .namespaceDisconnect)
         request.isLocal = true
         let answer = try await conn.ask(request, timeout: timeout, effect: .removeNamespace(namespace))
         await conn.fireForcedLeaves(self, rooms: answer.removedRooms, isLocal: true)
@@ -174,7 +174,7 @@ public struct Room: Sendable, Hashable, CustomStringConvertible {
     ///
     /// - Throws: ``NeffosError/badRoom`` when the room was left.
     public func emit(_ event: EventName, _ body: ByteBuffer = ByteBuffer()) throws(NeffosError) {
-        try nsConn.conn.write(Message(namespace: nsConn.namespace, room: name, event: event.rawValue, body: body))
+        try nsConn.conn.write(Message(namespace: nsConn.namespace, room: name, event: event, body: body))
     }
 
     /// Emits `event` with a UTF-8 text body.

@@ -29,7 +29,7 @@ extension Server {
         public var handlerErrors = HandlerErrorPolicy.describe
         /// Events a connection may have waiting for their handler before the server stops
         /// reading from it (backpressure). Also the number of frames a client may send before
-        /// the handshake completes (with at most ``TransportConfiguration/maxMessageSize``
+        /// the handshake completes (with at most ``Server/TransportConfiguration/maxMessageSize``
         /// bytes in all); past either, it is closed (1008). Default: 1024.
         public var maxQueuedEvents = 1024
         /// Delivers broadcasts to every receiver in one global order (B1 before B2 everywhere)

@@ -25,7 +25,7 @@ public struct HandlerErrorPolicy: Sendable {
     }
 
     /// The error to send for `error`, thrown by a handler of `event`.
-    func wireError(for error: any Error, event: String, known: KnownErrors, logger: Logger) -> any Error {
+    func wireError(for error: any Error, event: EventName, known: KnownErrors, logger: Logger) -> any Error {
         guard case .generic(let text) = kind else { return error }
         if error is NeffosError || error is RemoteError { return error }
         if !(known.resolve(NeffosError.wireText(of: error)) is RemoteError) { return error }

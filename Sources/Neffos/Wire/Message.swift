@@ -22,7 +22,7 @@ public struct Message: Sendable {
     /// The room inside ``namespace``, or `""` for the whole namespace.
     public var room: String
     /// The event name; system events start with `_On` (see ``EventName``).
-    public var event: String
+    public var event: EventName
     /// The payload. Decoding slices it out of the received frame without copying.
     public var body: ByteBuffer
     /// The error carried by the message, if it is an error frame (`isError=1`).
@@ -59,7 +59,7 @@ public struct Message: Sendable {
     public init(
         namespace: String = "",
         room: String = "",
-        event: String,
+        event: EventName,
         body: ByteBuffer = ByteBuffer(),
         isBinary: Bool = false
     ) {
@@ -80,7 +80,7 @@ public struct Message: Sendable {
     /// Creates a received message from its wire fields, in one go (the decoder's path).
     @inline(__always)
     init(
-        wait: String, namespace: String, room: String, event: String, body: ByteBuffer,
+        wait: String, namespace: String, room: String, event: EventName, body: ByteBuffer,
         error: (any Error)?, isNoOp: Bool, isBinary: Bool
     ) {
         self.wait = wait
@@ -98,7 +98,7 @@ public struct Message: Sendable {
     }
 
     /// Creates a message with a UTF-8 text body.
-    public init(namespace: String = "", room: String = "", event: String, body: String) {
+    public init(namespace: String = "", room: String = "", event: EventName, body: String) {
         self.init(namespace: namespace, room: room, event: event, body: ByteBuffer(string: body))
     }
 
@@ -106,7 +106,7 @@ public struct Message: Sendable {
     public init(
         namespace: String = "",
         room: String = "",
-        event: String,
+        event: EventName,
         bytes: some Sequence<UInt8>,
         isBinary: Bool = false
     ) {
@@ -119,7 +119,7 @@ public struct Message: Sendable {
     public init<Value: Encodable>(
         namespace: String = "",
         room: String = "",
-        event: String,
+        event: EventName,
         encoding value: Value,
         coder: any BodyCoder = JSONBodyCoder()
     ) throws {
@@ -128,7 +128,7 @@ public struct Message: Sendable {
 
     /// Creates a native message: only `body` is written to the WebSocket.
     public static func native(_ body: ByteBuffer, isBinary: Bool = false) -> Message {
-        var message = Message(event: EventName.nativeMessage.rawValue, body: body, isBinary: isBinary)
+        var message = Message(event: .nativeMessage, body: body, isBinary: isBinary)
         message.isNative = true
         return message
     }
@@ -145,7 +145,7 @@ public struct Message: Sendable {
 
     /// Whether this message is an empty reply (`<wait>;;;;;;`): a token and nothing else.
     public var isEmptyReply: Bool {
-        namespace.isEmpty && room.isEmpty && event.isEmpty && body.readableBytes == 0
+        namespace.isEmpty && room.isEmpty && event.rawValue.isEmpty && body.readableBytes == 0
             && errorBox == nil && !isNoOp && !isNative
     }
 

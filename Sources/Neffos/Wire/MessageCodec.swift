@@ -51,7 +51,7 @@ public enum MessageCodec {
         let start = buffer.writerIndex
         let errorText = message.error.map(NeffosError.wireText(of:))
         if writeFast(
-            wait: message.wait, namespace: message.namespace, room: message.room, event: message.event,
+            wait: message.wait, namespace: message.namespace, room: message.room, event: message.event.rawValue,
             errorText: errorText, isNoOp: message.isNoOp, body: message.body, into: &buffer)
         {
             return
@@ -60,7 +60,7 @@ public enum MessageCodec {
         buffer.moveWriterIndex(to: start)
         let namespace = try wireForm(of: message.namespace)
         let room = try wireForm(of: message.room)
-        let event = try wireForm(of: message.event)
+        let event = try wireForm(of: message.event.rawValue)
         buffer.writeString(message.wait)
         buffer.writeInteger(separator)
         buffer.writeString(namespace)
@@ -124,7 +124,7 @@ public enum MessageCodec {
     public static func encodeReply(to request: Message, body: ByteBuffer, allocator: ByteBufferAllocator = ByteBufferAllocator()) throws(NeffosError) -> ByteBuffer {
         var buffer = allocator.buffer(capacity: 0)
         if writeFast(
-            wait: request.wait, namespace: request.namespace, room: request.room, event: request.event,
+            wait: request.wait, namespace: request.namespace, room: request.room, event: request.event.rawValue,
             errorText: nil, isNoOp: false, body: body, into: &buffer)
         {
             return buffer
@@ -177,7 +177,7 @@ public enum MessageCodec {
 
     private static func estimatedSize(of message: Message) -> Int {
         message.wait.utf8.count + message.namespace.utf8.count + message.room.utf8.count
-            + message.event.utf8.count + 10 + message.body.readableBytes
+            + message.event.rawValue.utf8.count + 10 + message.body.readableBytes
     }
 
     @inline(__always)
@@ -279,7 +279,7 @@ public enum MessageCodec {
             body = frame.getSlice(at: bodyStart, length: bodyLength) ?? ByteBuffer()
         }
         return Message(
-            wait: fields.0, namespace: fields.1, room: fields.2, event: fields.3, body: body,
+            wait: fields.0, namespace: fields.1, room: fields.2, event: EventName(rawValue: fields.3), body: body,
             error: error, isNoOp: layout.isNoOp, isBinary: isBinary)
     }
 
