@@ -155,10 +155,10 @@ extension Conn {
     private func dispatch(_ message: Message) {
         switch machine.withLock({ $0.route(message) }) {
         case .inline(let ns, let body):
-            do {
-                if let reply = try body(ns, message) { sendReply(to: message, reply) }
-            } catch {
-                sendError(to: message, error)
+            if settings.bindsBodyCoder {
+                BodyCoders.$current.withValue(settings.bodyCoder) { runInline(body, ns, message) }
+            } else {
+                runInline(body, ns, message)
             }
         case .start:
             startDraining(with: .message(message))
@@ -173,8 +173,22 @@ extension Conn {
         if machine.withLock({ $0.enqueue(item) }) { startDraining(with: item) }
     }
 
+    @inline(__always)
+    private func runInline(_ body: EventHandler.Sync, _ ns: NSConn, _ message: Message) {
+        do {
+            if let reply = try body(ns, message) { sendReply(to: message, reply) }
+        } catch {
+            sendError(to: message, error)
+        }
+    }
+
     private func startDraining(with first: ConnStateMachine.Inbound) {
-        Task { await self.drain(first) }
+        if settings.bindsBodyCoder {
+            let coder = settings.bodyCoder
+            Task { await BodyCoders.$current.withValue(coder) { await self.drain(first) } }
+        } else {
+            Task { await self.drain(first) }
+        }
     }
 
     private func drain(_ first: ConnStateMachine.Inbound) async {

@@ -6,7 +6,10 @@ import Synchronization
 /// Settings a connection runs with; the server's and the client's configurations fill them.
 struct ConnSettings: Sendable {
     var askTimeout: Duration
-    var bodyCoder: any BodyCoder
+    let bodyCoder: any BodyCoder
+    /// Whether handlers run with ``bodyCoder`` bound as ``BodyCoders/current`` (it is not the
+    /// default JSON coder, which needs no binding).
+    let bindsBodyCoder: Bool
     var knownErrors: KnownErrors
     /// What a handler's thrown error sends on the wire.
     var handlerErrors: HandlerErrorPolicy = .describe
@@ -16,6 +19,19 @@ struct ConnSettings: Sendable {
     /// Bytes of frames kept before the handshake completes, past which it is closed.
     var maxBytesBeforeHandshake: Int
     var logger: Logger
+
+    init(
+        askTimeout: Duration, bodyCoder: any BodyCoder, knownErrors: KnownErrors, maxQueuedEvents: Int,
+        maxBytesBeforeHandshake: Int, logger: Logger
+    ) {
+        self.askTimeout = askTimeout
+        self.bodyCoder = bodyCoder
+        self.bindsBodyCoder = bodyCoder.needsBinding
+        self.knownErrors = knownErrors
+        self.maxQueuedEvents = maxQueuedEvents
+        self.maxBytesBeforeHandshake = maxBytesBeforeHandshake
+        self.logger = logger
+    }
 }
 
 /// What a connection tells its owner (the server, or the client that dialled it).

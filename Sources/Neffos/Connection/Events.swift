@@ -85,9 +85,10 @@ public struct Reply: Sendable, ExpressibleByStringLiteral, ExpressibleByStringIn
         Reply(ByteBuffer(bytes: bytes), isBinary: isBinary)
     }
 
-    /// A reply whose body is `value` encoded with `coder` (JSON by default).
+    /// A reply whose body is `value` encoded with `coder`: by default, inside a handler, the
+    /// connection's configured coder (``BodyCoders/current``).
     public static func encoded<Value: Encodable>(
-        _ value: Value, coder: any BodyCoder = JSONBodyCoder()
+        _ value: Value, coder: any BodyCoder = BodyCoders.current
     ) throws -> Reply {
         Reply(try coder.encode(value))
     }

@@ -115,13 +115,14 @@ public struct Message: Sendable {
             isBinary: isBinary)
     }
 
-    /// Creates a message whose body is `value` encoded by `coder` (JSON by default).
+    /// Creates a message whose body is `value` encoded by `coder`: by default, inside a
+    /// handler, the connection's configured coder (``BodyCoders/current``).
     public init<Value: Encodable>(
         namespace: String = "",
         room: String = "",
         event: EventName,
         encoding value: Value,
-        coder: any BodyCoder = JSONBodyCoder()
+        coder: any BodyCoder = BodyCoders.current
     ) throws {
         self.init(namespace: namespace, room: room, event: event, body: try coder.encode(value))
     }
@@ -155,12 +156,13 @@ public struct Message: Sendable {
     /// The body as an array of bytes.
     public var bodyBytes: [UInt8] { Array(body.readableBytesView) }
 
-    /// Decodes the body into `type` with `coder` (JSON by default).
+    /// Decodes the body into `type` with `coder`: by default, inside a handler, the
+    /// connection's configured coder (``BodyCoders/current``).
     ///
     /// - Throws: ``NeffosError/invalidPayload`` when the body does not decode; the underlying
     ///   decoding error is kept as its ``NeffosError/underlying``.
     public func decode<Value: Decodable>(
-        _ type: Value.Type = Value.self, using coder: any BodyCoder = JSONBodyCoder()
+        _ type: Value.Type = Value.self, using coder: any BodyCoder = BodyCoders.current
     ) throws(NeffosError) -> Value {
         do {
             return try coder.decode(type, from: body)
