@@ -23,19 +23,14 @@ import Synchronization
 public final class ChildProcess: Sendable {
     /// The process ID.
     public let pid: Int32
-    private let output = Locked<(text: String, waiters: [UInt64: (Needle, CheckedContinuation<String, any Error>)], next: UInt64, exited: Bool)>(("", [:], 0, false))
-
-    /// What a waiter looks for: `count` lines containing `text`.
-    private struct Needle: Sendable {
-        let text: String
-        let count: Int
-    }
+    /// What it wrote so far, and whether its output ended.
+    private let output = Watched<(text: String, ended: Bool)>(("", false))
     private let exit = Locked<(status: Int32?, waiters: [CheckedContinuation<Int32, Never>])>((nil, []))
     /// Set when the output ended (every writer closed it).
     private let outputEnd = OnceFlag()
 
     /// Everything it wrote to standard output and standard error so far.
-    public var text: String { output.withLock { $0.text } }
+    public var text: String { output.read { $0.text } }
 
     /// Whether it has not exited yet (as far as its exit watcher knows).
     public var isRunning: Bool { exit.withLock { $0.status == nil } }
@@ -185,29 +180,11 @@ public final class ChildProcess: Sendable {
     }
 
     private func append(_ chunk: String) {
-        let ready = output.withLock { state -> [(CheckedContinuation<String, any Error>, String)] in
-            state.text += chunk
-            var ready: [(CheckedContinuation<String, any Error>, String)] = []
-            for (id, (needle, continuation)) in state.waiters {
-                if let line = Self.line(containing: needle.text, count: needle.count, in: state.text) {
-                    ready.append((continuation, line))
-                    state.waiters[id] = nil
-                }
-            }
-            return ready
-        }
-        for (continuation, line) in ready { continuation.resume(returning: line) }
+        output.update { $0.text += chunk }
     }
 
     private func closeOutput() {
-        let waiters = output.withLock { state in
-            state.exited = true
-            defer { state.waiters = [:] }
-            return state.waiters.values.map { $0 }
-        }
-        for (needle, continuation) in waiters {
-            continuation.resume(throwing: ProcessError(description: "the process ended before writing \"\(needle.text)\""))
-        }
+        output.update { $0.ended = true }
         outputEnd.set()
     }
 
@@ -230,27 +207,14 @@ public final class ChildProcess: Sendable {
 
     /// Waits until `count` lines of output contain `needle`, and returns the last of them.
     public func waitForOutput(containing needle: String, count: Int, timeout: Duration = .seconds(10)) async throws -> String {
-        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<String, any Error>) in
-            enum Step { case found(String), ended, wait(UInt64) }
-            let step = output.withLock { state -> Step in
-                if let line = Self.line(containing: needle, count: count, in: state.text) { return .found(line) }
-                if state.exited { return .ended }
-                let id = state.next
-                state.next += 1
-                state.waiters[id] = (Needle(text: needle, count: count), continuation)
-                return .wait(id)
-            }
-            switch step {
-            case .found(let line): continuation.resume(returning: line)
-            case .ended: continuation.resume(throwing: ProcessError(description: "the process ended before writing \"\(needle)\"; it wrote: \(text.suffix(2000))"))
-            case .wait(let id):
-                Task {
-                    try? await Task.sleep(for: timeout)
-                    let waiter = self.output.withLock { $0.waiters.removeValue(forKey: id) }
-                    waiter?.1.resume(throwing: ProcessError.timedOut("\"\(needle)\" in the output; it wrote: \(self.text.suffix(2000))"))
-                }
-            }
-        }
+        try await output.wait(
+            timeout: timeout,
+            orThrow: { [self] in ProcessError.timedOut("\"\(needle)\" in the output; it wrote: \(text.suffix(2000))") },
+            until: { state in
+                if let line = Self.line(containing: needle, count: count, in: state.text) { return .success(line) }
+                guard state.ended else { return nil }
+                return .failure(ProcessError(description: "the process ended before writing \"\(needle)\"; it wrote: \(state.text.suffix(2000))"))
+            })
     }
 
     /// Sends `signal` (SIGTERM by default) to the process, unless it has exited (and its PID
