@@ -156,6 +156,8 @@ final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler {
             context.writeAndFlush(wrapOutboundOut(reply)).assumeIsolated().whenComplete { [self] _ in
                 self.context?.close(promise: nil)
             }
+            // A peer that does not read never lets the echo out: close the socket anyway.
+            scheduleCloseFallback(context)
         case .closeSent:
             context.close(promise: nil)
         case .closed:
@@ -252,7 +254,17 @@ final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler {
         if settings.isClient { frame.maskKey = .random() }
         context.writeAndFlush(wrapOutboundOut(frame), promise: nil)
         // Wait for the peer's close frame, but not forever.
-        closeFallback = context.eventLoop.assumeIsolated().scheduleTask(in: .seconds(2)) { [self] in
+        scheduleCloseFallback(context)
+    }
+
+    /// How long a closing handshake may take before the socket is closed regardless.
+    static let closingHandshakeTimeout: TimeAmount = .seconds(2)
+
+    /// Closes the socket if the closing handshake has not ended within
+    /// ``closingHandshakeTimeout`` (a peer that never answers, or never reads our close).
+    private func scheduleCloseFallback(_ context: ChannelHandlerContext) {
+        guard closeFallback == nil else { return }
+        closeFallback = context.eventLoop.assumeIsolated().scheduleTask(in: Self.closingHandshakeTimeout) { [self] in
             self.context?.close(promise: nil)
         }
     }

@@ -141,7 +141,8 @@ struct ClientTests {
     func handshakeTimeout() async throws {
         let server = try await RawWebSocketServer.start()
         var configuration = quietClientConfiguration()
-        configuration.handshakeTimeout = .milliseconds(500)
+        // Long enough for the TCP connect and the upgrade on a loaded machine (it bounds them too).
+        configuration.handshakeTimeout = .seconds(2)
         let dial = Task { try await Client.dial(server.url, namespaces: ["default": Events()], configuration: configuration) }
         // The server accepts the upgrade and says nothing: no A ever comes. (On a loaded
         // machine the upgrade itself may outlast the deadline: that is the same error, and the

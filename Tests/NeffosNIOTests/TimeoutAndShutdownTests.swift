@@ -58,6 +58,32 @@ struct TimeoutAndShutdownTests {
         }
     }
 
+    @Test("a client that sends a close frame and never reads is disconnected by the closing-handshake deadline")
+    func closingHandshakeDeadline() async throws {
+        let log = Log()
+        try await withServer(["default": Events()], configure: { config in
+            config.transport.maxOutboxBytes = 64 * 1024
+            config.transport.writeTimeout = .seconds(120)  // Not what closes it here.
+            config.onDisconnect = { conn in log.append("gone:\(conn.id)") }
+        }) { running in
+            let (socket, id) = try await handshake(running.url)
+            try await connectNamespace(socket, "default")
+            try await socket.setReading(false)
+            let body = String(repeating: "x", count: 32 * 1024)
+            var sent = 0
+            // Fill the outbox: the echo of the close frame cannot be written.
+            while running.server.statistics.droppedFrames == 0 && sent < 20_000 {
+                running.server.broadcast(Message(namespace: "default", event: "n", body: body))
+                sent += 1
+                if sent % 64 == 0 { await Task.yield() }
+            }
+            #expect(running.server.statistics.droppedFrames > 0, "the outbox never filled")
+            try await socket.sendClose(code: .normal)
+            try await log.wait(for: "gone:\(id)", timeout: .seconds(15))
+            await socket.abort()
+        }
+    }
+
     @Test("stopping the listener closes every connection with 1001 and fires the hooks")
     func gracefulStop() async throws {
         let log = Log()

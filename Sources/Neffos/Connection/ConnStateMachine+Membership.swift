@@ -27,18 +27,18 @@ extension ConnStateMachine {
     /// Adds a joined room; returns `false` when its namespace is not connected.
     @discardableResult
     mutating func addRoom(_ room: String, in name: String) -> Bool {
-        guard let entry = namespaces[name] else { return false }
-        if namespaces[name]!.rooms.insert(room).inserted {
-            ownerEvents.append(.joined(room, entry.nsConn))
-        }
+        // Mutated in place: holding a copy of the entry while inserting would copy the whole
+        // room set on every join (O(rooms)).
+        guard let inserted = namespaces[name]?.rooms.insert(room).inserted else { return false }
+        if inserted, let ns = namespaces[name]?.nsConn { ownerEvents.append(.joined(room, ns)) }
         return true
     }
 
     /// Removes a joined room; returns whether it was joined.
     @discardableResult
     mutating func removeRoom(_ room: String, in name: String) -> Bool {
-        guard let entry = namespaces[name], namespaces[name]!.rooms.remove(room) != nil else { return false }
-        ownerEvents.append(.left(room, entry.nsConn))
+        guard namespaces[name]?.rooms.remove(room) != nil, let ns = namespaces[name]?.nsConn else { return false }
+        ownerEvents.append(.left(room, ns))
         return true
     }
 
