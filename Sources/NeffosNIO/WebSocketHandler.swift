@@ -113,7 +113,13 @@ final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler {
         switch frame.opcode {
         case .text, .binary:
             guard case .open = closeState else { return }
-            conn?.transportReceived(frame.unmaskedData, binary: frame.opcode == .binary)
+            let data = frame.unmaskedData
+            if frame.opcode == .text && !data.isValidUTF8 {
+                // RFC 6455 §8.1: a browser fails on it; never relay it to others.
+                close(code: .invalidData, reason: "invalid UTF-8")
+                return
+            }
+            conn?.transportReceived(data, binary: frame.opcode == .binary)
         case .ping:
             guard case .open = closeState else { return }
             var pong = WebSocketFrame(fin: true, opcode: .pong, data: frame.unmaskedData)
@@ -142,14 +148,23 @@ final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     private func receiveClose(context: ChannelHandlerContext, frame: WebSocketFrame) {
         var data = frame.unmaskedData
+        let length = data.readableBytes
         let code = data.readInteger(as: UInt16.self).map(CloseCode.init(rawValue:))
+        let reasonBytes = data
         let reason = data.readString(length: data.readableBytes) ?? ""
         receivedClose = (code, reason)
         switch closeState {
         case .open:
-            // The peer closes: echo its code, then close the socket.
+            // The peer closes: echo its code (1002 for a malformed close, 1007 for a reason
+            // that is not UTF-8), then close the socket.
+            var answer = code
+            if length == 1 || code.map({ !$0.isValidOnTheWire }) == true {
+                answer = .protocolError
+            } else if !reasonBytes.isValidUTF8 {
+                answer = .invalidData
+            }
             var echo = context.channel.allocator.buffer(capacity: 2)
-            if let code { echo.writeInteger(code.rawValue) }
+            if let answer { echo.writeInteger(answer.rawValue) }
             var reply = WebSocketFrame(fin: true, opcode: .connectionClose, data: echo)
             if settings.isClient { reply.maskKey = .random() }
             closeState = .closeSent(code: code ?? .normal, reason: reason)
@@ -171,6 +186,8 @@ final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler {
         switch error {
         case NIOWebSocketFrameAggregator.Error.accumulatedFrameSizeIsTooLarge:
             close(code: .messageTooBig, reason: "message too big")
+        case let violation as ProtocolViolation:
+            close(code: .protocolError, reason: violation.description)
         case let error as NIOWebSocketError where error == .invalidFrameLength:
             close(code: .messageTooBig, reason: "frame too big")
         case is NIOWebSocketFrameAggregator.Error, is NIOWebSocketError:

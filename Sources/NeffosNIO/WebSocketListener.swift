@@ -187,6 +187,7 @@ public final class WebSocketListener: Service, Sendable {
                     let fallback = try channel.pipeline.syncOperations.context(name: HTTPFallbackHandler.name)
                     channel.pipeline.syncOperations.removeHandler(context: fallback, promise: nil)
                     try channel.pipeline.syncOperations.addHandlers([
+                        FrameValidator(peerIsClient: true),
                         NIOWebSocketFrameAggregator(
                             minNonFinalFragmentSize: 0,
                             maxAccumulatedFrameCount: 1 << 16,

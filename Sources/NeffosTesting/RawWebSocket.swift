@@ -109,6 +109,12 @@ public final class RawWebSocket: Sendable {
         try await channel.writeAndFlush(frame)
     }
 
+    /// Sends `frame` exactly as given (masked or not, reserved bits and all): for tests of a
+    /// peer's protocol checks.
+    public func send(frame: WebSocketFrame) async throws {
+        try await channel.writeAndFlush(frame)
+    }
+
     /// Sends a close frame with `code`.
     public func sendClose(code: CloseCode = .normal, reason: String = "") async throws {
         var data = ByteBuffer()
