@@ -147,4 +147,54 @@ struct BadInputTests {
             await neighbour.abort()
         }
     }
+
+    @Test("queued events are bounded in bytes too: large messages behind a slow handler stop the reading early")
+    func byteBackpressure() async throws {
+        let gate = Gate()
+        let flooderConn = Mutex<Conn?>(nil)
+        var events = Events()
+        events.on(.namespaceConnected) { ns, _ in flooderConn.withLock { if $0 == nil { $0 = ns.conn } } }
+        events.on("slow") { _, _ in await gate.wait() }
+        events.answer("echo") { _, m in Reply(m.body) }
+        try await withServer(["default": events], configure: { config in
+            config.maxQueuedEvents = 4096
+            config.maxQueuedBytes = 64 * 1024
+        }) { running in
+            let (flooder, _) = try await handshake(running.url)
+            try await connectNamespace(flooder, "default")
+            let padding = String(repeating: "p", count: 16_000)
+            // 1,500 × 16 KB = 24 MB: far under the count bound, far over the byte bound and more
+            // than the kernel's socket buffers hold.
+            let sending = Task { for _ in 0..<1_500 { try await flooder.send(";default;;slow;0;0;\(padding)") } }
+            let queued = await settledValue { flooderConn.withLock { $0 }?.queuedEventCount ?? 0 }
+            // Reading stopped at 64 KB; what NIO had already read in that burst (at most 16 reads
+            // of 64 KiB, so about 64 messages of 16 KB) is queued too, the rest waits in the
+            // socket and in the sender.
+            #expect(queued >= 4 && queued <= 69, "queued: \(queued)")
+            gate.open()
+            try await sending.value
+            try await flooder.send("$last;default;;echo;0;0;done")
+            #expect(try await flooder.nextText(timeout: .seconds(20)) == "$last;default;;echo;0;0;done", "every queued event was handled, in order")
+            await flooder.abort()
+        }
+    }
+
+    /// `value` once it has not changed for 300 ms (checked every millisecond, at most 15 s).
+    private func settledValue(_ value: () -> Int) async -> Int {
+        let clock = ContinuousClock()
+        let deadline = clock.now.advanced(by: .seconds(15))
+        var last = value()
+        var since = clock.now
+        while clock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(1))
+            let current = value()
+            if current != last {
+                last = current
+                since = clock.now
+            } else if current > 0 && clock.now - since >= .milliseconds(300) {
+                break
+            }
+        }
+        return last
+    }
 }

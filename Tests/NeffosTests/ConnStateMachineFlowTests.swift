@@ -255,6 +255,31 @@ struct ConnStateMachineDispatchTests {
     }
 }
 
+extension ConnStateMachineDispatchTests {
+    @Test("the queue also pauses reading at its byte bound, whatever the count, and resumes at half")
+    func byteBackpressure() {
+        var machine = ConnStateMachine(isClient: false, maxQueuedEvents: 100, maxQueuedBytes: 10)
+        let transport = FakeTransport()
+        machine.startServer(transport: transport, timer: nil, nativeNamespace: nil)
+        _ = machine.verdictArrived(.accepted)
+        _ = machine.identified()
+        _ = machine.completeHandshake()
+        _ = machine.addNamespace(Fixture.ns())
+        let big = Message(namespace: "default", event: "async", body: "1234")
+        _ = machine.route(big)  // Runs: not queued.
+        var pauses: [Bool] = []
+        for _ in 0..<3 {
+            if case .queued(let pause) = machine.route(big) { pauses.append(pause === transport) }
+        }
+        check(pauses == [false, false, true], "12 bytes queued pass the 10-byte bound")
+        check(machine.inboxBytes == 12)
+        var resumed: [Bool] = []
+        while case (.some, let resume) = machine.nextInbound() { resumed.append(resume != nil) }
+        check(resumed == [false, true, false], "resumed once 4 bytes (≤ 5) remain")
+        check(machine.inboxBytes == 0)
+    }
+}
+
 @Suite("ConnStateMachine: close")
 struct ConnStateMachineCloseTests {
     @Test("closed for good: waiters fail, the owner is told, the close events queue behind the handlers")

@@ -18,6 +18,8 @@ struct ConnSettings: Sendable {
     var maxQueuedEvents: Int
     /// Bytes of frames kept before the handshake completes, past which it is closed.
     var maxBytesBeforeHandshake: Int
+    /// Body bytes of events waiting for their handler before the connection stops reading.
+    var maxQueuedBytes: Int = .max
     var logger: Logger
 
     init(
@@ -116,7 +118,8 @@ public final class Conn: Sendable {
         var logger = settings.logger
         logger[metadataKey: "neffos.conn"] = "\(id)"
         self.logger = logger
-        self.machine = Locked(ConnStateMachine(isClient: isClient, maxQueuedEvents: settings.maxQueuedEvents))
+        self.machine = Locked(ConnStateMachine(
+            isClient: isClient, maxQueuedEvents: settings.maxQueuedEvents, maxQueuedBytes: settings.maxQueuedBytes))
         self.idBox = Locked(id)
     }
 

@@ -22,7 +22,8 @@ extension ConnStateMachine {
     mutating func route(_ message: Message) -> Route {
         if busy {
             inbox.append(.message(message))
-            if inbox.count >= maxQueuedEvents && !readingPaused {
+            inboxBytes += message.body.readableBytes
+            if (inbox.count >= maxQueuedEvents || inboxBytes >= maxQueuedBytes) && !readingPaused {
                 readingPaused = true
                 return .queued(pause: transport)
             }
@@ -52,13 +53,15 @@ extension ConnStateMachine {
     }
 
     /// The drainer finished an item: the next one, or `nil` (the queue is idle again), and the
-    /// transport to resume reading from when the queue fell to half its bound.
+    /// transport to resume reading from when the queue fell to half its bounds (count and
+    /// bytes).
     mutating func nextInbound() -> (item: Inbound?, resume: (any ConnTransport)?) {
         guard let next = inbox.popFirst() else {
             busy = false
             return (nil, nil)
         }
-        if readingPaused && inbox.count <= maxQueuedEvents / 2 {
+        if case .message(let message) = next { inboxBytes -= message.body.readableBytes }
+        if readingPaused && inbox.count <= maxQueuedEvents / 2 && inboxBytes <= maxQueuedBytes / 2 {
             readingPaused = false
             return (next, transport)
         }

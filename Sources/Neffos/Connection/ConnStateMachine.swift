@@ -121,6 +121,8 @@ struct ConnStateMachine {
     /// Events (and frames before the handshake) a connection may have waiting before it stops
     /// reading (after the handshake) or is closed (before it).
     let maxQueuedEvents: Int
+    /// Body bytes of queued events past which the connection stops reading.
+    let maxQueuedBytes: Int
 
     var phase: Phase = .handshaking(Handshake()) {
         didSet { if phase.isOpen { everOpened = true } }
@@ -140,6 +142,8 @@ struct ConnStateMachine {
     /// Whether the handler queue is being drained (a handler task is running).
     var busy = false
     var inbox: Deque<Inbound> = []
+    /// Body bytes of the messages in ``inbox``.
+    var inboxBytes = 0
     var readingPaused = false
 
     /// Tasks waiting for the connection to open.
@@ -151,9 +155,10 @@ struct ConnStateMachine {
     var ownerEvents: [OwnerEvent] = []
     var notifying = false
 
-    init(isClient: Bool, maxQueuedEvents: Int) {
+    init(isClient: Bool, maxQueuedEvents: Int, maxQueuedBytes: Int = .max) {
         self.isClient = isClient
         self.maxQueuedEvents = maxQueuedEvents
+        self.maxQueuedBytes = maxQueuedBytes
     }
 
     // MARK: Queries

@@ -32,6 +32,11 @@ extension Server {
         /// the handshake completes (with at most ``Server/TransportConfiguration/maxMessageSize``
         /// bytes in all); past either, it is closed (1008). Default: 1024.
         public var maxQueuedEvents = 1024
+        /// Body bytes a connection may have waiting for their handler before the server stops
+        /// reading from it (backpressure), whatever their count: with slow asynchronous
+        /// handlers, 1,024 queued messages of 1 MiB would otherwise hold 1 GiB per connection.
+        /// Default: 1 MiB (the queue always takes at least one message).
+        public var maxQueuedBytes = 1 << 20
         /// Delivers broadcasts to every receiver in one global order (B1 before B2 everywhere)
         /// at some cost in throughput. Default: off (each publisher's order is kept).
         public var strictBroadcastOrdering = false

@@ -67,6 +67,7 @@ public final class Server: Sendable {
             maxBytesBeforeHandshake: configuration.transport.maxMessageSize,
             logger: configuration.logger)
         settings.handlerErrors = configuration.handlerErrors
+        settings.maxQueuedBytes = max(1, configuration.maxQueuedBytes)
         self.settings = settings
     }
 
