@@ -122,6 +122,12 @@ final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler {
             conn?.transportReceived(data, binary: frame.opcode == .binary)
         case .ping:
             guard case .open = closeState else { return }
+            // A pong counts against the outbox like any write: a peer that pings and never
+            // reads gets no pongs queued without bound (the write timeout closes it).
+            guard context.channel.isWritable else {
+                conn?.server?.countDroppedFrames(1)
+                return
+            }
             var pong = WebSocketFrame(fin: true, opcode: .pong, data: frame.unmaskedData)
             if settings.isClient { pong.maskKey = .random() }
             context.write(wrapOutboundOut(pong), promise: nil)

@@ -208,6 +208,40 @@ struct BroadcastTests {
         }
     }
 
+    @Test("pongs count against the outbox: a client that pings and never reads gets none queued past it")
+    func pongsBounded() async throws {
+        try await withServer(["default": Events()], configure: { config in
+            config.transport.maxOutboxBytes = 64 * 1024
+            config.transport.writeTimeout = .seconds(30)
+        }) { running in
+            let (socket, _) = try await handshake(running.url)
+            try await connectNamespace(socket, "default")
+            try await socket.setReading(false)
+            let body = String(repeating: "x", count: 32 * 1024)
+            var sent = 0
+            while running.server.statistics.droppedFrames == 0 && sent < 20_000 {
+                running.server.broadcast(Message(namespace: "default", event: "n", body: body))
+                sent += 1
+                if sent % 64 == 0 { await Task.yield() }
+            }
+            #expect(running.server.statistics.droppedFrames > 0, "the outbox never filled")
+            // Let the broadcasts still queued to the connection's event loop run (a marker
+            // behind them is dropped last), so that only pongs count from here on.
+            var settled = running.server.statistics.droppedFrames
+            while true {
+                running.server.broadcast(Message(namespace: "default", event: "marker", body: body))
+                try await waitFor("the marker to be dropped") { running.server.statistics.droppedFrames > settled }
+                let now = running.server.statistics.droppedFrames
+                if now == settled + 1 { break }
+                settled = now
+            }
+            let before = running.server.statistics.droppedFrames
+            for _ in 0..<100 { try await socket.send(ByteBuffer(string: "ping"), opcode: .ping) }
+            try await waitFor("the pongs to be dropped") { running.server.statistics.droppedFrames >= before + 100 }
+            await socket.abort()
+        }
+    }
+
     @Test("with strict ordering, every receiver sees concurrent broadcasts in the same order")
     func strictOrdering() async throws {
         try await withServer(["default": Events()], configure: { $0.strictBroadcastOrdering = true }) { running in

@@ -2,6 +2,11 @@ import Metrics
 import Synchronization
 
 extension Server {
+    /// Counts frames a transport dropped for a full outbox (control frames included).
+    package func countDroppedFrames(_ count: Int) {
+        metrics.dropped(count)
+    }
+
     /// Counters of what the server did, since it started. Cheap to read.
     public struct Statistics: Sendable, Equatable {
         /// Connections accepted (upgraded), including those later refused.
