@@ -280,6 +280,24 @@ extension ConnStateMachineDispatchTests {
     }
 }
 
+extension ConnStateMachineMembershipTests {
+    @Test("a peer's join is checked against the bounds: rooms over all namespaces, and name bytes")
+    func joinBounds() {
+        var (machine, _) = openServerMachine()
+        let conn = Fixture.conn()
+        _ = machine.addNamespace(Fixture.ns("default", of: conn))
+        _ = machine.addNamespace(Fixture.ns("other", of: conn))
+        let bounds = ConnStateMachine.MembershipBounds(maxRooms: 2, maxNameBytes: 4)
+        #expect(machine.checkJoin("a", in: "default", bounds: bounds) == nil)
+        machine.addRoom("a", in: "default")
+        machine.addRoom("b", in: "other")
+        #expect(machine.checkJoin("c", in: "default", bounds: bounds) == .limitExceeded, "2 rooms over two namespaces")
+        machine.removeRoom("b", in: "other")
+        #expect(machine.checkJoin("abcd", in: "other", bounds: bounds) == nil)
+        #expect(machine.checkJoin("abcdé", in: "other", bounds: bounds) == .limitExceeded, "6 bytes")
+    }
+}
+
 @Suite("ConnStateMachine: close")
 struct ConnStateMachineCloseTests {
     @Test("closed for good: waiters fail, the owner is told, the close events queue behind the handlers")

@@ -60,6 +60,12 @@ extension Conn {
             sendEmptyReply(to: request.wait)
             return
         }
+        if let refusal = machine.withLock({ $0.checkJoin(request.room, in: request.namespace, bounds: settings.membership) }) {
+            server?.metrics.limitExceeded()
+            logger.debug("refused a join past a bound", metadata: ["room": "\(request.room.prefix(64))", "why": "\(refusal.detail ?? "")"])
+            sendError(to: request, refusal)
+            return
+        }
         do {
             _ = try await fire(.roomJoin, on: ns, request)
         } catch {

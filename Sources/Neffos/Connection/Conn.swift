@@ -20,6 +20,8 @@ struct ConnSettings: Sendable {
     var maxBytesBeforeHandshake: Int
     /// Body bytes of events waiting for their handler before the connection stops reading.
     var maxQueuedBytes: Int = .max
+    /// What the peer may join.
+    var membership = ConnStateMachine.MembershipBounds()
     var logger: Logger
 
     init(

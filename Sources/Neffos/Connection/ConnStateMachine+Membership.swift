@@ -24,6 +24,19 @@ extension ConnStateMachine {
         namespaces.keys.sorted().compactMap { removeNamespace($0) }
     }
 
+    /// Whether the peer may join `room` in namespace `name` within `bounds`; the error to
+    /// answer when it may not.
+    func checkJoin(_ room: String, in name: String, bounds: MembershipBounds) -> NeffosError? {
+        if room.utf8.count > bounds.maxNameBytes {
+            return NeffosError.limitExceeded.with(detail: "a room name is at most \(bounds.maxNameBytes) bytes")
+        }
+        let joined = namespaces.values.reduce(0) { $0 + $1.rooms.count }
+        if joined >= bounds.maxRooms {
+            return NeffosError.limitExceeded.with(detail: "a connection joins at most \(bounds.maxRooms) rooms")
+        }
+        return nil
+    }
+
     /// Adds a joined room; returns `false` when its namespace is not connected.
     @discardableResult
     mutating func addRoom(_ room: String, in name: String) -> Bool {

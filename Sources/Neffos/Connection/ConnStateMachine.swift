@@ -67,6 +67,14 @@ struct ConnStateMachine {
         var binary: Bool
     }
 
+    /// What one connection may hold, as its peer asks for it.
+    struct MembershipBounds: Sendable {
+        /// Rooms joined, over all namespaces.
+        var maxRooms = Int.max
+        /// Bytes of a room name.
+        var maxNameBytes = Int.max
+    }
+
     /// A connected namespace and the rooms joined in it.
     struct NamespaceEntry {
         let nsConn: NSConn

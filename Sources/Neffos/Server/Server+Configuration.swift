@@ -37,6 +37,14 @@ extension Server {
         /// handlers, 1,024 queued messages of 1 MiB would otherwise hold 1 GiB per connection.
         /// Default: 1 MiB (the queue always takes at least one message).
         public var maxQueuedBytes = 1 << 20
+        /// Rooms a client may join, over all its namespaces; a join past it is answered with
+        /// ``NeffosError/limitExceeded`` (counted in ``Server/Statistics/limitsExceeded``).
+        /// Joins your server code makes (``NSConn/joinRoom(_:timeout:)``) are not limited.
+        /// Default: 1,024 (raise it for a client that really follows more rooms).
+        public var maxRoomsPerConnection = 1024
+        /// The longest room name a client may join, in UTF-8 bytes; a longer one is answered
+        /// with ``NeffosError/limitExceeded``. Default: 256.
+        public var maxNameLength = 256
         /// Delivers broadcasts to every receiver in one global order (B1 before B2 everywhere)
         /// at some cost in throughput. Default: off (each publisher's order is kept).
         public var strictBroadcastOrdering = false

@@ -68,6 +68,7 @@ public final class Server: Sendable {
             logger: configuration.logger)
         settings.handlerErrors = configuration.handlerErrors
         settings.maxQueuedBytes = max(1, configuration.maxQueuedBytes)
+        settings.membership = .init(maxRooms: max(0, configuration.maxRoomsPerConnection), maxNameBytes: max(1, configuration.maxNameLength))
         self.settings = settings
     }
 

@@ -19,6 +19,9 @@ extension Server {
         public var asksTimedOut: Int
         /// Frames dropped because they could not be decoded.
         public var invalidFrames: Int
+        /// Client requests refused because they would pass a per-connection bound (rooms per
+        /// connection, name length…).
+        public var limitsExceeded: Int
     }
 
     /// What the server did so far (also exported as swift-metrics).
@@ -28,7 +31,8 @@ extension Server {
             open: connectionCount,
             droppedFrames: metrics.droppedTotal.load(ordering: .relaxed),
             asksTimedOut: metrics.timedOutTotal.load(ordering: .relaxed),
-            invalidFrames: metrics.invalidTotal.load(ordering: .relaxed))
+            invalidFrames: metrics.invalidTotal.load(ordering: .relaxed),
+            limitsExceeded: metrics.limitsTotal.load(ordering: .relaxed))
     }
 }
 
@@ -46,6 +50,8 @@ final class ServerMetrics: Sendable {
     let droppedTotal = Atomic<Int>(0)
     let timedOutTotal = Atomic<Int>(0)
     let invalidTotal = Atomic<Int>(0)
+    let limitsTotal = Atomic<Int>(0)
+    private let limitsExceeded: Counter
 
     init(name: String?) {
         let dimensions = name.map { [("server", $0)] } ?? []
@@ -56,6 +62,7 @@ final class ServerMetrics: Sendable {
         droppedFrames = Counter(label: "neffos_dropped_frames", dimensions: dimensions)
         asksTimedOut = Counter(label: "neffos_asks_timed_out", dimensions: dimensions)
         invalidFrames = Counter(label: "neffos_invalid_frames", dimensions: dimensions)
+        limitsExceeded = Counter(label: "neffos_limits_exceeded", dimensions: dimensions)
     }
 
     func acceptedConnection() {
@@ -71,6 +78,11 @@ final class ServerMetrics: Sendable {
     func askTimedOut() {
         asksTimedOut.increment()
         timedOutTotal.add(1, ordering: .relaxed)
+    }
+
+    func limitExceeded() {
+        limitsExceeded.increment()
+        limitsTotal.add(1, ordering: .relaxed)
     }
 
     func invalidFrame() {

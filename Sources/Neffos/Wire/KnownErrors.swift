@@ -27,7 +27,7 @@ public struct KnownErrors: Sendable {
     public init() {
         exact = [:]
         resolvers = []
-        for error in [NeffosError.badNamespace, .badRoom, .writeClosed, .invalidPayload] {
+        for error in [NeffosError.badNamespace, .badRoom, .writeClosed, .invalidPayload, .limitExceeded] {
             exact[error.text] = error
         }
     }

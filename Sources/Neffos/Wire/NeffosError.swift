@@ -11,6 +11,7 @@ public struct NeffosError: Error, Sendable, Hashable, CustomStringConvertible {
         case badNamespace, badRoom, writeClosed, invalidPayload
         case timeout, handshakeRefused, handshakeTimeout, messageTooLarge
         case unrepresentableName, invalidConfiguration, dialFailed, reconnecting
+        case limitExceeded
     }
 
     private let code: Code
@@ -51,6 +52,9 @@ public struct NeffosError: Error, Sendable, Hashable, CustomStringConvertible {
     public static let dialFailed = NeffosError(.dialFailed)
     /// The client lost its connection and is reconnecting; retry once it is connected again.
     public static let reconnecting = NeffosError(.reconnecting)
+    /// A request would take a connection past one of the server's bounds (rooms per
+    /// connection, the length of a name…); ``detail`` says which. Wire text: `limit exceeded`.
+    public static let limitExceeded = NeffosError(.limitExceeded)
 
     /// A copy of this error carrying `detail`.
     public func with(detail: String) -> NeffosError {
@@ -82,6 +86,7 @@ public struct NeffosError: Error, Sendable, Hashable, CustomStringConvertible {
         case .invalidConfiguration: "invalid configuration"
         case .dialFailed: "could not connect"
         case .reconnecting: "reconnecting"
+        case .limitExceeded: "limit exceeded"
         }
     }
 
@@ -101,6 +106,7 @@ public struct NeffosError: Error, Sendable, Hashable, CustomStringConvertible {
         case .invalidConfiguration: nil
         case .dialFailed: "check the URL and that the server is running"
         case .reconnecting: "wait for the client to reconnect (see Client.states)"
+        case .limitExceeded: "the server bounds what one connection may hold; see its configuration"
         }
     }
 
