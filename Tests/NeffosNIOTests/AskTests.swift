@@ -182,4 +182,25 @@ struct AskTests {
             try await log.wait(for: "closed", timeout: .seconds(5))
         }
     }
+
+    @Test("a server ask is answered only by a connection it went to; another's reply with its token is dropped")
+    func askAnsweredOnlyByReceivers() async throws {
+        try await withServer(["default": Events()]) { running in
+            let (asked, askedID) = try await handshake(running.url)
+            let (intruder, _) = try await handshake(running.url)
+            try await connectNamespace(asked, "default")
+            try await connectNamespace(intruder, "default")
+            async let answer = running.server.ask(Message(namespace: "default", event: "q", body: "?"), to: askedID, timeout: .seconds(5))
+            let question = try await asked.nextText()
+            let token = String(question.prefix { $0 != ";" })
+            // The intruder guesses the token and answers first.
+            try await intruder.send("\(token);default;;q;0;0;forged")
+            try await intruder.send("$e;default;;_OnNamespaceConnect;0;0;")
+            #expect(try await intruder.nextText() == "$e;;;;;;", "the forged reply was read (and dropped) before this")
+            try await asked.send("\(token);default;;q;0;0;genuine")
+            #expect(try await answer.bodyString == "genuine")
+            await asked.abort()
+            await intruder.abort()
+        }
+    }
 }

@@ -130,7 +130,7 @@ final class ClusterLink: Sendable {
         case .broadcast:
             _ = local.deliverLocally(envelope.frame, binary: envelope.binary, to: envelope.target)
         case .ask:
-            forwarded.withLock { $0.remember(envelope.token, origin: envelope.origin, deadline: envelope.deadline) }
+            forwarded.withLock { $0.remember(envelope.token, origin: envelope.origin, target: envelope.target, deadline: envelope.deadline) }
             _ = local.deliverLocally(envelope.frame, binary: envelope.binary, to: envelope.target)
         case .reply:
             receiveReply(envelope, local: local)
@@ -157,8 +157,8 @@ final class ClusterLink: Sendable {
 
     /// A client of this node replied to a token this node did not issue: if it answers another
     /// node's ask, forward the first such reply there. Returns whether the token was known.
-    func forwardReply(_ reply: Message) -> Bool {
-        switch forwarded.withLock({ $0.answer(reply.wait) }) {
+    func forwardReply(_ reply: Message, from conn: Conn) -> Bool {
+        switch forwarded.withLock({ $0.answer(reply.wait, isReceiver: conn.isReceiver(of:)) }) {
         case .unknown: return false
         case .answeredAlready: return true  // Dropped.
         case .forward(let origin): forward(reply, to: origin)

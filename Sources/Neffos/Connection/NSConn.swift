@@ -155,6 +155,19 @@ public final class NSConn: Sendable {
     }
 }
 
+extension Conn {
+    /// Whether this connection is one that a broadcast (or a server ask) to `target` reaches:
+    /// connected to its namespace, joined to its room, bearing its ID, not excluded.
+    func isReceiver(of target: BroadcastTarget) -> Bool {
+        if !target.to.isEmpty && target.to != id { return false }
+        if let except = target.except, except == id { return false }
+        return machine.withLock { machine in
+            guard machine.namespace(target.namespace) != nil else { return false }
+            return target.room.isEmpty || machine.isJoined(target.room, in: target.namespace)
+        }
+    }
+}
+
 extension NSConn: CustomStringConvertible {
     /// The connection's ID and the namespace.
     public var description: String { "\(conn.id)@\(namespace)" }

@@ -52,6 +52,9 @@ struct PendingReplies<Value: Sendable, Effect> {
     /// Whether `token` waits.
     func contains(_ token: String) -> Bool { entries[token] != nil }
 
+    /// The effect of the ask waiting on `token`, if it waits.
+    func effect(of token: String) -> Effect? { entries[token]?.effect }
+
     /// Ends the ask `token` (a reply came, its deadline passed, it failed): removes and
     /// returns it, or `nil` when it is not waiting.
     mutating func take(_ token: String) -> Entry? {

@@ -20,7 +20,8 @@ extension Server {
         let target = BroadcastTarget(of: message, except: nil)
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Message, any Error>) in
-                serverAsks.withLock { $0.register(token, continuation, effect: ()) }
+                // The target is kept: only a connection the ask went to may answer it.
+                serverAsks.withLock { $0.register(token, continuation, effect: target) }
                 // The timer starts after the ask is registered (so even a zero deadline finds
                 // it), and is kept unless a reply already ended the ask.
                 let timer = Task {

@@ -53,8 +53,14 @@ extension Server: ConnDelegate {
 
     func conn(_ conn: Conn, didReceiveUnmatchedReply reply: Message) -> Bool {
         let result: Result<Message, any Error> = reply.error.map { .failure($0) } ?? .success(reply)
-        if resolveAsk(reply.wait, result) { return true }
-        return link?.forwardReply(reply) ?? false
+        if let target = serverAsks.withLock({ $0.effect(of: reply.wait) }) {
+            guard conn.isReceiver(of: target) else {
+                conn.logger.debug("dropped a reply to a server ask from a connection it did not go to", metadata: ["wait": "\(reply.wait)"])
+                return true
+            }
+            if resolveAsk(reply.wait, result) { return true }
+        }
+        return link?.forwardReply(reply, from: conn) ?? false
     }
 }
 

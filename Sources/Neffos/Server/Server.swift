@@ -41,7 +41,7 @@ public final class Server: Sendable {
     /// Connections open (handshake completed).
     let opened = Atomic<Int>(0)
     /// The server's own asks to its connections, waiting for a first reply.
-    let serverAsks = Locked(PendingReplies<Message, Void>())
+    let serverAsks = Locked(PendingReplies<Message, BroadcastTarget>())
     private let linkBox = Locked<ClusterLink?>(nil)
     private let starting = Locked<Task<Void, any Error>?>(nil)
     /// This node's name on the exchange.
