@@ -203,4 +203,26 @@ struct AskTests {
             await intruder.abort()
         }
     }
+
+    @Test("a client's request with a numeric token is dispatched even after the server has asked; a late reply is still dropped")
+    func numericClientTokens() async throws {
+        var events = Events()
+        events.answer("echo") { _, m in Reply(m.body) }
+        try await withServer(["default": events], configure: { $0.askTimeout = .milliseconds(100) }) { running in
+            let (socket, id) = try await handshake(running.url)
+            try await connectNamespace(socket, "default")
+            // The server asks once (and the client lets it time out)…
+            await #expect(throws: NeffosError.timeout) {
+                _ = try await running.server.ask(Message(namespace: "default", event: "q"), to: id)
+            }
+            let question = try await socket.nextText()
+            let token = String(question.prefix { $0 != ";" })
+            // …its late reply is dropped, not dispatched as an event…
+            try await socket.send("\(token);default;;echo;0;0;late")
+            // …while a request with a small numeric token (as some clients send) is answered.
+            try await socket.send("5;default;;echo;0;0;x")
+            #expect(try await socket.nextText() == "5;default;;echo;0;0;x")
+            await socket.abort()
+        }
+    }
 }

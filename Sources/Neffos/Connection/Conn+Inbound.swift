@@ -142,7 +142,9 @@ extension Conn {
             return true
         }
         if !isClient && delegate.conn(self, didReceiveUnmatchedReply: message) { return true }
-        if isClient || tokens.hasIssued(serverToken: token[...]) {
+        // A reply to an ask that ended is dropped; any other token is a request (PROTOCOL.md
+        // §4: the server dispatches what it does not recognise).
+        if isClient || machine.withLock({ $0.endedAsks.contains(token) }) || (server?.askEnded(token) ?? false) {
             logger.debug("dropped a late or duplicate reply", metadata: ["wait": "\(token)"])
             return true
         }

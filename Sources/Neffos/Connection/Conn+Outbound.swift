@@ -125,7 +125,7 @@ extension Conn {
 
     /// Ends the ask waiting on `token` with `error`, if it is still waiting.
     func failAsk(_ token: String, _ error: any Error) {
-        machine.withLock { $0.pending.take(token) }?.resume(with: .failure(error))
+        machine.withLock { $0.endAsk(token) }?.resume(with: .failure(error))
     }
 
     // MARK: Waiting for the connection to open

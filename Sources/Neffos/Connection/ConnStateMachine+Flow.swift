@@ -96,9 +96,17 @@ extension ConnStateMachine {
     /// ask, or `nil` when no ask waits for that token.
     mutating func matchReply(_ token: String, succeeded: Bool) -> MatchedReply? {
         guard let ask = pending.take(token) else { return nil }
+        endedAsks.insert(token)
         var matched = MatchedReply(ask: ask)
         if succeeded { (matched.waiters, matched.removedRooms) = apply(ask.effect) }
         return matched
+    }
+
+    /// Ends the ask `token` without a reply (deadline, cancellation): returns it, if it waited.
+    mutating func endAsk(_ token: String) -> PendingReplies<Answer, ReplyEffect>.Entry? {
+        guard let ask = pending.take(token) else { return nil }
+        endedAsks.insert(token)
+        return ask
     }
 
     /// The transport to write `message` with, once the connection is open, connected to the

@@ -141,6 +141,8 @@ struct ConnStateMachine {
     var namespaces: [String: NamespaceEntry] = [:]
     /// This side's asks waiting for their reply.
     var pending = PendingReplies<Answer, ReplyEffect>()
+    /// This side's asks that ended lately: a reply to one is late or duplicate.
+    var endedAsks = EndedTokens(capacity: 256)
     /// Whether this side asked to close (no reconnection follows).
     var closeRequested = false
     /// Why the handshake failed (the server's refusal, the handshake timeout): what waiters

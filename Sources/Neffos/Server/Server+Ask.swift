@@ -48,9 +48,17 @@ extension Server {
     @discardableResult
     func resolveAsk(_ token: String, _ result: Result<Message, any Error>, timedOut: Bool = false) -> Bool {
         guard let ask = serverAsks.withLock({ $0.take(token) }) else { return false }
+        endedAsks.withLock { $0.insert(token) }
         if timedOut { metrics.askTimedOut() }
         ask.resume(with: result)
         return true
+    }
+}
+
+extension Server {
+    /// Whether `token` is one of this server's asks that ended lately.
+    func askEnded(_ token: String) -> Bool {
+        endedAsks.withLock { $0.contains(token) }
     }
 }
 

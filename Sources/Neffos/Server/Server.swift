@@ -42,6 +42,8 @@ public final class Server: Sendable {
     let opened = Atomic<Int>(0)
     /// The server's own asks to its connections, waiting for a first reply.
     let serverAsks = Locked(PendingReplies<Message, BroadcastTarget>())
+    /// The server's asks that ended lately (a reply to one is late or duplicate).
+    let endedAsks = Locked(EndedTokens(capacity: 4096))
     private let linkBox = Locked<ClusterLink?>(nil)
     private let starting = Locked<Task<Void, any Error>?>(nil)
     /// This node's name on the exchange.

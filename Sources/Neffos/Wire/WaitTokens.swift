@@ -42,15 +42,6 @@ package final class WaitTokens: Sendable {
     /// A server token: a unique number, no prefix.
     package func serverToken() -> String { String(next()) }
 
-    /// Whether `token` is a server token this generator has already issued.
-    ///
-    /// A server uses this to tell a late or duplicated reply to one of its own asks (which it
-    /// drops) from a request it has never seen.
-    package func hasIssued(serverToken token: Substring) -> Bool {
-        guard let value = UInt64(token) else { return false }
-        return value <= last.load(ordering: .relaxed)
-    }
-
     /// Whether `token` was made by a client (`$` prefix, or the reserved `#`).
     @inline(__always)
     package static func isClientToken(_ token: String) -> Bool {
