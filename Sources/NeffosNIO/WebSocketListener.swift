@@ -234,7 +234,11 @@ enum UpgradeVerdict {
             self = .notOurs
             return
         }
-        if let check = server.configuration.transport.checkOrigin, !check(head.headers.first(name: "origin")) {
+        let origin = head.headers.first(name: "origin")
+        let transport = server.configuration.transport
+        let originAllowed = transport.checkOrigin.map { $0(origin) }
+            ?? transport.allowedOrigins.allows(origin: origin, host: head.headers.first(name: "host"))
+        if !originAllowed {
             self = .refuse(.forbidden, NeffosError.invalidConfiguration.with(detail: "origin \(head.headers.first(name: "origin") ?? "none") refused"))
             return
         }

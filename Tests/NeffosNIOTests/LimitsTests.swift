@@ -53,4 +53,19 @@ struct LimitsTests {
             await client.close()
         }
     }
+
+    @Test("by default a page from another origin cannot open a WebSocket (403); the same origin and native clients can")
+    func crossSiteRefused() async throws {
+        try await withServer(["default": Events()]) { running in
+            await #expect(throws: NeffosError.dialFailed) {
+                _ = try await RawWebSocket.connect(to: running.url, headers: [("Origin", "https://evil.example")])
+            }
+            let same = try await RawWebSocket.connect(to: running.url, headers: [("Origin", "http://\(running.httpBase)")])
+            try await same.send("M")
+            #expect(try await same.nextText().hasPrefix("A"))
+            await same.abort()
+            let native = try await RawWebSocket.connect(to: running.url)
+            await native.abort()
+        }
+    }
 }

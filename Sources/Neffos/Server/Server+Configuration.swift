@@ -106,8 +106,14 @@ extension Server {
         /// frame) through two pings is closed with 1008, two to three intervals after it went
         /// silent. Default: 30 s. `nil` disables the heartbeat.
         public var pingInterval: Duration? = .seconds(30)
-        /// Decides whether a request's `Origin` header is allowed (`nil` when absent).
-        /// Default: every origin.
+        /// Which browser pages may open a WebSocket: a defence against cross-site WebSocket
+        /// hijacking (a page elsewhere riding on the user's cookies). Requests without an
+        /// `Origin` header (native clients: the Swift and Go clients, tools) always pass.
+        /// Default: ``OriginPolicy/sameOrigin`` (the page must come from the host the
+        /// WebSocket is on); a page served elsewhere needs ``OriginPolicy/only(_:)``.
+        public var allowedOrigins = OriginPolicy.sameOrigin
+        /// Decides whether a request's `Origin` header is allowed (`nil` when absent), in
+        /// place of ``allowedOrigins``. Default: `nil`.
         public var checkOrigin: (@Sendable (String?) -> Bool)?
 
         /// The default settings.
