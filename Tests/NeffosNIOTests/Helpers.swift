@@ -106,3 +106,20 @@ func waitFor(_ what: String, timeout: Duration = .seconds(10), _ condition: () -
         try await Task.sleep(for: .milliseconds(1))
     }
 }
+
+/// Stops `socket` reading and broadcasts 32 KB frames (to `room` when given) until the server
+/// drops one: the connection's outbox is full. Returns how many were broadcast.
+@discardableResult
+func fillOutbox(of socket: RawWebSocket, _ running: RunningServer, room: String = "") async throws -> Int {
+    try await socket.setReading(false)
+    let body = String(repeating: "x", count: 32 * 1024)
+    var sent = 0
+    // Kernel buffers absorb a few megabytes first; push until the server drops.
+    while running.server.statistics.droppedFrames == 0 && sent < 20_000 {
+        running.server.broadcast(Message(namespace: "default", room: room, event: "n", body: body))
+        sent += 1
+        if sent % 64 == 0 { await Task.yield() }
+    }
+    #expect(running.server.statistics.droppedFrames > 0, "the outbox never filled")
+    return sent
+}
