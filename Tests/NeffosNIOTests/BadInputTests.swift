@@ -166,6 +166,11 @@ struct BadInputTests {
             // 1,500 × 16 KB = 24 MB: far under the count bound, far over the byte bound and more
             // than the kernel's socket buffers hold.
             let sending = Task { for _ in 0..<1_500 { try await flooder.send(";default;;slow;0;0;\(padding)") } }
+            // The server stops reading once 4 × 16 KB are queued: wait for that, then for the
+            // count to settle (the sender may be slow on a loaded machine).
+            try await waitFor("the queue to reach its byte bound", timeout: .seconds(20)) {
+                (flooderConn.withLock { $0 }?.queuedEventCount ?? 0) >= 4
+            }
             let queued = await settledValue { flooderConn.withLock { $0 }?.queuedEventCount ?? 0 }
             // Reading stopped at 64 KB; what NIO had already read in that burst (at most 16 reads
             // of 64 KiB, so about 64 messages of 16 KB) is queued too, the rest waits in the
