@@ -166,15 +166,11 @@ struct BadInputTests {
             // 1,500 × 16 KB = 24 MB: far under the count bound, far over the byte bound and more
             // than the kernel's socket buffers hold.
             let sending = Task { for _ in 0..<1_500 { try await flooder.send(";default;;slow;0;0;\(padding)") } }
-            // The server stops reading once 4 × 16 KB are queued: wait for that, then for the
-            // count to settle (the sender may be slow on a loaded machine).
-            try await waitFor("the queue to reach its byte bound", timeout: .seconds(20)) {
-                (flooderConn.withLock { $0 }?.queuedEventCount ?? 0) >= 4
-            }
-            let queued = await settledValue { flooderConn.withLock { $0 }?.queuedEventCount ?? 0 }
-            // Reading stopped at 64 KB; what NIO had already read in that burst (at most 16 reads
-            // of 64 KiB, so about 64 messages of 16 KB) is queued too, the rest waits in the
-            // socket and in the sender.
+            // The server stops reading once 4 × 16 KB are queued (not at the count bound).
+            try await running.server.waitForStatistics("reading paused at the byte bound", timeout: .seconds(20)) { $0.readPauses >= 1 }
+            let queued = try #require(flooderConn.withLock { $0 }).queuedEventCount
+            // What NIO had already read in that burst (at most 16 reads of 64 KiB, so about 64
+            // messages of 16 KB) is queued too; the rest waits in the socket and the sender.
             #expect(queued >= 4 && queued <= 69, "queued: \(queued)")
             gate.open()
             try await sending.value
@@ -182,24 +178,5 @@ struct BadInputTests {
             #expect(try await flooder.nextText(timeout: .seconds(20)) == "$last;default;;echo;0;0;done", "every queued event was handled, in order")
             await flooder.abort()
         }
-    }
-
-    /// `value` once it has not changed for 300 ms (checked every millisecond, at most 15 s).
-    private func settledValue(_ value: () -> Int) async -> Int {
-        let clock = ContinuousClock()
-        let deadline = clock.now.advanced(by: .seconds(15))
-        var last = value()
-        var since = clock.now
-        while clock.now < deadline {
-            try? await Task.sleep(for: .milliseconds(1))
-            let current = value()
-            if current != last {
-                last = current
-                since = clock.now
-            } else if current > 0 && clock.now - since >= .milliseconds(300) {
-                break
-            }
-        }
-        return last
     }
 }

@@ -151,7 +151,7 @@ struct BroadcastTests {
             // is dropped, the reply was written (or dropped) before it.
             let dropped = running.server.statistics.droppedFrames
             running.server.broadcast(Message(namespace: "default", event: "n", body: body))
-            try await waitFor("the marker broadcast to be dropped") { running.server.statistics.droppedFrames > dropped }
+            try await running.server.waitForStatistics("the marker broadcast to be dropped") { $0.droppedFrames > dropped }
             try await socket.setReading(true)
             var frames = 0
             while true {
@@ -215,14 +215,15 @@ struct BroadcastTests {
             var settled = running.server.statistics.droppedFrames
             while true {
                 running.server.broadcast(Message(namespace: "default", event: "marker", body: body))
-                try await waitFor("the marker to be dropped") { running.server.statistics.droppedFrames > settled }
+                let before = settled
+                try await running.server.waitForStatistics("the marker to be dropped") { $0.droppedFrames > before }
                 let now = running.server.statistics.droppedFrames
                 if now == settled + 1 { break }
                 settled = now
             }
             let before = running.server.statistics.droppedFrames
             for _ in 0..<100 { try await socket.send(ByteBuffer(string: "ping"), opcode: .ping) }
-            try await waitFor("the pongs to be dropped") { running.server.statistics.droppedFrames >= before + 100 }
+            try await running.server.waitForStatistics("the pongs to be dropped") { $0.droppedFrames >= before + 100 }
             await socket.abort()
         }
     }

@@ -96,17 +96,6 @@ func httpRequest(_ port: Int, _ method: String, _ path: String, headers: [String
     return try await rawTCP(port, lines.joined(separator: "\r\n") + "\r\n\r\n")
 }
 
-/// Waits until `condition` holds (a counter the server keeps, with no event to wait on),
-/// checking every millisecond, up to `timeout`.
-func waitFor(_ what: String, timeout: Duration = .seconds(10), _ condition: () -> Bool) async throws {
-    let clock = ContinuousClock()
-    let deadline = clock.now.advanced(by: timeout)
-    while !condition() {
-        guard clock.now < deadline else { throw RawWebSocketError.timedOut(what) }
-        try await Task.sleep(for: .milliseconds(1))
-    }
-}
-
 /// Stops `socket` reading and broadcasts 32 KB frames (to `room` when given) until the server
 /// drops one: the connection's outbox is full. Returns how many were broadcast.
 @discardableResult

@@ -165,7 +165,10 @@ extension Conn {
         case .start:
             startDraining(with: .message(message))
         case .queued(let pause):
-            pause?.setReadingPaused(true)
+            if let pause {
+                pause.setReadingPaused(true)
+                server?.metrics.readPaused()
+            }
         case .drop(let why):
             logger.debug("dropped an event", metadata: ["event": "\(message.event)", "namespace": "\(message.namespace)", "why": "\(why)"])
         }

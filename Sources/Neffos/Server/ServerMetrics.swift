@@ -22,6 +22,9 @@ extension Server {
         /// Client requests refused because they would pass a per-connection bound (rooms per
         /// connection, name length…).
         public var limitsExceeded: Int
+        /// Times a connection stopped reading because its queued events reached their bound
+        /// (count or bytes).
+        public var readPauses: Int
     }
 
     /// What the server did so far (also exported as swift-metrics).
@@ -32,7 +35,22 @@ extension Server {
             droppedFrames: metrics.droppedTotal.load(ordering: .relaxed),
             asksTimedOut: metrics.timedOutTotal.load(ordering: .relaxed),
             invalidFrames: metrics.invalidTotal.load(ordering: .relaxed),
-            limitsExceeded: metrics.limitsTotal.load(ordering: .relaxed))
+            limitsExceeded: metrics.limitsTotal.load(ordering: .relaxed),
+            readPauses: metrics.pausesTotal.load(ordering: .relaxed))
+    }
+
+    /// Waits until `condition` holds for ``statistics``, checked whenever a counter of the
+    /// rare events changes (drops, timeouts, invalid frames, limits, read pauses), up to
+    /// `timeout` (for tests and diagnostics).
+    ///
+    /// - Throws: ``NeffosError/timeout`` naming `what` when it does not hold in time.
+    package func waitForStatistics(
+        _ what: String, timeout: Duration = .seconds(10), until condition: @escaping @Sendable (Statistics) -> Bool
+    ) async throws {
+        _ = try await metrics.changes.wait(
+            timeout: timeout,
+            orThrow: { [self] in NeffosError.timeout.with(detail: "\(what); statistics: \(statistics)") },
+            until: { [self] _ in condition(statistics) ? .success(true) : nil })
     }
 }
 
@@ -51,6 +69,9 @@ final class ServerMetrics: Sendable {
     let timedOutTotal = Atomic<Int>(0)
     let invalidTotal = Atomic<Int>(0)
     let limitsTotal = Atomic<Int>(0)
+    let pausesTotal = Atomic<Int>(0)
+    /// Bumped after every change of the counters above, so that tasks can wait on them.
+    let changes = Watched<UInt64>(0)
     private let limitsExceeded: Counter
 
     init(name: String?) {
@@ -73,20 +94,33 @@ final class ServerMetrics: Sendable {
     func dropped(_ count: Int) {
         droppedFrames.increment(by: Int64(count))
         droppedTotal.add(count, ordering: .relaxed)
+        changed()
+    }
+
+    func readPaused() {
+        pausesTotal.add(1, ordering: .relaxed)
+        changed()
+    }
+
+    private func changed() {
+        changes.update { $0 &+= 1 }
     }
 
     func askTimedOut() {
         asksTimedOut.increment()
         timedOutTotal.add(1, ordering: .relaxed)
+        changed()
     }
 
     func limitExceeded() {
         limitsExceeded.increment()
         limitsTotal.add(1, ordering: .relaxed)
+        changed()
     }
 
     func invalidFrame() {
         invalidFrames.increment()
         invalidTotal.add(1, ordering: .relaxed)
+        changed()
     }
 }
