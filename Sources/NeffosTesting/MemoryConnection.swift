@@ -68,7 +68,7 @@ public final class MemoryConnection: Sendable {
 
     /// The next frame the server wrote, with its binary flag, waiting up to `timeout`.
     public func nextFrame(timeout: Duration = .seconds(5)) async throws -> (frame: ByteBuffer, binary: Bool) {
-        let item = try await transport.inbox.next(timeout: timeout, on: transport.eventLoop)
+        let item = try await transport.inbox.next(timeout: timeout)
         return (item.frame, item.binary)
     }
 

@@ -128,7 +128,7 @@ public final class RawWebSocket: Sendable {
     ///
     /// - Throws: ``RawWebSocketError/timedOut(_:)`` or ``RawWebSocketError/closed``.
     public func next(timeout: Duration = .seconds(5)) async throws -> RawFrame {
-        try await inbox.next(timeout: timeout, on: channel.eventLoop)
+        try await inbox.next(timeout: timeout)
     }
 
     /// The next frame, which must be a text frame; returns its text.
@@ -209,9 +209,8 @@ final class Inbox<Item: Sendable>: Sendable {
     }
 
     /// The next item, waiting up to `timeout`; ``RawWebSocketError/closed`` once closed and
-    /// empty. (`loop` is kept for the callers' sake; the deadline runs on the package's one
-    /// clock.)
-    func next(timeout: Duration, on loop: any EventLoop) async throws -> Item {
+    /// empty.
+    func next(timeout: Duration) async throws -> Item {
         let what = self.what
         return try await state.wait(timeout: timeout, orThrow: { RawWebSocketError.timedOut("\(what) within \(timeout)") }) { s in
             if !s.items.isEmpty { return .success(s.items.removeFirst()) }

@@ -82,7 +82,7 @@ public final class RawWebSocketServer: Sendable {
 
     /// The next connection, waiting up to `timeout`.
     public func accept(timeout: Duration = .seconds(5)) async throws -> Accepted {
-        try await accepted.next(timeout: timeout, on: channel.eventLoop)
+        try await accepted.next(timeout: timeout)
     }
 
     /// Stops listening (accepted connections stay open until closed).
