@@ -52,7 +52,7 @@ struct NIOClientConnector: ClientConnector {
         _ = try await WebSocketDialer.connect(
             to: url, headers: headers, group: group, timeout: handshakeTimeout,
             maxFrameSize: configuration.maxMessageSize, maxMessageSize: configuration.maxMessageSize,
-            outboxBytes: settings.maxOutboxBytes
+            outboxBytes: settings.maxOutboxBytes, validatesFrames: true
         ) { channel in
             let handler = WebSocketHandler(eventLoop: channel.eventLoop, settings: settings) { handler in
                 conn.attachClientTransport(handler, handshakeTimeout: handshakeTimeout)

@@ -45,7 +45,9 @@ package struct WebSocketURL: Sendable, Equatable {
 /// Opens WebSocket connections: TCP connect, HTTP upgrade, then the caller's handlers.
 package enum WebSocketDialer {
     /// Connects to `url`, performs the upgrade with `headers`, and installs the frame
-    /// aggregator plus the handler `install` adds.
+    /// aggregator plus the handler `install` adds; with `validatesFrames`, a ``FrameValidator``
+    /// before them (a real client's pipeline; test tools that must see what the server sends,
+    /// valid or not, go without).
     ///
     /// - Throws: ``NeffosError/dialFailed`` carrying the cause (refused connection, HTTP
     ///   status instead of 101, timeout).
@@ -58,6 +60,7 @@ package enum WebSocketDialer {
         maxMessageSize: Int,
         outboxBytes: Int = 1 << 20,
         localAddress: SocketAddress? = nil,
+        validatesFrames: Bool = false,
         install: @escaping @Sendable (any Channel) throws -> Void
     ) async throws -> any Channel {
         let loop = group.next()
@@ -69,6 +72,9 @@ package enum WebSocketDialer {
                 do {
                     let catcher = try channel.pipeline.syncOperations.context(name: UpgradeFailureCatcher.name)
                     channel.pipeline.syncOperations.removeHandler(context: catcher, promise: nil)
+                    if validatesFrames {
+                        try channel.pipeline.syncOperations.addHandler(FrameValidator(peerIsClient: false))
+                    }
                     try channel.pipeline.syncOperations.addHandler(
                         NIOWebSocketFrameAggregator(
                             minNonFinalFragmentSize: 0,

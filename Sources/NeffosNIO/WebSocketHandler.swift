@@ -113,13 +113,9 @@ final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler {
         switch frame.opcode {
         case .text, .binary:
             guard case .open = closeState else { return }
-            let data = frame.unmaskedData
-            if frame.opcode == .text && !data.isValidUTF8 {
-                // RFC 6455 §8.1: a browser fails on it; never relay it to others.
-                close(code: .invalidData, reason: "invalid UTF-8")
-                return
-            }
-            conn?.transportReceived(data, binary: frame.opcode == .binary)
+            // Text was checked for UTF-8 (FrameValidator): a browser fails on anything else,
+            // so it must never be relayed to others.
+            conn?.transportReceived(frame.unmaskedData, binary: frame.opcode == .binary)
         case .ping:
             guard case .open = closeState else { return }
             // A pong counts against the outbox like any write: a peer that pings and never
@@ -193,11 +189,11 @@ final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler {
         case NIOWebSocketFrameAggregator.Error.accumulatedFrameSizeIsTooLarge:
             close(code: .messageTooBig, reason: "message too big")
         case let violation as ProtocolViolation:
-            close(code: .protocolError, reason: violation.description)
+            fail(code: violation.closeCode, reason: violation.description)
         case let error as NIOWebSocketError where error == .invalidFrameLength:
             close(code: .messageTooBig, reason: "frame too big")
         case is NIOWebSocketFrameAggregator.Error, is NIOWebSocketError:
-            close(code: .protocolError, reason: "protocol error")
+            fail(code: .protocolError, reason: "protocol error")
         default:
             context.close(promise: nil)
         }
@@ -267,7 +263,26 @@ final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler {
     // MARK: Closing (ConnTransport)
 
     func close(code: CloseCode, reason: String) {
-        guard case .open = closeState, let context else { return }
+        guard let context, sendClose(code: code, reason: reason, context: context) != nil else { return }
+        // Wait for the peer's close frame, but not forever.
+        scheduleCloseFallback(context)
+    }
+
+    /// Fails the connection (RFC 6455 §7.1.7), for a peer that broke the protocol: sends a
+    /// close frame with `code`, then ends the socket's output at once, so that the peer sees
+    /// the end whether or not it answers (frames after the violation are not read). The
+    /// socket closes when the peer closes its side, or at the closing-handshake deadline.
+    private func fail(code: CloseCode, reason: String) {
+        guard let context, let sent = sendClose(code: code, reason: reason, context: context) else { return }
+        sent.assumeIsolated().whenComplete { [self] _ in
+            self.context?.close(mode: .output, promise: nil)
+        }
+        scheduleCloseFallback(context)
+    }
+
+    /// Sends a close frame, once: `nil` when the connection is already closing.
+    private func sendClose(code: CloseCode, reason: String, context: ChannelHandlerContext) -> EventLoopFuture<Void>? {
+        guard case .open = closeState else { return nil }
         closeState = .closeSent(code: code, reason: reason)
         var data = context.channel.allocator.buffer(capacity: 2 + reason.utf8.count)
         data.writeInteger(code.rawValue)
@@ -275,9 +290,7 @@ final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler {
         data.writeString(String(decoding: reason.utf8.prefix(123), as: UTF8.self))
         var frame = WebSocketFrame(fin: true, opcode: .connectionClose, data: data)
         if settings.isClient { frame.maskKey = .random() }
-        context.writeAndFlush(wrapOutboundOut(frame), promise: nil)
-        // Wait for the peer's close frame, but not forever.
-        scheduleCloseFallback(context)
+        return context.writeAndFlush(wrapOutboundOut(frame))
     }
 
     /// How long a closing handshake may take before the socket is closed regardless.

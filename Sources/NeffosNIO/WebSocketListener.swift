@@ -115,14 +115,40 @@ public final class WebSocketListener: Service, Sendable {
         let path = self.path
         let responder = self.responder
         let outbox = max(1024, transport.maxOutboxBytes)
+        let limit = ProcessLimits.connectionLimit(configured: transport.maxConnections)
+        if let limit, limit < transport.maxConnections ?? .max {
+            server.logger.warning(
+                "connections are limited to \(limit) by the open-file limit (ulimit -n \(ProcessLimits.openFiles ?? 0)); raise it to hold more")
+        }
+        let atLimit = ThrottledWarning()
+        let acceptFailed = ThrottledWarning()
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .serverChannelInitializer { channel in
+                // Out of descriptors (EMFILE, ENFILE) or memory, accept fails at once each time
+                // it is tried: without a pause the loop would spin at 100 % CPU.
+                let backoff = AcceptBackoff(delay: Self.acceptBackoff) { error in
+                    server.countAcceptError()
+                    acceptFailed.log(server.logger, "accept failed (\(error)); pausing accepts for \(Self.acceptBackoff)")
+                }
+                return channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(backoff) }
+            }
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelOption(.writeBufferWaterMark, value: .init(low: outbox / 2, high: outbox))
             .childChannelOption(.maxMessagesPerRead, value: 16)
             .childChannelInitializer { channel in
-                Self.initialize(channel, server: server, path: path, responder: responder)
+                if let limit {
+                    guard server.reserveConnectionSlot(limit: limit) else {
+                        server.countRefusedConnection()
+                        atLimit.log(server.logger, "connection refused (503): the server holds \(limit) connections (transport.maxConnections)")
+                        return channel.eventLoop.makeCompletedFuture {
+                            try channel.pipeline.syncOperations.addHandler(ConnectionLimitHandler())
+                        }
+                    }
+                    channel.closeFuture.whenComplete { _ in server.releaseConnectionSlot() }
+                }
+                return Self.initialize(channel, server: server, path: path, responder: responder)
             }
         let channel: any Channel
         do {
@@ -154,6 +180,9 @@ public final class WebSocketListener: Service, Sendable {
         await stop()
     }
 
+    /// How long the listener stops accepting after `accept` failed (out of file descriptors).
+    static let acceptBackoff = Duration.milliseconds(500)
+
     // MARK: Pipeline
 
     private static func initialize(
@@ -165,10 +194,8 @@ public final class WebSocketListener: Service, Sendable {
             automaticErrorHandling: true,
             shouldUpgrade: { channel, head in
                 let verdict = UpgradeVerdict(head: head, server: server, path: path)
-                guard case .upgrade = verdict else {
-                    if case .refuse(_, let error) = verdict { server.configuration.onUpgradeError?(error) }
-                    return channel.eventLoop.makeSucceededFuture(nil)
-                }
+                // A refused request goes on to the HTTP handler, which answers and counts it.
+                guard case .upgrade = verdict else { return channel.eventLoop.makeSucceededFuture(nil) }
                 return channel.eventLoop.makeSucceededFuture([:])
             },
             upgradePipelineHandler: { channel, head in
@@ -184,8 +211,10 @@ public final class WebSocketListener: Service, Sendable {
                     server.accept(transport: handler, request: request)
                 }
                 do {
-                    let fallback = try channel.pipeline.syncOperations.context(name: HTTPFallbackHandler.name)
-                    channel.pipeline.syncOperations.removeHandler(context: fallback, promise: nil)
+                    for name in [HTTPFallbackHandler.name, HTTPGuard.name] {
+                        let context = try channel.pipeline.syncOperations.context(name: name)
+                        channel.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+                    }
                     try channel.pipeline.syncOperations.addHandlers([
                         FrameValidator(peerIsClient: true),
                         NIOWebSocketFrameAggregator(
@@ -200,6 +229,9 @@ public final class WebSocketListener: Service, Sendable {
                 }
             })
         do {
+            try channel.pipeline.syncOperations.addHandler(
+                HTTPGuard(requestTimeout: transport.requestTimeout, idleTimeout: transport.idleTimeout, server: server),
+                name: HTTPGuard.name)
             try channel.pipeline.syncOperations.configureHTTPServerPipeline(
                 withServerUpgrade: (upgraders: [upgrader], completionHandler: { _ in }),
                 withErrorHandling: true)
@@ -217,7 +249,7 @@ enum UpgradeVerdict {
     case upgrade
     /// Not a WebSocket request for us: the HTTP handler answers.
     case notOurs
-    case refuse(HTTPResponseStatus, any Error)
+    case refuse(HTTPResponseStatus, NeffosError)
 
     init(head: HTTPRequestHead, server: Server, path: String?) {
         let requestPath = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
@@ -234,19 +266,50 @@ enum UpgradeVerdict {
             self = .notOurs
             return
         }
-        let origin = head.headers.first(name: "origin")
-        let transport = server.configuration.transport
-        let originAllowed = transport.checkOrigin.map { $0(origin) }
-            ?? transport.allowedOrigins.allows(origin: origin, host: head.headers.first(name: "host"))
-        if !originAllowed {
-            self = .refuse(.forbidden, NeffosError.invalidConfiguration.with(detail: "origin \(head.headers.first(name: "origin") ?? "none") refused"))
-            return
-        }
-        guard server.acceptsConnections else {
-            self = .refuse(.serviceUnavailable, NeffosError.invalidConfiguration.with(detail: "the server does not accept connections (shutting down or at its connection limit)"))
+        if let refusal = Self.refusal(of: head, server: server) {
+            self = .refuse(refusal.status, NeffosError.invalidConfiguration.with(detail: refusal.reason))
             return
         }
         self = .upgrade
+    }
+
+    /// Why a WebSocket upgrade request is refused (RFC 6455 §4.2.1, the server's bounds and
+    /// origin policy), or `nil` when it may upgrade.
+    private static func refusal(of head: HTTPRequestHead, server: Server) -> (status: HTTPResponseStatus, reason: String)? {
+        let headers = head.headers
+        guard head.version.major > 1 || (head.version.major == 1 && head.version.minor >= 1) else {
+            return (.badRequest, "a WebSocket upgrade needs HTTP/1.1 or later, not \(head.version)")
+        }
+        guard headers["host"].count == 1 else {
+            return (.badRequest, "the upgrade request needs one Host header")
+        }
+        let connectionTokens = headers[canonicalForm: "connection"].map { $0.lowercased() }
+        guard connectionTokens.contains("upgrade") else {
+            return (.badRequest, "the upgrade request has no \"Connection: Upgrade\" header")
+        }
+        guard headers["sec-websocket-version"] == ["13"] else {
+            return (.upgradeRequired, "unsupported Sec-WebSocket-Version \(headers["sec-websocket-version"]); this server speaks 13")
+        }
+        let keys = headers["sec-websocket-key"]
+        guard keys.count == 1, let key = Data(base64Encoded: keys[0].trimmingCharacters(in: .whitespaces)), key.count == 16 else {
+            return (.badRequest, "Sec-WebSocket-Key must be the base64 text of 16 bytes")
+        }
+        let transport = server.configuration.transport
+        let headerBytes = head.uri.utf8.count + headers.reduce(0) { $0 + $1.name.utf8.count + $1.value.utf8.count + 4 }
+        guard headerBytes <= transport.maxRequestHeaderBytes else {
+            return (.requestHeaderFieldsTooLarge,
+                    "the request line and headers take \(headerBytes) bytes; the limit is \(transport.maxRequestHeaderBytes) (transport.maxRequestHeaderBytes)")
+        }
+        let origin = headers.first(name: "origin")
+        let originAllowed = transport.checkOrigin.map { $0(origin) }
+            ?? transport.allowedOrigins.allows(origin: origin, host: headers.first(name: "host"))
+        guard originAllowed else {
+            return (.forbidden, "origin \(origin ?? "none") refused (transport.allowedOrigins)")
+        }
+        guard !server.isShuttingDown else {
+            return (.serviceUnavailable, "the server is shutting down")
+        }
+        return nil
     }
 }
 
@@ -336,8 +399,13 @@ final class HTTPFallbackHandler: ChannelInboundHandler, RemovableChannelHandler 
         case .HEAD:
             send(HTTPResponse(status: .found), context: context, head: head)
         case .GET:
-            if case .refuse(let status, _) = UpgradeVerdict(head: head, server: server, path: path) {
-                send(.text("\(status.reasonPhrase)\n", status: status), context: context, head: head)
+            if case .refuse(let status, let error) = UpgradeVerdict(head: head, server: server, path: path) {
+                server.countRefusedConnection()
+                server.logger.debug("upgrade refused: \(error.detail ?? "")")
+                server.configuration.onUpgradeError?(error)
+                var response = HTTPResponse.text("\(status.reasonPhrase): \(error.detail ?? "")\n", status: status)
+                if status == .upgradeRequired { response.headers.replaceOrAdd(name: "Sec-WebSocket-Version", value: "13") }
+                send(response, context: context, head: head, close: true)
             } else {
                 send(.text("this endpoint speaks WebSocket (neffos)\n", status: .badRequest), context: context, head: head)
             }
@@ -349,10 +417,21 @@ final class HTTPFallbackHandler: ChannelInboundHandler, RemovableChannelHandler 
         }
     }
 
-    private func send(_ response: HTTPResponse, context: ChannelHandlerContext, head: HTTPRequestHead) {
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        // A request NIO could not parse (headers too large, not HTTP): its error handler has
+        // answered 400; nothing more can be read from this connection.
+        if error is HTTPParserError {
+            server.countRefusedConnection()
+            context.close(promise: nil)
+            return
+        }
+        context.fireErrorCaught(error)
+    }
+
+    private func send(_ response: HTTPResponse, context: ChannelHandlerContext, head: HTTPRequestHead, close: Bool = false) {
         var headers = response.headers
         headers.replaceOrAdd(name: "Content-Length", value: "\(response.body.readableBytes)")
-        let keepAlive = head.isKeepAlive
+        let keepAlive = head.isKeepAlive && !close
         if !keepAlive { headers.replaceOrAdd(name: "Connection", value: "close") }
         context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: response.status, headers: headers))), promise: nil)
         if head.method != .HEAD && response.body.readableBytes > 0 {

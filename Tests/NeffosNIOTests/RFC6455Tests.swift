@@ -28,6 +28,47 @@ struct RFC6455Tests {
         }
     }
 
+    @Test("text that stops being UTF-8 in a fragment fails the connection with 1007 at once, before the message ends")
+    func invalidUTF8FailsFast() async throws {
+        try await withServer(["default": relay()]) { running in
+            let (socket, _) = try await clients(1, running)[0]
+            // Autobahn 6.4.1 and 6.4.2: F4 90 is past U+10FFFF, whatever follows.
+            for (first, second) in [([0xCE, 0xBA], [0xF4, 0x90, 0x80, 0x80]), ([0xCE, 0xBA, 0xF4], [0x90])] as [([UInt8], [UInt8])] {
+                let socket = try await RawWebSocket.connect(to: running.url)
+                try await socket.send(ByteBuffer(bytes: first), opcode: .text, fin: false)
+                try await socket.send(ByteBuffer(bytes: second), opcode: .continuation, fin: false)
+                let close = try await socket.nextClose(timeout: .seconds(1))
+                #expect(close.closeCode == .invalidData, "\(first) then \(second)")
+                await socket.abort()
+            }
+            // A character split over fragments is fine.
+            var start = ByteBuffer(string: "$1;default;;echo;0;0;")
+            start.writeBytes([0xCE, 0xBA, 0xE1])
+            try await socket.send(start, opcode: .text, fin: false)
+            try await socket.send(ByteBuffer(bytes: [0xBD]), opcode: .continuation, fin: false)
+            try await socket.send(ByteBuffer(bytes: [0xB9, 0xF0, 0x9F, 0x8E]), opcode: .continuation, fin: false)
+            try await socket.send(ByteBuffer(bytes: [0x89]), opcode: .continuation, fin: true)
+            #expect(try await socket.nextText() == "$1;default;;echo;0;0;κό🎉")
+            // A message that ends inside a character is not.
+            var truncated = ByteBuffer(string: ";default;;echo;0;0;")
+            truncated.writeBytes([0xE1, 0xBD])
+            try await socket.send(truncated, opcode: .text)
+            #expect(try await socket.nextClose().closeCode == .invalidData)
+            await socket.abort()
+        }
+    }
+
+    @Test("a connection failed for a protocol error ends at once; the server does not wait for the peer's close")
+    func failureEndsAtOnce() async throws {
+        try await withServer(["default": relay()]) { running in
+            let (socket, _) = try await clients(1, running)[0]
+            try await socket.send(frame: WebSocketFrame(fin: true, opcode: .text, maskKey: nil, data: ByteBuffer(string: "x")))
+            #expect(try await socket.nextClose().closeCode == .protocolError)
+            // Before: the server read no more frames and closed only at its 2 s deadline.
+            #expect(await socket.waitClosed(timeout: .seconds(1)), "the server ended the connection at once")
+        }
+    }
+
     @Test("valid UTF-8 beyond ASCII passes, in any position")
     func validUTF8() async throws {
         try await withServer(["default": relay()]) { running in

@@ -1,4 +1,5 @@
 import NIOCore
+import Neffos
 import NIOPosix
 import Synchronization
 #if canImport(Glibc)
@@ -10,17 +11,27 @@ import Darwin
 /// Writes `request` to 127.0.0.1:`port` and collects everything until the server closes
 /// (at most 5 s).
 func rawTCP(_ port: Int, _ request: String) async throws -> String {
+    try await rawTCPSession(port, request).text
+}
+
+/// Writes `request` to 127.0.0.1:`port` and collects everything until the server closes or
+/// `deadline` passes; says which.
+func rawTCPSession(_ port: Int, _ request: String, deadline: Duration = .seconds(5)) async throws -> (text: String, closedByServer: Bool) {
     let collected = Collector()
     let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
         .channelInitializer { channel in
             channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(collected) }
         }
         .connect(host: "127.0.0.1", port: port).get()
-    try await channel.writeAndFlush(ByteBuffer(string: request))
-    let timeout = channel.eventLoop.scheduleTask(in: .seconds(5)) { channel.close(promise: nil) }
+    if !request.isEmpty { try await channel.writeAndFlush(ByteBuffer(string: request)) }
+    let timedOut = Atomic(false)
+    let timeout = channel.eventLoop.scheduleTask(in: deadline.timeAmount) {
+        timedOut.store(true, ordering: .relaxed)
+        channel.close(promise: nil)
+    }
     try? await channel.closeFuture.get()
     timeout.cancel()
-    return collected.text
+    return (collected.text, !timedOut.load(ordering: .relaxed))
 }
 
 final class Collector: ChannelInboundHandler, Sendable {

@@ -105,8 +105,9 @@ extension Conn {
         let event = message.event
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<ConnStateMachine.Answer, any Error>) in
-                switch machine.withLock({ $0.registerAsk(token, message, continuation, effect: effect) }) {
+                switch machine.withLock({ $0.registerAsk(token, message, continuation, effect: effect, limit: settings.maxPendingAsks) }) {
                 case .failure(let error):
+                    if error == .limitExceeded { self.server?.metrics.limitExceeded() }
                     continuation.resume(throwing: error)
                 case .success(let transport):
                     let timer = transport.eventLoop.scheduleTask(in: deadline.timeAmount) {

@@ -20,6 +20,9 @@ struct ConnSettings: Sendable {
     var maxBytesBeforeHandshake: Int
     /// Body bytes of events waiting for their handler before the connection stops reading.
     var maxQueuedBytes: Int = .max
+    /// Asks this side may have waiting for their reply; one more fails with
+    /// ``NeffosError/limitExceeded``.
+    var maxPendingAsks = Int.max
     /// What the peer may join.
     var membership = ConnStateMachine.MembershipBounds()
     var logger: Logger

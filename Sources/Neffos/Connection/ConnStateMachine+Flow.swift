@@ -71,12 +71,18 @@ extension ConnStateMachine {
     // MARK: This side's asks
 
     /// Registers an ask for `message` under `token`; returns the transport to send it with, or
-    /// why it cannot be sent (the waiter is not registered then).
+    /// why it cannot be sent (the waiter is not registered then): among others, `limit` asks
+    /// already wait.
     mutating func registerAsk(
-        _ token: String, _ message: Message, _ continuation: CheckedContinuation<Answer, any Error>, effect: ReplyEffect
+        _ token: String, _ message: Message, _ continuation: CheckedContinuation<Answer, any Error>, effect: ReplyEffect,
+        limit: Int = .max
     ) -> Result<any ConnTransport, NeffosError> {
         do throws(NeffosError) {
             let transport = try checkWritable(message)
+            guard pending.count < limit else {
+                throw NeffosError.limitExceeded.with(
+                    detail: "\(pending.count) asks already wait for a reply on this connection (maxPendingAsks)")
+            }
             pending.register(token, continuation, effect: effect)
             return .success(transport)
         } catch {

@@ -8,7 +8,8 @@ extension Server {
     /// other node. The first reply wins; later ones are dropped.
     ///
     /// - Throws: the replying client's error; ``NeffosError/timeout`` when nobody replied in
-    ///   time; `CancellationError`.
+    ///   time; ``NeffosError/limitExceeded`` when
+    ///   ``Configuration/maxPendingServerAsks`` asks already wait; `CancellationError`.
     public func ask(_ message: Message, to id: String? = nil, timeout: Duration? = nil) async throws -> Message {
         var message = message
         message.wait = WaitTokens.shared.serverToken()
@@ -21,7 +22,18 @@ extension Server {
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Message, any Error>) in
                 // The target is kept: only a connection the ask went to may answer it.
-                serverAsks.withLock { $0.register(token, continuation, effect: target) }
+                let limit = configuration.maxPendingServerAsks
+                let waiting = serverAsks.withLock { asks -> Int? in
+                    guard asks.count < limit else { return asks.count }
+                    asks.register(token, continuation, effect: target)
+                    return nil
+                }
+                if let waiting {
+                    metrics.limitExceeded()
+                    continuation.resume(throwing: NeffosError.limitExceeded.with(
+                        detail: "\(waiting) server asks already wait for a reply (maxPendingServerAsks)"))
+                    return
+                }
                 // The timer starts after the ask is registered (so even a zero deadline finds
                 // it), and is kept unless a reply already ended the ask.
                 let timer = Task {

@@ -34,9 +34,9 @@ extension Server {
         public var maxQueuedEvents = 1024
         /// Body bytes a connection may have waiting for their handler before the server stops
         /// reading from it (backpressure), whatever their count: with slow asynchronous
-        /// handlers, 1,024 queued messages of 1 MiB would otherwise hold 1 GiB per connection.
-        /// Default: 1 MiB (the queue always takes at least one message).
-        public var maxQueuedBytes = 1 << 20
+        /// handlers, 1,024 queued messages of 512 KiB would otherwise hold 512 MiB per
+        /// connection. Default: 512 KiB (the queue always takes at least one message).
+        public var maxQueuedBytes = 512 << 10
         /// Rooms a client may join, over all its namespaces; a join past it is answered with
         /// ``NeffosError/limitExceeded`` (counted in ``Server/Statistics/limitsExceeded``).
         /// Joins your server code makes (``NSConn/joinRoom(_:timeout:)``) are not limited.
@@ -45,6 +45,14 @@ extension Server {
         /// The longest room name a client may join, in UTF-8 bytes; a longer one is answered
         /// with ``NeffosError/limitExceeded``. Default: 256.
         public var maxNameLength = 256
+        /// Asks your server code may have waiting for a reply on one connection
+        /// (``Conn/ask(_:timeout:)``, and the asks of its ``NSConn``s); one more throws
+        /// ``NeffosError/limitExceeded`` at once (counted in
+        /// ``Server/Statistics/limitsExceeded``). Default: 1,024.
+        public var maxPendingAsks = 1024
+        /// Asks through ``Server/ask(_:to:timeout:)`` that may wait for a reply at once, over
+        /// the whole server; one more throws ``NeffosError/limitExceeded``. Default: 65,536.
+        public var maxPendingServerAsks = 65536
         /// Delivers broadcasts to every receiver in one global order (B1 before B2 everywhere)
         /// at some cost in throughput. Default: off (each publisher's order is kept).
         public var strictBroadcastOrdering = false
@@ -85,17 +93,42 @@ extension Server {
     /// WebSocket-level settings, applied by the listener to every connection.
     public struct TransportConfiguration: Sendable {
         /// The largest message (after reassembling fragments) accepted; a bigger one closes the
-        /// connection with 1009. Default: 1 MiB.
-        public var maxMessageSize = 1 << 20
-        /// The largest single WebSocket frame accepted. Default: 1 MiB.
-        public var maxFrameSize = 1 << 20
+        /// connection with 1009. Also the bytes a client may send before the neffos handshake
+        /// completes. Default: 512 KiB (raise it for larger uploads; see ``maxConnections``
+        /// for what it costs).
+        public var maxMessageSize = 512 << 10
+        /// The largest single WebSocket frame accepted. Default: 512 KiB.
+        public var maxFrameSize = 512 << 10
         /// Bytes a connection may have queued for sending before further broadcasts and emits
         /// to it are dropped (and counted). Replies to the connection's own requests and asks
         /// are never dropped: they may queue as much again, past which the connection is
-        /// closed (1008, "outbox overflow"). Default: 1 MiB.
-        public var maxOutboxBytes = 1 << 20
-        /// Refuses new connections beyond this number (HTTP 503). `nil`: no limit.
-        public var maxConnections: Int?
+        /// closed (1008, "outbox overflow"). Default: 512 KiB.
+        public var maxOutboxBytes = 512 << 10
+        /// The most TCP connections the server holds at once, upgraded or not, over all its
+        /// listeners; one more is answered `503 Service Unavailable` and closed (counted in
+        /// ``Server/Statistics/refusedConnections``). `nil`: no limit of its own. Either way
+        /// the listener also stays 64 below the process's open-file limit (`ulimit -n`), so
+        /// that a full server answers 503 instead of running out of descriptors.
+        ///
+        /// At the defaults a connection holds at most about 2 MiB however it behaves (a message
+        /// being received, ``Server/Configuration/maxQueuedBytes`` waiting for handlers, twice
+        /// ``maxOutboxBytes`` waiting to be sent), so 10,000 hostile connections stay within
+        /// 20 GiB. Raise it for more clients on a machine with the memory, or lower the byte
+        /// bounds with it. Default: 10,000.
+        public var maxConnections: Int? = 10_000
+        /// How long a client may take to send an HTTP request (from its first byte to its
+        /// last) before the connection is closed with `408 Request Timeout`: a slow-loris
+        /// defence. It ends at the upgrade. `nil`: no limit. Default: 10 s.
+        public var requestTimeout: Duration? = .seconds(10)
+        /// How long an HTTP connection that has not upgraded may stay open with no request in
+        /// progress (a fresh socket that sends nothing, an idle keep-alive) before it is
+        /// closed. `nil`: no limit. Default: 30 s.
+        public var idleTimeout: Duration? = .seconds(30)
+        /// The most bytes of request line and headers an upgrade request may carry (headers
+        /// passed in `X-Websocket-Header-*` query parameters included): the connection keeps
+        /// them for its life (``UpgradeRequest``). A bigger request is answered `431 Request
+        /// Header Fields Too Large`. Default: 16 KiB.
+        public var maxRequestHeaderBytes = 16 << 10
         /// Closes a connection that sent nothing (no frame, no pong) for this long. Default:
         /// `nil` (the ping heartbeat covers dead peers).
         public var readTimeout: Duration?

@@ -36,6 +36,8 @@ public final class Server: Sendable {
     let broadcastOrder = Locked(())
     /// Connections accepted and not yet closed (what `maxConnections` limits).
     let live = Atomic<Int>(0)
+    /// Transport-level connections (TCP, upgraded or not) holding a slot.
+    let connectionSlots = Watched(0)
     /// Connections accepted whose close events have not all fired (what shutdown waits for).
     let unfinished = Atomic<Int>(0)
     /// Connections open (handshake completed).
@@ -70,6 +72,7 @@ public final class Server: Sendable {
             logger: configuration.logger)
         settings.handlerErrors = configuration.handlerErrors
         settings.maxQueuedBytes = max(1, configuration.maxQueuedBytes)
+        settings.maxPendingAsks = max(1, configuration.maxPendingAsks)
         settings.membership = .init(maxRooms: max(0, configuration.maxRoomsPerConnection), maxNameBytes: max(1, configuration.maxNameLength))
         self.settings = settings
     }
@@ -131,11 +134,41 @@ public final class Server: Sendable {
 
     /// Whether the server accepts new connections (not shutting down, under the limit).
     package var acceptsConnections: Bool {
-        if lifecycle.withLock({ $0.shuttingDown }) { return false }
+        if isShuttingDown { return false }
         if let limit = configuration.transport.maxConnections {
             return live.load(ordering: .relaxed) < limit
         }
         return true
+    }
+
+    /// Whether the server is shutting down (it accepts no new connections).
+    package var isShuttingDown: Bool { lifecycle.withLock { $0.shuttingDown } }
+
+    /// Takes one of `limit` slots for a transport-level connection (a TCP connection, upgraded
+    /// or not), shared by every listener of this server; `false` when all are taken.
+    /// Give the slot back with ``releaseConnectionSlot()`` when the connection closes.
+    package func reserveConnectionSlot(limit: Int) -> Bool {
+        connectionSlots.update { taken in
+            guard taken < limit else { return false }
+            taken += 1
+            return true
+        }
+    }
+
+    /// Gives back a slot taken with ``reserveConnectionSlot(limit:)``.
+    package func releaseConnectionSlot() {
+        connectionSlots.update { $0 -= 1 }
+    }
+
+    /// Transport-level connections holding a slot (upgraded or not).
+    package var connectionSlotsTaken: Int { connectionSlots.read { $0 } }
+
+    /// Waits until at most `count` transport-level connections hold a slot (for tests).
+    package func waitForConnectionSlots(atMost count: Int, timeout: Duration = .seconds(10)) async throws {
+        _ = try await connectionSlots.wait(
+            timeout: timeout,
+            orThrow: { NeffosError.timeout.with(detail: "connections still open: \(self.connectionSlotsTaken), expected at most \(count)") },
+            until: { $0 <= count ? .success(true) : nil })
     }
 
     /// Takes a freshly upgraded WebSocket; call on the transport's event loop.

@@ -7,6 +7,23 @@ extension Server {
         metrics.dropped(count)
     }
 
+    /// Counts a connection or an upgrade request refused before it became a WebSocket (over
+    /// the connection limit, a refused origin, a malformed upgrade, headers too large).
+    package func countRefusedConnection() {
+        metrics.refused()
+    }
+
+    /// Counts an HTTP connection closed because a request took too long or it stayed idle.
+    package func countHTTPTimeout() {
+        metrics.httpTimedOut()
+    }
+
+    /// Counts a failed `accept` (for example out of file descriptors), after which the
+    /// listener backs off.
+    package func countAcceptError() {
+        metrics.acceptFailed()
+    }
+
     /// Counters of what the server did, since it started. Cheap to read.
     public struct Statistics: Sendable, Equatable {
         /// Connections accepted (upgraded), including those later refused.
@@ -25,6 +42,16 @@ extension Server {
         /// Times a connection stopped reading because its queued events reached their bound
         /// (count or bytes).
         public var readPauses: Int
+        /// Connections and upgrade requests refused before they became WebSockets: over the
+        /// connection limit (503), a refused origin (403), a malformed upgrade (400), headers
+        /// too large (431).
+        public var refusedConnections: Int
+        /// HTTP connections (not upgraded) closed because a request took too long to arrive
+        /// or the connection stayed idle.
+        public var httpTimeouts: Int
+        /// Failed `accept` calls (for example: out of file descriptors), each followed by a
+        /// back-off.
+        public var acceptErrors: Int
     }
 
     /// What the server did so far (also exported as swift-metrics).
@@ -36,11 +63,14 @@ extension Server {
             asksTimedOut: metrics.timedOutTotal.load(ordering: .relaxed),
             invalidFrames: metrics.invalidTotal.load(ordering: .relaxed),
             limitsExceeded: metrics.limitsTotal.load(ordering: .relaxed),
-            readPauses: metrics.pausesTotal.load(ordering: .relaxed))
+            readPauses: metrics.pausesTotal.load(ordering: .relaxed),
+            refusedConnections: metrics.refusedTotal.load(ordering: .relaxed),
+            httpTimeouts: metrics.httpTimeoutsTotal.load(ordering: .relaxed),
+            acceptErrors: metrics.acceptErrorsTotal.load(ordering: .relaxed))
     }
 
     /// Waits until `condition` holds for ``statistics``, checked whenever a counter of the
-    /// rare events changes (drops, timeouts, invalid frames, limits, read pauses), up to
+    /// rare events changes (all but ``Statistics/accepted`` and ``Statistics/open``), up to
     /// `timeout` (for tests and diagnostics).
     ///
     /// - Throws: ``NeffosError/timeout`` naming `what` when it does not hold in time.
@@ -70,9 +100,15 @@ final class ServerMetrics: Sendable {
     let invalidTotal = Atomic<Int>(0)
     let limitsTotal = Atomic<Int>(0)
     let pausesTotal = Atomic<Int>(0)
+    let refusedTotal = Atomic<Int>(0)
+    let httpTimeoutsTotal = Atomic<Int>(0)
+    let acceptErrorsTotal = Atomic<Int>(0)
     /// Bumped after every change of the counters above, so that tasks can wait on them.
     let changes = Watched<UInt64>(0)
     private let limitsExceeded: Counter
+    private let refusedConnections: Counter
+    private let httpTimeouts: Counter
+    private let acceptErrors: Counter
 
     init(name: String?) {
         let dimensions = name.map { [("server", $0)] } ?? []
@@ -84,6 +120,9 @@ final class ServerMetrics: Sendable {
         asksTimedOut = Counter(label: "neffos_asks_timed_out", dimensions: dimensions)
         invalidFrames = Counter(label: "neffos_invalid_frames", dimensions: dimensions)
         limitsExceeded = Counter(label: "neffos_limits_exceeded", dimensions: dimensions)
+        refusedConnections = Counter(label: "neffos_connections_refused", dimensions: dimensions)
+        httpTimeouts = Counter(label: "neffos_http_timeouts", dimensions: dimensions)
+        acceptErrors = Counter(label: "neffos_accept_errors", dimensions: dimensions)
     }
 
     func acceptedConnection() {
@@ -121,6 +160,24 @@ final class ServerMetrics: Sendable {
     func invalidFrame() {
         invalidFrames.increment()
         invalidTotal.add(1, ordering: .relaxed)
+        changed()
+    }
+
+    func refused() {
+        refusedConnections.increment()
+        refusedTotal.add(1, ordering: .relaxed)
+        changed()
+    }
+
+    func httpTimedOut() {
+        httpTimeouts.increment()
+        httpTimeoutsTotal.add(1, ordering: .relaxed)
+        changed()
+    }
+
+    func acceptFailed() {
+        acceptErrors.increment()
+        acceptErrorsTotal.add(1, ordering: .relaxed)
         changed()
     }
 }
