@@ -8,8 +8,10 @@ import ServiceLifecycle
 import NeffosNATS
 #endif
 
-// The server `neffos bench` drives: namespace `bench` with an `echo` ask and a `broadcast`
-// event that re-broadcasts its body as `tick` to the namespace, or to the message's room.
+// The server `neffos bench` drives: namespace `bench` with an `echo` ask, an `askback` ask
+// (the server asks the sender `askback` with the same body and answers with the reply's
+// body) and a `broadcast` event that re-broadcasts its body as `tick` to the namespace, or to
+// the message's room.
 //
 //   neffos-bench-server [--port 0] [--exchange URL]   (or NEFFOS_EXCHANGE)
 //
@@ -36,6 +38,12 @@ while let argument = arguments.next() {
 
 var events = Events()
 events.answer("echo") { _, message in Reply(message.body, isBinary: message.isBinary) }
+// Asks the sender back (a server-initiated ask to that connection, same body) and answers
+// the client's ask with the body of the reply: server asks, probed from outside.
+events.answer("askback") { ns, message in
+    let reply = try await ns.ask("askback", message.body)
+    return Reply(reply.body, isBinary: reply.isBinary)
+}
 events.on("broadcast") { ns, message in
     ns.server?.broadcast(Message(namespace: ns.namespace, room: message.room, event: "tick", body: message.body))
 }

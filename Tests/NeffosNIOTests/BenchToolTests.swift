@@ -45,6 +45,21 @@ struct BenchToolTests {
         #expect(processes(named: "neffos-raw-server").isEmpty, "no raw server outlives its run")
     }
 
+    @Test("the bench server's askback asks the sender back and answers with the reply's body")
+    func askback() async throws {
+        let (server, port) = try await startBenchServer()
+        defer { server.terminate(signal: SIGKILL) }
+        let (socket, _) = try await handshake("ws://127.0.0.1:\(port)/")
+        try await connectNamespace(socket, "bench")
+        try await socket.send("$1;bench;;askback;0;0;ping")
+        let question = try await socket.nextText()
+        let token = String(question.prefix { $0 != ";" })
+        #expect(question == "\(token);bench;;askback;0;0;ping", "the server asks back with the same body")
+        try await socket.send("\(token);bench;;askback;0;0;pong")
+        #expect(try await socket.nextText() == "$1;bench;;askback;0;0;pong")
+        await socket.abort()
+    }
+
     @Test("a URL off loopback is refused")
     func loopbackOnly() async throws {
         let (status, output) = try await ChildProcess.run(try ChildProcess.sibling("neffos"), ["bench", "ask", "--url", "ws://10.1.2.3:80/"])

@@ -183,18 +183,8 @@ struct HTTPLimitsTests {
 
     @Test("out of file descriptors, the listener backs off instead of spinning, and accepts again once some are free")
     func acceptBackoff() async throws {
-        // Through a link of another name: the bench tool's test counts processes named
-        // neffos-bench-server, and may run at the same time.
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("neffos-emfile-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: directory) }
-        let executable = directory.appendingPathComponent("emfile-server").path
-        try FileManager.default.createSymbolicLink(atPath: executable, withDestinationPath: try ChildProcess.sibling("neffos-bench-server"))
-        let server = try ChildProcess.start(executable, ["--port", "0"])
+        let (server, port) = try await startBenchServer()
         defer { server.terminate(signal: SIGKILL) }
-        let line = try await server.waitForOutput(containing: "listening on")
-        let words = line.split(separator: " ")
-        let port = try #require(words.firstIndex(of: "on").flatMap { Int(words[$0 + 1]) })
         // Lower its open-file limit after it started (so its connection limit, computed at
         // start, is far above): accepts now fail with EMFILE.
         let (status, output) = try await ChildProcess.run("/usr/bin/prlimit", ["--pid", "\(server.pid)", "--nofile=64:64"])
@@ -212,6 +202,27 @@ struct HTTPLimitsTests {
         // Descriptors free again: a new client is served.
         let (socket, _) = try await handshake("ws://127.0.0.1:\(port)/")
         await socket.abort()
+    }
+}
+
+/// Starts the bench server on a free port; returns it and its port. It runs through a link of
+/// another name: the bench tool's test counts the processes named neffos-bench-server, and
+/// may run at the same time.
+func startBenchServer() async throws -> (ChildProcess, Int) {
+    let directory = FileManager.default.temporaryDirectory.appendingPathComponent("neffos-bench-\(UUID().uuidString)")
+    try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(at: directory) }
+    let executable = directory.appendingPathComponent("test-bench-server").path
+    try FileManager.default.createSymbolicLink(atPath: executable, withDestinationPath: try ChildProcess.sibling("neffos-bench-server"))
+    let server = try ChildProcess.start(executable, ["--port", "0"])
+    do {
+        let line = try await server.waitForOutput(containing: "listening on")
+        let words = line.split(separator: " ")
+        let port = try #require(words.firstIndex(of: "on").flatMap { Int(words[$0 + 1]) })
+        return (server, port)
+    } catch {
+        server.terminate(signal: SIGKILL)
+        throw error
     }
 }
 
