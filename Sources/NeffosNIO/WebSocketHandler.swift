@@ -11,6 +11,8 @@ struct WebSocketSettings: Sendable {
     var readTimeout: Duration?
     var pingInterval: Duration?
     var logger: Logger
+    /// How long a closing handshake may take before the socket is closed regardless.
+    var closeTimeout: Duration = .seconds(2)
 }
 
 /// The handler at the end of a WebSocket channel: it hands text and binary frames to the
@@ -293,14 +295,11 @@ final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler {
         return context.writeAndFlush(wrapOutboundOut(frame))
     }
 
-    /// How long a closing handshake may take before the socket is closed regardless.
-    static let closingHandshakeTimeout: TimeAmount = .seconds(2)
-
-    /// Closes the socket if the closing handshake has not ended within
-    /// ``closingHandshakeTimeout`` (a peer that never answers, or never reads our close).
+    /// Closes the socket if the closing handshake has not ended within the settings'
+    /// `closeTimeout` (a peer that never answers, or never reads our close).
     private func scheduleCloseFallback(_ context: ChannelHandlerContext) {
         guard closeFallback == nil else { return }
-        closeFallback = context.eventLoop.assumeIsolated().scheduleTask(in: Self.closingHandshakeTimeout) { [self] in
+        closeFallback = context.eventLoop.assumeIsolated().scheduleTask(in: settings.closeTimeout.timeAmount) { [self] in
             self.context?.close(promise: nil)
         }
     }

@@ -190,7 +190,7 @@ public final class WebSocketListener: Service, Sendable {
     ) -> EventLoopFuture<Void> {
         let transport = server.configuration.transport
         let upgrader = NIOWebSocketServerUpgrader(
-            maxFrameSize: max(125, min(transport.maxFrameSize, Int(UInt32.max))),
+            maxFrameSize: maxFrameSize(transport),
             automaticErrorHandling: true,
             shouldUpgrade: { channel, head in
                 let verdict = UpgradeVerdict(head: head, server: server, path: path)
@@ -200,29 +200,12 @@ public final class WebSocketListener: Service, Sendable {
             },
             upgradePipelineHandler: { channel, head in
                 let request = UpgradeRequest(head: head, remoteAddress: channel.remoteAddress)
-                let settings = WebSocketSettings(
-                    isClient: false,
-                    maxOutboxBytes: transport.maxOutboxBytes,
-                    writeTimeout: transport.writeTimeout,
-                    readTimeout: transport.readTimeout,
-                    pingInterval: transport.pingInterval,
-                    logger: server.logger)
-                let handler = WebSocketHandler(eventLoop: channel.eventLoop, settings: settings) { handler in
-                    server.accept(transport: handler, request: request)
-                }
                 do {
                     for name in [HTTPFallbackHandler.name, HTTPGuard.name] {
                         let context = try channel.pipeline.syncOperations.context(name: name)
                         channel.pipeline.syncOperations.removeHandler(context: context, promise: nil)
                     }
-                    try channel.pipeline.syncOperations.addHandlers([
-                        FrameValidator(peerIsClient: true),
-                        NIOWebSocketFrameAggregator(
-                            minNonFinalFragmentSize: 0,
-                            maxAccumulatedFrameCount: 1 << 16,
-                            maxAccumulatedFrameSize: max(1, transport.maxMessageSize)),
-                        handler,
-                    ])
+                    try installServerPipeline(on: channel, server: server, request: request)
                     return channel.eventLoop.makeSucceededVoidFuture()
                 } catch {
                     return channel.eventLoop.makeFailedFuture(error)
@@ -241,6 +224,45 @@ public final class WebSocketListener: Service, Sendable {
         } catch {
             return channel.eventLoop.makeFailedFuture(error)
         }
+    }
+}
+
+extension WebSocketListener {
+    /// The largest WebSocket frame the frame decoder of a server connection accepts
+    /// (``Server/TransportConfiguration/maxFrameSize``, within what NIO allows).
+    package static func maxFrameSize(_ transport: Server.TransportConfiguration) -> Int {
+        max(125, min(transport.maxFrameSize, Int(UInt32.max)))
+    }
+
+    /// Installs what serves an upgraded WebSocket after NIO's frame decoder and encoder: the
+    /// ``FrameValidator``, the fragment aggregator (bounded by
+    /// ``Server/TransportConfiguration/maxMessageSize``) and the ``WebSocketHandler``, which
+    /// hands the connection to `server` (``Server/accept(transport:request:)``) once added.
+    /// Call it on the channel's event loop.
+    ///
+    /// The listener calls it after the upgrade; the fuzzer (`neffos-fuzz frames`) calls it on a
+    /// test channel, so that both run the same pipeline.
+    package static func installServerPipeline(on channel: any Channel, server: Server, request: UpgradeRequest) throws {
+        let transport = server.configuration.transport
+        var settings = WebSocketSettings(
+            isClient: false,
+            maxOutboxBytes: transport.maxOutboxBytes,
+            writeTimeout: transport.writeTimeout,
+            readTimeout: transport.readTimeout,
+            pingInterval: transport.pingInterval,
+            logger: server.logger)
+        settings.closeTimeout = transport.closeTimeout
+        let handler = WebSocketHandler(eventLoop: channel.eventLoop, settings: settings) { handler in
+            server.accept(transport: handler, request: request)
+        }
+        try channel.pipeline.syncOperations.addHandlers([
+            FrameValidator(peerIsClient: true),
+            NIOWebSocketFrameAggregator(
+                minNonFinalFragmentSize: 0,
+                maxAccumulatedFrameCount: 1 << 16,
+                maxAccumulatedFrameSize: max(1, transport.maxMessageSize)),
+            handler,
+        ])
     }
 }
 

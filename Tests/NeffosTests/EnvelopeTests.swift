@@ -67,3 +67,38 @@ struct EnvelopeTests {
         #expect(first(0), "the oldest was forgotten")
     }
 }
+
+@Suite("Loss detection: numbered streams")
+struct StreamGapTests {
+    @Test("a publisher numbers each subject on its own, and starts a new epoch past its capacity")
+    func publishing() {
+        var streams = PublishedStreams()
+        #expect(streams.next(on: "a") == (0, 1))
+        #expect(streams.next(on: "a") == (0, 2))
+        #expect(streams.next(on: "b") == (0, 1))
+        for index in 2..<PublishedStreams.capacity { _ = streams.next(on: "s\(index)") }
+        #expect(streams.next(on: "a") == (0, 3), "a known subject goes on")
+        #expect(streams.next(on: "new") == (1, 1), "a new one past the capacity forgets them all")
+        #expect(streams.next(on: "a") == (1, 1))
+    }
+
+    @Test("a receiver counts the gaps of each stream; late ones, new incarnations and epochs and forgotten subjects count nothing")
+    func receiving() {
+        var streams = ReceivedStreams()
+        func record(_ sequence: UInt64, from origin: String = "n1", on subject: String = "s", incarnation: UInt64 = 7, epoch: UInt32 = 0) -> Int {
+            streams.record(subject: subject, origin: origin, incarnation: incarnation, epoch: epoch, sequence: sequence)
+        }
+        #expect(record(3) == 0, "the first seen starts the count")
+        #expect(record(4) == 0)
+        #expect(record(7) == 2, "5 and 6 never came")
+        #expect(record(5) == 0, "late: not a gap again")
+        #expect(record(8, from: "n2") == 0, "another publisher has its own count")
+        #expect(record(9, on: "other") == 0, "so does another subject")
+        #expect(record(1, incarnation: 8) == 0, "a restarted publisher starts afresh")
+        #expect(record(2, incarnation: 8, epoch: 1) == 0, "so does a new epoch")
+        #expect(record(4, incarnation: 8, epoch: 1) == 1)
+        streams.forget("s")
+        #expect(record(40, incarnation: 8, epoch: 1) == 0, "what came while unsubscribed is not lost")
+        #expect(record(0) == 0, "0: not counted")
+    }
+}

@@ -12,6 +12,9 @@ import Synchronization
 ///   the one subject that covers its targets, as an ``Envelope`` holding the encoded frame.
 /// - **Receiving**: envelopes from other nodes are de-duplicated per publisher and delivered to
 ///   the local targets, honouring the excluded sender and the binary flag.
+/// - **Loss detection**: each envelope carries its publisher's count on its subject; a gap in
+///   it means envelopes this node was subscribed to never arrived. They are counted
+///   (``ExchangeStatistics/lost``) and logged, whatever the exchange.
 /// - **Asks across nodes**: a node that delivers another node's ask forwards the first reply
 ///   it sees to the asking node; later replies are dropped.
 final class ClusterLink: Sendable {
@@ -21,11 +24,22 @@ final class ClusterLink: Sendable {
     private let logger: Logger
     /// Where what other nodes send is delivered (the server; weak: the server owns the link).
     private let local: Locked<WeakReference<any ClusterLocal>>
-    private let interest = Locked<[String: Int]>([:])
+    private let interest = Locked(Interest())
     /// Random per link: a node that restarts under the same name is a new publisher.
     private let incarnation = UInt64.random(in: 1...UInt64.max)
     private let sequence = Atomic<UInt64>(0)
     private let seen = Locked(DedupWindows())
+    private let published = Locked(PublishedStreams())
+    /// Envelopes from other nodes that never arrived (gaps in their subjects' sequences).
+    private let lostTotal = Atomic<Int>(0)
+
+    /// What the node receives: reference counts per subject, and the sequence positions of
+    /// the subjects it is subscribed to (one lock: a subject's positions live exactly as long
+    /// as its subscription).
+    private struct Interest {
+        var counts: [String: Int] = [:]
+        var streams = ReceivedStreams()
+    }
     /// Other nodes' asks delivered here, waiting for a first reply to forward.
     private let forwarded = Locked(ForwardedAsks())
 
@@ -48,7 +62,7 @@ final class ClusterLink: Sendable {
         let box = Locked(WeakReference<ClusterLink>(nil))
         let connection = try await exchange.connect(
             node: node, logger: logger,
-            deliver: { _, payload in box.withLock { $0.value }?.receive(payload) },
+            deliver: { subject, payload in box.withLock { $0.value }?.receive(payload, on: subject) },
             status: status)
         let link = ClusterLink(node: node, cluster: cluster, connection: connection, local: local, logger: logger)
         box.withLock { $0 = WeakReference(link) }
@@ -59,27 +73,31 @@ final class ClusterLink: Sendable {
 
     /// Counts one more local reason to receive `subject`; subscribes on the first.
     func retain(_ subject: String) {
-        interest.withLock { counts in
-            counts[subject, default: 0] += 1
-            if counts[subject] == 1 { connection.subscribe(subject) }
+        interest.withLock { interest in
+            interest.counts[subject, default: 0] += 1
+            if interest.counts[subject] == 1 { connection.subscribe(subject) }
         }
     }
 
     /// Counts one reason less; unsubscribes on the last.
     func release(_ subject: String) {
-        interest.withLock { counts in
-            guard let count = counts[subject] else { return }
+        interest.withLock { interest in
+            guard let count = interest.counts[subject] else { return }
             if count <= 1 {
-                counts[subject] = nil
+                interest.counts[subject] = nil
+                interest.streams.forget(subject)
                 connection.unsubscribe(subject)
             } else {
-                counts[subject] = count - 1
+                interest.counts[subject] = count - 1
             }
         }
     }
 
     /// The subjects this node is subscribed to (its node subject aside).
-    var subscriptions: [String: Int] { interest.withLock { $0 } }
+    var subscriptions: [String: Int] { interest.withLock { $0.counts } }
+
+    /// Envelopes from other nodes that never arrived, so far.
+    var lost: Int { lostTotal.load(ordering: .relaxed) }
 
     func namespaceSubject(_ namespace: String) -> String { Subjects.namespace(cluster, namespace) }
     func roomSubject(_ namespace: String, _ room: String) -> String { Subjects.room(cluster, namespace, room) }
@@ -102,9 +120,10 @@ final class ClusterLink: Sendable {
     ) {
         let subject = subject(namespace: target.namespace, room: target.room, to: target.to)
         guard connection.hasInterest(in: subject) else { return }
-        let envelope = Envelope(
+        var envelope = Envelope(
             kind: kind, binary: binary, incarnation: incarnation, sequence: sequence.add(1, ordering: .relaxed).newValue,
             origin: node, target: target, token: token, deadline: deadline, frame: frame)
+        (envelope.streamEpoch, envelope.streamSequence) = published.withLock { $0.next(on: subject) }
         guard let payload = envelope.encoded() else {
             logger.warning("a message was not published: a name is longer than 65,535 bytes")
             return
@@ -116,7 +135,7 @@ final class ClusterLink: Sendable {
 
     /// An envelope from another node: delivered to the local receivers, or (a reply to one of
     /// this node's asks) handed to the waiting ask.
-    func receive(_ payload: ByteBuffer) {
+    func receive(_ payload: ByteBuffer, on subject: String) {
         guard let envelope = Envelope(decoding: payload) else {
             logger.debug("dropped a malformed envelope from the exchange", metadata: ["bytes": "\(payload.readableBytes)"])
             return
@@ -126,6 +145,7 @@ final class ClusterLink: Sendable {
             logger.debug("dropped a duplicate envelope", metadata: ["origin": "\(envelope.origin)", "sequence": "\(envelope.sequence)"])
             return
         }
+        if envelope.streamSequence > 0 { countGaps(before: envelope, on: subject) }
         switch envelope.kind {
         case .broadcast:
             _ = local.deliverLocally(envelope.frame, binary: envelope.binary, to: envelope.target)
@@ -146,6 +166,22 @@ final class ClusterLink: Sendable {
         } catch {
             logger.debug("dropped a malformed forwarded reply", metadata: ["error": "\(error)"])
         }
+    }
+
+    /// Counts the envelopes of `envelope`'s stream that should have come before it and never
+    /// did (only while this node is subscribed to `subject`).
+    private func countGaps(before envelope: Envelope, on subject: String) {
+        let missing = interest.withLock { interest -> Int in
+            guard interest.counts[subject] != nil else { return 0 }
+            return interest.streams.record(
+                subject: subject, origin: envelope.origin, incarnation: envelope.incarnation,
+                epoch: envelope.streamEpoch, sequence: envelope.streamSequence)
+        }
+        guard missing > 0 else { return }
+        lostTotal.add(missing, ordering: .relaxed)
+        logger.warning(
+            "messages from another node never arrived",
+            metadata: ["origin": "\(envelope.origin)", "subject": "\(subject)", "lost": "\(missing)"])
     }
 
     /// Whether this is the first time `envelope` arrives (exchanges may deliver twice).

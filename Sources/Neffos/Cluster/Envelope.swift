@@ -3,11 +3,14 @@ import NIOCore
 /// What one node tells another over an exchange: the routing of a message and the frame
 /// itself, already encoded as clients receive it (so a receiving node writes it as is).
 ///
-/// Layout (integers big-endian): version `2`; kind; flags (bit 0: binary); the publisher's
+/// Layout (integers big-endian): version `3`; kind; flags (bit 0: binary); the publisher's
 /// incarnation (UInt64, random per start, so a restarted node's sequence starts afresh) and
-/// sequence number (UInt64); six length-prefixed (UInt16) strings: origin node, namespace,
-/// room, target ID, excluded ID, wait token; the ask deadline (Int64 Unix nanoseconds, 0 when
-/// none); then the frame, to the end.
+/// sequence number (UInt64, over everything it publishes: for de-duplication); its stream
+/// epoch (UInt32) and the sequence number on the envelope's subject (UInt64, 0 when not
+/// counted: receivers detect lost envelopes by its gaps); six length-prefixed (UInt16)
+/// strings: origin node, namespace, room, target ID, excluded ID, wait token; the ask deadline
+/// (Int64 Unix nanoseconds, 0 when none); then the frame, to the end. Nodes of different
+/// versions drop each other's envelopes (as malformed): upgrade a cluster all at once.
 struct Envelope: Sendable, Equatable {
     enum Kind: UInt8, Sendable {
         /// A broadcast: deliver the frame to the local targets.
@@ -22,6 +25,10 @@ struct Envelope: Sendable, Equatable {
     var binary: Bool
     var incarnation: UInt64
     var sequence: UInt64
+    /// Changes when the publisher forgets its per-subject counters (see ``ClusterLink``).
+    var streamEpoch: UInt32 = 0
+    /// The publisher's count of envelopes on this envelope's subject; 0: not counted.
+    var streamSequence: UInt64 = 0
     var origin: String
     /// Where the frame goes on the receiving node (its `except` travels as an empty string
     /// when nobody is excluded).
@@ -30,18 +37,20 @@ struct Envelope: Sendable, Equatable {
     var deadline: Int64
     var frame: ByteBuffer
 
-    static let version: UInt8 = 2
+    static let version: UInt8 = 3
 
     /// Encodes the envelope; `nil` when a field is longer than 65,535 bytes.
     func encoded(allocator: ByteBufferAllocator = ByteBufferAllocator()) -> ByteBuffer? {
         let fields = [origin, target.namespace, target.room, target.to, target.except ?? "", token]
         guard fields.allSatisfy({ $0.utf8.count <= Int(UInt16.max) }) else { return nil }
-        var buffer = allocator.buffer(capacity: 27 + fields.reduce(0) { $0 + 2 + $1.utf8.count } + frame.readableBytes)
+        var buffer = allocator.buffer(capacity: 39 + fields.reduce(0) { $0 + 2 + $1.utf8.count } + frame.readableBytes)
         buffer.writeInteger(Self.version)
         buffer.writeInteger(kind.rawValue)
         buffer.writeInteger(UInt8(binary ? 1 : 0))
         buffer.writeInteger(incarnation)
         buffer.writeInteger(sequence)
+        buffer.writeInteger(streamEpoch)
+        buffer.writeInteger(streamSequence)
         for field in fields {
             buffer.writeInteger(UInt16(field.utf8.count))
             buffer.writeString(field)
@@ -58,7 +67,9 @@ struct Envelope: Sendable, Equatable {
             let rawKind = buffer.readInteger(as: UInt8.self), let kind = Kind(rawValue: rawKind),
             let flags = buffer.readInteger(as: UInt8.self),
             let incarnation = buffer.readInteger(as: UInt64.self),
-            let sequence = buffer.readInteger(as: UInt64.self)
+            let sequence = buffer.readInteger(as: UInt64.self),
+            let streamEpoch = buffer.readInteger(as: UInt32.self),
+            let streamSequence = buffer.readInteger(as: UInt64.self)
         else { return nil }
         var fields: [String] = []
         for _ in 0..<6 {
@@ -72,6 +83,8 @@ struct Envelope: Sendable, Equatable {
         self.binary = flags & 1 != 0
         self.incarnation = incarnation
         self.sequence = sequence
+        self.streamEpoch = streamEpoch
+        self.streamSequence = streamSequence
         self.origin = fields[0]
         self.target = BroadcastTarget(namespace: fields[1], room: fields[2], to: fields[3], except: fields[4].isEmpty ? nil : fields[4])
         self.token = fields[5]

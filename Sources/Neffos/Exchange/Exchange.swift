@@ -71,6 +71,11 @@ public struct ExchangeStatistics: Sendable, Equatable {
     public var dropped = 0
     /// Times the bus connection was re-established.
     public var reconnects = 0
+    /// Messages from other nodes that this node was subscribed to and never received: found
+    /// by the server from gaps in each publisher's numbering (so they are counted whatever
+    /// the exchange, even when the bus itself cannot tell). Filled in by
+    /// ``Server/exchangeStatistics``; an exchange leaves it at 0.
+    public var lost = 0
 
     /// Counters starting at zero.
     public init(published: Int = 0, delivered: Int = 0, dropped: Int = 0, reconnects: Int = 0) {

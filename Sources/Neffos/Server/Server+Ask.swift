@@ -68,6 +68,9 @@ extension Server {
 }
 
 extension Server {
+    /// The server's asks waiting for a reply now (for tests and diagnostics).
+    package var pendingServerAsks: Int { serverAsks.withLock { $0.count } }
+
     /// Whether `token` is one of this server's asks that ended lately.
     func askEnded(_ token: String) -> Bool {
         endedAsks.withLock { $0.contains(token) }

@@ -135,6 +135,10 @@ extension Server {
         /// Closes a connection whose outbox stayed full for this long (a client that stopped
         /// reading). Default: 30 s.
         public var writeTimeout: Duration? = .seconds(30)
+        /// How long a closing handshake may take: after sending its close frame, the server
+        /// waits this long for the peer's before it closes the socket regardless (a peer that
+        /// never answers, or never reads). Default: 2 s.
+        public var closeTimeout: Duration = .seconds(2)
         /// Pings each connection this often; a connection that sends nothing (no pong, no
         /// frame) through two pings is closed with 1008, two to three intervals after it went
         /// silent. Default: 30 s. `nil` disables the heartbeat.

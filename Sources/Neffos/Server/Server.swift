@@ -123,7 +123,12 @@ public final class Server: Sendable {
     public var exchangeSubscriptions: [String: Int] { link?.subscriptions ?? [:] }
 
     /// The node's exchange counters, or `nil` without an exchange.
-    public var exchangeStatistics: ExchangeStatistics? { link?.connection.statistics }
+    public var exchangeStatistics: ExchangeStatistics? {
+        guard let link else { return nil }
+        var statistics = link.connection.statistics
+        statistics.lost = link.lost
+        return statistics
+    }
 
     /// Waits until what this node published and subscribed so far has reached the bus.
     public func flushExchange() async throws {
@@ -163,12 +168,15 @@ public final class Server: Sendable {
     /// Transport-level connections holding a slot (upgraded or not).
     package var connectionSlotsTaken: Int { connectionSlots.read { $0 } }
 
-    /// Waits until at most `count` transport-level connections hold a slot (for tests).
-    package func waitForConnectionSlots(atMost count: Int, timeout: Duration = .seconds(10)) async throws {
+    /// Waits until the number of transport-level connections holding a slot satisfies
+    /// `condition` (for tests).
+    package func waitForConnectionSlots(
+        _ what: String, timeout: Duration = .seconds(10), until condition: @escaping @Sendable (Int) -> Bool
+    ) async throws {
         _ = try await connectionSlots.wait(
             timeout: timeout,
-            orThrow: { NeffosError.timeout.with(detail: "connections still open: \(self.connectionSlotsTaken), expected at most \(count)") },
-            until: { $0 <= count ? .success(true) : nil })
+            orThrow: { NeffosError.timeout.with(detail: "\(what); connections holding a slot: \(self.connectionSlotsTaken)") },
+            until: { condition($0) ? .success(true) : nil })
     }
 
     /// Takes a freshly upgraded WebSocket; call on the transport's event loop.
