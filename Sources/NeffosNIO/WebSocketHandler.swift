@@ -52,6 +52,10 @@ final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private var writeTimer: Scheduled<Void>?
     private var closeFallback: Scheduled<Void>?
     private var readingPaused = false
+    /// Reading stopped because a pong could not be written: the peer pings but does not read.
+    private var readingBlockedByOutbox = false
+    /// A pong was written and has not reached the socket yet.
+    private var pongInFlight = false
     private var readRequestedWhilePaused = false
 
     init(eventLoop: any EventLoop, settings: WebSocketSettings, makeConn: @escaping (WebSocketTransport) -> Conn?) {
@@ -120,15 +124,28 @@ final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler {
             conn?.transportReceived(frame.unmaskedData, binary: frame.opcode == .binary)
         case .ping:
             guard case .open = closeState else { return }
-            // A pong counts against the outbox like any write: a peer that pings and never
-            // reads gets no pongs queued without bound (the write timeout closes it).
+            // At most one pong is on its way (RFC 6455 §5.5.3 lets a pong answer only the
+            // latest ping), and a pong counts against the outbox like any write. A peer that
+            // pings while its last pong has not left, or while the outbox is full, is not
+            // reading: it is not read from either until the pong has left (the outbox
+            // drains). A ping flood then costs neither memory nor CPU, and the write timeout
+            // closes a peer that never reads again.
+            if pongInFlight {
+                readingBlockedByOutbox = true
+                return
+            }
             guard context.channel.isWritable else {
                 conn?.server?.countDroppedFrames(1)
+                readingBlockedByOutbox = true
                 return
             }
             var pong = WebSocketFrame(fin: true, opcode: .pong, data: frame.unmaskedData)
             if settings.isClient { pong.maskKey = .random() }
-            context.write(wrapOutboundOut(pong), promise: nil)
+            pongInFlight = true
+            context.write(wrapOutboundOut(pong)).assumeIsolated().whenComplete { [self] _ in
+                pongInFlight = false
+                resumeReadingBlockedByOutbox()
+            }
             flushPending = true
         case .pong:
             break
@@ -204,9 +221,19 @@ final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler {
     // MARK: Backpressure from the handler queue
 
     func read(context: ChannelHandlerContext) {
-        if readingPaused {
+        if readingPaused || readingBlockedByOutbox {
             readRequestedWhilePaused = true
         } else {
+            context.read()
+        }
+    }
+
+    /// Reads again once the outbox can take a pong and none is on its way.
+    private func resumeReadingBlockedByOutbox() {
+        guard readingBlockedByOutbox, !pongInFlight, let context, context.channel.isWritable else { return }
+        readingBlockedByOutbox = false
+        if !readingPaused && readRequestedWhilePaused {
+            readRequestedWhilePaused = false
             context.read()
         }
     }
@@ -214,7 +241,7 @@ final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler {
     func setReadingPaused(_ paused: Bool) {
         guard paused != readingPaused else { return }
         readingPaused = paused
-        if !paused && readRequestedWhilePaused {
+        if !paused && !readingBlockedByOutbox && readRequestedWhilePaused {
             readRequestedWhilePaused = false
             context?.read()
         }
@@ -253,6 +280,7 @@ final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler {
         if context.channel.isWritable {
             writeTimer?.cancel()
             writeTimer = nil
+            resumeReadingBlockedByOutbox()
         } else if writeTimer == nil, let timeout = settings.writeTimeout {
             writeTimer = context.eventLoop.assumeIsolated().scheduleTask(in: timeout.timeAmount) { [self] in
                 settings.logger.debug("closing a connection whose outbox stayed full")

@@ -16,7 +16,7 @@ struct Bench: AsyncParsableCommand {
             runs the same scenario against both servers and prints the ratio. --url drives a server \
             you started (loopback only).
             """,
-        subcommands: [Fanout.self, Rooms.self, Ask.self, Connect.self, Memory.self, Cluster.self])
+        subcommands: [Fanout.self, Rooms.self, Ask.self, Connect.self, Memory.self, Cluster.self, Abuse.self])
 }
 
 /// Options every scenario takes.
@@ -225,6 +225,59 @@ extension Bench {
                 guard let pid else { throw ToolError("memory needs a started server") }
                 return try await runner.idleMemory(url, server: server, pid: pid, clients: clients)
             }
+        }
+    }
+
+    struct Abuse: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Hostile clients (issue 14's eight cases) against a server a healthy client keeps asking.",
+            discussion: """
+                Cases: 1 frames before the handshake, 2 long room names and too many rooms, 3 a ping \
+                flood that never reads, 4 slow-loris requests and idle sockets, 5 more sockets than \
+                the server holds, 6 invalid UTF-8 broadcast, 7 joins as rooms accumulate, 8 a full \
+                outbox then a close frame, never reading. Each prints the server's RSS (start, peak, \
+                end) and CPU, the healthy client's asks and failures, and when the server closed the \
+                attackers.
+                """)
+        @OptionGroup var options: BenchOptions
+        @Option(help: "The cases to run (1…8, comma-separated); default: all.") var cases = "1,2,3,4,5,6,7,8"
+        @Option(help: "Hostile connections per case (default: each case's own).") var attackers: Int?
+
+        func validate() throws {
+            if options.url != nil { throw ValidationError("abuse needs to start the server itself (to read its memory and CPU): drop --url") }
+            guard !selected.isEmpty, selected.count == cases.split(separator: ",").count else {
+                throw ValidationError("--cases takes numbers 1…8, comma-separated")
+            }
+        }
+
+        private var selected: [AbuseCase] { cases.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)).flatMap(AbuseCase.init(rawValue:)) } }
+
+        func run() async throws {
+            let attackers = self.attackers
+            var results: [BenchResult] = []
+            for abuse in selected {
+                let count = attackers ?? abuse.defaultAttackers
+                // Slow loris and idle sockets are closed only after the server's request (10 s)
+                // and idle (30 s) timeouts: that case runs long enough to see them.
+                let seconds = abuse == .slowAndIdle ? max(options.duration, 35) : options.duration
+                _ = BenchProcesses.raiseFileLimit()
+                let server = try await BenchProcesses.startServer(raw: false, exchange: options.exchange)
+                let runner = BenchRunner(threads: options.threads, progress: options.progress)
+                do {
+                    let result = try await runner.abuse(
+                        try WebSocketURL(server.url), server: "neffos", pid: server.pid, case: abuse,
+                        attackers: count, duration: .seconds(seconds))
+                    if !options.json { print(result.line) }
+                    results.append(result)
+                } catch {
+                    await runner.shutdown()
+                    await BenchProcesses.stopAll()
+                    throw error
+                }
+                await runner.shutdown()
+                await BenchProcesses.stopAll()
+            }
+            if options.json { report(results, json: true) }
         }
     }
 

@@ -12,7 +12,7 @@ func processes(named name: String) -> [Int32] {
     }
 }
 
-@Suite("neffos bench")
+@Suite("neffos bench", .serialized)
 struct BenchToolTests {
     /// Runs `neffos bench <arguments> --json --no-progress` and decodes its results.
     func bench(_ arguments: [String]) async throws -> [[String: Any]] {
@@ -58,6 +58,20 @@ struct BenchToolTests {
         try await socket.send("\(token);bench;;askback;0;0;pong")
         #expect(try await socket.nextText() == "$1;bench;;askback;0;0;pong")
         await socket.abort()
+    }
+
+    @Test("abuse runs hostile cases against a server that survives them, and reports memory, CPU and the healthy client")
+    func abuse() async throws {
+        let results = try await bench(["abuse", "--cases", "1,3,6,8", "--duration", "1"])
+        #expect(results.count == 4, "\(results)")
+        for result in results {
+            let notes = result["notes"] as? [String: String] ?? [:]
+            #expect(notes["rssPeakMiB"] != nil && notes["serverCPUSeconds"] != nil, "\(result)")
+            #expect((result["operations"] as? Int ?? 0) > 0, "the healthy client kept being answered: \(result)")
+        }
+        let utf8 = try #require(results.first { ($0["scenario"] as? String)?.contains("invalid-utf8") == true })
+        #expect((utf8["notes"] as? [String: String])?["attackersClosedByServer"] == "2/2")
+        #expect(processes(named: "neffos-bench-server").isEmpty, "no bench server outlives its run")
     }
 
     @Test("a URL off loopback is refused")

@@ -1,0 +1,401 @@
+import Foundation
+import NIOCore
+import NIOPosix
+import NIOWebSocket
+import Neffos
+import NeffosNIO
+import Synchronization
+
+/// The hostile cases `neffos bench abuse` runs, each against a server that a healthy client
+/// keeps asking throughout (the numbers are issue 14's defects).
+enum AbuseCase: Int, CaseIterable, Sendable {
+    case framesBeforeHandshake = 1
+    case roomsAndNames = 2
+    case pingFlood = 3
+    case slowAndIdle = 4
+    case connectionFlood = 5
+    case invalidUTF8 = 6
+    case roomJoins = 7
+    case closeWithoutReading = 8
+
+    var name: String {
+        switch self {
+        case .framesBeforeHandshake: "frames-before-handshake"
+        case .roomsAndNames: "rooms-and-names"
+        case .pingFlood: "ping-flood"
+        case .slowAndIdle: "slowloris-and-idle"
+        case .connectionFlood: "connection-flood"
+        case .invalidUTF8: "invalid-utf8"
+        case .roomJoins: "room-joins"
+        case .closeWithoutReading: "close-without-reading"
+        }
+    }
+
+    /// Hostile connections by default.
+    var defaultAttackers: Int {
+        switch self {
+        case .framesBeforeHandshake, .pingFlood, .closeWithoutReading: 3
+        case .roomsAndNames, .invalidUTF8: 2
+        case .slowAndIdle: 400
+        case .connectionFlood: 10_100
+        case .roomJoins: 45
+        }
+    }
+}
+
+/// A raw TCP peer that speaks just enough WebSocket to attack: it writes bytes as told, keeps
+/// count of what it receives (the first 64 KiB kept), and notes when the server closes.
+final class RawPeer: ChannelInboundHandler, Sendable {
+    typealias InboundIn = ByteBuffer
+
+    private struct State {
+        var head = ByteBuffer()
+        var received = 0
+        /// Empty replies (`…;;;;;;`, the answer to a join) seen so far, and the last bytes
+        /// of the previous read (a reply may span two reads).
+        var emptyReplies = 0
+        var tail: [UInt8] = []
+        var closedAt: ContinuousClock.Instant?
+        var stoppedReading = false
+    }
+
+    private let state = Mutex(State())
+    let opened = ContinuousClock.now
+    private let channelBox = Mutex<(any Channel)?>(nil)
+
+    var channel: any Channel { channelBox.withLock { $0! } }
+    var receivedText: String { state.withLock { String(buffer: $0.head) } }
+    var receivedBytes: Int { state.withLock { $0.received } }
+    /// Replies with nothing but a token received (join answers).
+    var emptyReplies: Int { state.withLock { $0.emptyReplies } }
+    /// Seconds from opening to the server's close, if it closed (for a peer that stopped
+    /// reading: only once it reads again, see ``resumeReading()``).
+    var secondsToClose: Double? { state.withLock { $0.closedAt.map { ($0 - opened).seconds } } }
+    /// Whether it stopped reading (its close time is not exact).
+    var stoppedReading: Bool { state.withLock { $0.stoppedReading } }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var bytes = unwrapInboundIn(data)
+        state.withLock { state in
+            state.received += bytes.readableBytes
+            let scanned = state.tail + bytes.readableBytesView
+            var run = 0
+            for byte in scanned {
+                run = byte == UInt8(ascii: ";") ? run + 1 : 0
+                if run == 6 { state.emptyReplies += 1 }
+            }
+            // Keep the trailing semicolons only (at most 5): they may continue in the next read.
+            state.tail = Array(scanned.suffix(min(5, run)))
+            if state.head.readableBytes < 65_536 { state.head.writeBuffer(&bytes) }
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        state.withLock { $0.closedAt = .now }
+        context.fireChannelInactive()
+    }
+
+    static func connect(_ url: WebSocketURL, group: any EventLoopGroup, source: Int = 0) async throws -> RawPeer {
+        let peer = RawPeer()
+        var bootstrap = ClientBootstrap(group: group)
+        if source >= 25_000 {
+            bootstrap = bootstrap.bind(to: try SocketAddress(ipAddress: "127.0.0.\(1 + source / 25_000)", port: 0))
+        }
+        let channel = try await bootstrap
+            .connectTimeout(.seconds(10))
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(peer) }
+            }
+            .connect(host: url.host, port: url.port).get()
+        peer.channelBox.withLock { $0 = channel }
+        return peer
+    }
+
+    /// Waits (up to 10 s) until the received text contains `text`.
+    func wait(for text: String) async throws {
+        let start = ContinuousClock.now
+        while !receivedText.contains(text) {
+            guard ContinuousClock.now - start < .seconds(10), secondsToClose == nil else {
+                throw ToolError("the server did not send \"\(text)\" (got \(receivedText.prefix(200)))")
+            }
+            try await Task.sleep(for: .milliseconds(5))
+        }
+    }
+
+    func send(_ bytes: ByteBuffer) async throws {
+        try await channel.writeAndFlush(bytes)
+    }
+
+    /// Upgrades, sends `M`, waits for `A…`; with `namespace`, connects it too.
+    func open(_ url: WebSocketURL, namespace: String? = nil) async throws {
+        try await send(ByteBuffer(string: "GET \(url.requestURI) HTTP/1.1\r\nHost: \(url.hostHeader)\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"))
+        try await wait(for: "\r\n\r\n")
+        try await send(Self.frame(.text, "M"))
+        try await wait(for: "A")
+        if let namespace {
+            try await send(Self.frame(.text, "$c;\(namespace);;_OnNamespaceConnect;0;0;"))
+            try await wait(for: "$c;;;;;;")
+        }
+    }
+
+    /// Stops reading: what the server sends piles up in its outbox.
+    func stopReading() async throws {
+        state.withLock { $0.stoppedReading = true }
+        try await channel.setOption(.autoRead, value: false).get()
+    }
+
+    /// Reads again (at the end of a case: to see whether the server closed it).
+    func resumeReading() {
+        channel.setOption(.autoRead, value: true).whenComplete { _ in }
+    }
+
+    /// A masked client frame (mask key 0: masked, payload unchanged).
+    static func frame(_ opcode: WebSocketOpcode, _ payload: ByteBuffer, fin: Bool = true) -> ByteBuffer {
+        var buffer = ByteBuffer()
+        buffer.writeInteger(UInt8(fin ? 0x80 : 0) | UInt8(webSocketOpcode: opcode))
+        let length = payload.readableBytes
+        if length < 126 {
+            buffer.writeInteger(UInt8(0x80 | length))
+        } else if length <= 0xFFFF {
+            buffer.writeInteger(UInt8(0x80 | 126))
+            buffer.writeInteger(UInt16(length))
+        } else {
+            buffer.writeInteger(UInt8(0x80 | 127))
+            buffer.writeInteger(UInt64(length))
+        }
+        buffer.writeInteger(UInt32(0))
+        buffer.writeImmutableBuffer(payload)
+        return buffer
+    }
+
+    static func frame(_ opcode: WebSocketOpcode, _ text: String) -> ByteBuffer {
+        frame(opcode, ByteBuffer(string: text))
+    }
+}
+
+/// Samples a process's resident memory and CPU time.
+struct ProcessSample {
+    let residentBytes: Int
+    let cpuSeconds: Double
+
+    init?(pid: Int32) {
+        guard let resident = BenchProcesses.residentBytes(of: pid),
+            let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+            let close = stat.lastIndex(of: ")")
+        else { return nil }
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        guard fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]) else { return nil }
+        residentBytes = resident
+        cpuSeconds = (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
+    }
+}
+
+extension BenchRunner {
+    /// Runs one hostile case for `duration` against the server (PID `pid`) while a healthy
+    /// client keeps one `echo` ask in flight; reports the server's memory and CPU, the
+    /// healthy client's asks and failures, and what happened to the attackers.
+    func abuse(_ url: WebSocketURL, server: String, pid: Int32, case abuse: AbuseCase, attackers: Int, duration: Duration) async throws -> BenchResult {
+        let (healthy, _) = try await connect(1) { _ in (url, [], .asker(inflight: 1)) }
+        defer { for connection in healthy { connection.close() } }
+        guard let start = ProcessSample(pid: pid) else { throw ToolError("cannot read /proc/\(pid)") }
+        let peak = Atomic<Int>(start.residentBytes)
+        let sampling = Task {
+            while !Task.isCancelled {
+                if let sample = ProcessSample(pid: pid) { peak.max(sample.residentBytes, ordering: .relaxed) }
+                try? await Task.sleep(for: .milliseconds(100))
+            }
+        }
+        let peers = Locked<[RawPeer]>([])
+        let notes = Locked<[String: String]>([:])
+        // The attackers get event loops of their own: the healthy client's latency then says
+        // how the server treats it, not how busy the generator's loops are.
+        let attackLoops = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        defer { attackLoops.shutdownGracefully { _ in } }
+        let attack = Task {
+            do {
+                try await Self.attack(abuse, url: url, count: attackers, group: attackLoops, peers: peers, notes: notes)
+            } catch is CancellationError {
+            } catch {
+                notes.withLock { $0["attackError"] = "\(error)" }
+            }
+        }
+        let (end, drained) = try await run(abuse.name, active: healthy, duration: duration)
+        attack.cancel()
+        sampling.cancel()
+        _ = await attack.value
+        guard let finish = ProcessSample(pid: pid) else { throw ToolError("the server (pid \(pid)) is gone: it crashed") }
+        let all = peers.withLock { $0 }
+        // Attackers that stopped reading see the server's close only when they read again.
+        let silent = all.filter(\.stoppedReading)
+        for peer in silent { peer.resumeReading() }
+        let deadline = ContinuousClock.now + .seconds(3)
+        while ContinuousClock.now < deadline, silent.contains(where: { $0.secondsToClose == nil }) {
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        let closed = all.filter { $0.secondsToClose != nil }.count
+        let closeTimes = all.filter { !$0.stoppedReading }.compactMap(\.secondsToClose).sorted()
+        for peer in all { peer.channel.close(promise: nil) }
+        var result = BenchResult(
+            scenario: "abuse \(abuse.rawValue) \(abuse.name)", server: server, clients: all.count + 1, seconds: duration.seconds,
+            operations: end.received, perSecond: Double(end.received) / duration.seconds,
+            p50Milliseconds: 0, p99Milliseconds: 0, p999Milliseconds: 0, maxMilliseconds: 0,
+            errors: drained.errors, drops: max(0, drained.sent - drained.received))
+        result.latency(drained.latency)
+        let mib = { (bytes: Int) in String(format: "%.1f", Double(bytes) / 1_048_576) }
+        result.notes["rssStartMiB"] = mib(start.residentBytes)
+        result.notes["rssPeakMiB"] = mib(peak.load(ordering: .relaxed))
+        result.notes["rssEndMiB"] = mib(finish.residentBytes)
+        result.notes["serverCPUSeconds"] = String(format: "%.2f", finish.cpuSeconds - start.cpuSeconds)
+        result.notes["attackersClosedByServer"] = "\(closed)/\(all.count)"
+        if !closeTimes.isEmpty {
+            result.notes["secondsToClose(min)"] = String(format: "%.2f", closeTimes[0])
+            result.notes["secondsToClose(median)"] = String(format: "%.2f", closeTimes[closeTimes.count / 2])
+            result.notes["secondsToClose(max)"] = String(format: "%.2f", closeTimes.last!)
+        }
+        for (key, value) in notes.withLock({ $0 }) { result.notes[key] = value }
+        return result
+    }
+
+    /// Opens the attackers of `abuse` and plays their part until cancelled.
+    private static func attack(
+        _ abuse: AbuseCase, url: WebSocketURL, count: Int, group: any EventLoopGroup,
+        peers: Locked<[RawPeer]>, notes: Locked<[String: String]>
+    ) async throws {
+        @Sendable func open(_ index: Int = 0, namespace: String? = nil, handshake: Bool = true) async throws -> RawPeer {
+            let peer = try await RawPeer.connect(url, group: group, source: index)
+            peers.withLock { $0.append(peer) }
+            if handshake { try await peer.open(url, namespace: namespace) }
+            return peer
+        }
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            switch abuse {
+            case .framesBeforeHandshake:
+                // Defect 1: 64 KiB frames before `M`, up to 64 MiB each.
+                for _ in 0..<count {
+                    tasks.addTask {
+                        let peer = try await open(handshake: false)
+                        try await peer.send(ByteBuffer(string: "GET \(url.requestURI) HTTP/1.1\r\nHost: \(url.hostHeader)\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"))
+                        try await peer.wait(for: "\r\n\r\n")
+                        let chunk = RawPeer.frame(.text, String(repeating: "x", count: 65_536))
+                        for _ in 0..<1024 where peer.secondsToClose == nil { try? await peer.send(chunk) }
+                    }
+                }
+            case .roomsAndNames:
+                // Defect 2: long room names, then more rooms than a connection may hold.
+                for _ in 0..<count {
+                    tasks.addTask {
+                        let peer = try await open(namespace: "bench")
+                        let long = String(repeating: "n", count: 100_000)
+                        for index in 0..<200 where peer.secondsToClose == nil { try? await peer.send(RawPeer.frame(.text, "$j;bench;\(index)\(long);_OnRoomJoin;0;0;")) }
+                        for index in 0..<100_000 where peer.secondsToClose == nil && !Task.isCancelled {
+                            try? await peer.send(RawPeer.frame(.text, "$j;bench;r\(index);_OnRoomJoin;0;0;"))
+                        }
+                    }
+                }
+            case .pingFlood:
+                // Defect 3: pings as fast as the socket takes them, never reading a pong.
+                for _ in 0..<count {
+                    tasks.addTask {
+                        let peer = try await open()
+                        try await peer.stopReading()
+                        let ping = RawPeer.frame(.ping, String(repeating: "p", count: 125))
+                        var batch = ByteBuffer()
+                        for _ in 0..<64 { batch.writeImmutableBuffer(ping) }
+                        while !Task.isCancelled && peer.secondsToClose == nil { try? await peer.send(batch) }
+                    }
+                }
+            case .slowAndIdle:
+                // Defect 4: half send a request one byte a second (slow loris), half send nothing.
+                for index in 0..<count {
+                    tasks.addTask {
+                        let peer = try await open(index, handshake: false)
+                        guard index % 2 == 0 else { return }
+                        for byte in "GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ".utf8 + Array(repeating: UInt8(ascii: "a"), count: 1000) {
+                            guard peer.secondsToClose == nil, !Task.isCancelled else { return }
+                            try? await peer.send(ByteBuffer(bytes: [byte]))
+                            try await Task.sleep(for: .seconds(1))
+                        }
+                    }
+                }
+            case .connectionFlood:
+                // Defect 5: more idle sockets than the server may hold (or has descriptors for).
+                var opened = 0
+                for index in 0..<count {
+                    if (try? await open(index, handshake: false)) != nil { opened += 1 }
+                }
+                try await Task.sleep(for: .seconds(2))
+                let refused = peers.withLock { $0 }.filter { $0.receivedText.hasPrefix("HTTP/1.1 503") }.count
+                notes.withLock {
+                    $0["socketsOpened"] = "\(opened)"
+                    $0["answered503"] = "\(refused)"
+                }
+            case .invalidUTF8:
+                // Defect 6: a broadcast that is not UTF-8, for every browser in the namespace.
+                for _ in 0..<count {
+                    tasks.addTask {
+                        let peer = try await open(namespace: "bench")
+                        var payload = ByteBuffer(string: ";bench;;broadcast;0;0;")
+                        payload.writeBytes([0xC3, 0x28, 0xFF])
+                        try await peer.send(RawPeer.frame(.text, payload))
+                        try await peer.wait(for: "invalid UTF-8")
+                    }
+                }
+            case .roomJoins:
+                // Defect 7: rooms accumulate; joins must not slow down.
+                let joined = Locked(0)
+                let started = ContinuousClock.now
+                let marks = Locked<[Double]>([])
+                for _ in 0..<count {
+                    tasks.addTask {
+                        let peer = try await open(namespace: "bench")
+                        let base = peer.emptyReplies
+                        let prefix = UUID().uuidString.prefix(8)
+                        // Batches of 20 joins, each sent at once, then waited for.
+                        for batch in 0..<50 where !Task.isCancelled {
+                            var frames = ByteBuffer()
+                            for index in batch * 20..<(batch + 1) * 20 {
+                                frames.writeImmutableBuffer(RawPeer.frame(.text, "$\(index);bench;r\(prefix)\(index);_OnRoomJoin;0;0;"))
+                            }
+                            try await peer.send(frames)
+                            let expected = base + (batch + 1) * 20
+                            let waitStart = ContinuousClock.now
+                            while peer.emptyReplies < expected {
+                                guard ContinuousClock.now - waitStart < .seconds(10), peer.secondsToClose == nil else {
+                                    throw ToolError("join replies stopped at \(peer.emptyReplies - base)")
+                                }
+                                try await Task.sleep(for: .milliseconds(1))
+                            }
+                            let (before, after) = joined.withLock { total in
+                                total += 20
+                                return (total - 20, total)
+                            }
+                            if before / 5_000 != after / 5_000 { marks.withLock { $0.append((ContinuousClock.now - started).seconds) } }
+                        }
+                    }
+                }
+                try await tasks.waitForAll()
+                let times = marks.withLock { $0 }
+                let rates = zip([0] + times, times).map { 5_000 / ($1 - $0) }
+                notes.withLock {
+                    $0["roomsJoined"] = "\(joined.withLock { $0 })"
+                    if let first = rates.first, let last = rates.last {
+                        $0["joinsPerSecond(first 5k)"] = "\(Int(first))"
+                        $0["joinsPerSecond(last 5k)"] = "\(Int(last))"
+                    }
+                }
+            case .closeWithoutReading:
+                // Defect 8: fill the outbox with replies, send a close frame, never read.
+                for _ in 0..<count {
+                    tasks.addTask {
+                        let peer = try await open(namespace: "bench")
+                        try await peer.stopReading()
+                        let body = String(repeating: "b", count: 128 * 1024)
+                        for index in 0..<4 { try await peer.send(RawPeer.frame(.text, "$\(index);bench;;echo;0;0;\(body)")) }
+                        try await peer.send(RawPeer.frame(.connectionClose, ByteBuffer(bytes: [0x03, 0xE8])))
+                    }
+                }
+            }
+            try await tasks.waitForAll()
+        }
+    }
+}
