@@ -52,7 +52,7 @@ var configuration = Server.Configuration()
 configuration.logger = Logger(label: "bench-server")
 configuration.handshakeTimeout = .seconds(30)
 configuration.transport.pingInterval = nil
-configuration.transport.maxOutboxBytes = 4 << 20
+// Every bound at its default: the server `neffos bench abuse` attacks is the one users get.
 do {
     #if NATS
     let registry = ExchangeRegistry([.memory, .nats])

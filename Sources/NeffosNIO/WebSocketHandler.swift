@@ -184,6 +184,7 @@ final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler {
             } else if !reasonBytes.isValidUTF8 {
                 answer = .invalidData
             }
+            if answer != code { conn?.server?.countProtocolViolation() }
             var echo = context.channel.allocator.buffer(capacity: 2)
             if let answer { echo.writeInteger(answer.rawValue) }
             var reply = WebSocketFrame(fin: true, opcode: .connectionClose, data: echo)
@@ -204,6 +205,9 @@ final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler {
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         settings.logger.debug("WebSocket error", metadata: ["error": "\(error)"])
         closeError = error
+        if error is ProtocolViolation || error is NIOWebSocketError || error is NIOWebSocketFrameAggregator.Error {
+            conn?.server?.countProtocolViolation()
+        }
         switch error {
         case NIOWebSocketFrameAggregator.Error.accumulatedFrameSizeIsTooLarge:
             close(code: .messageTooBig, reason: "message too big")

@@ -75,6 +75,10 @@ final class Publishers: Sendable {
                     } catch {
                         // Reported by the local-delivery check: no gap, no stall.
                     }
+                    // A local delivery is often there before the wait: without a yield, a
+                    // publisher would never leave the cooperative thread it runs on, and the
+                    // others would starve.
+                    await Task.yield()
                 }
             }
         }
@@ -269,6 +273,7 @@ struct ChaosTests {
                 chaos.cluster.servers[0].broadcast(Message(namespace: "default", room: "r", event: "tick", body: "\(sequence)"))
                 let body = "\(sequence)"
                 try? await steady.wait("tick \(sequence)", timeout: .seconds(5)) { $0.last { $0.event == "tick" }?.bodyString == body }
+                await Task.yield()
             }
             return sequence
         }

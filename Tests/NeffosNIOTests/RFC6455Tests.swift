@@ -91,6 +91,7 @@ struct RFC6455Tests {
             let close = try await socket.nextClose()
             #expect(close.closeCode == .protocolError)
             #expect(close.closeReason == "unmasked client frame")
+            try await running.server.waitForStatistics("the violation counted") { $0.protocolViolations == 1 }
         }
     }
 
@@ -130,6 +131,8 @@ struct RFC6455Tests {
                 #expect(close.closeCode == expected, "close payload \(Array(payload.readableBytesView))")
                 await socket.abort()
             }
+            let violations = payloads.filter { $0.1 == .protocolError || $0.1 == .invalidData }.count
+            #expect(running.server.statistics.protocolViolations == violations)
         }
     }
 }

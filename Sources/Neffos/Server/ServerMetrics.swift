@@ -18,6 +18,12 @@ extension Server {
         metrics.httpTimedOut()
     }
 
+    /// Counts a connection failed for breaking RFC 6455 (closed 1002 or 1007) or for a message
+    /// or frame past the configured size (1009).
+    package func countProtocolViolation() {
+        metrics.protocolViolated()
+    }
+
     /// Counts a failed `accept` (for example out of file descriptors), after which the
     /// listener backs off.
     package func countAcceptError() {
@@ -52,6 +58,10 @@ extension Server {
         /// Failed `accept` calls (for example: out of file descriptors), each followed by a
         /// back-off.
         public var acceptErrors: Int
+        /// Connections failed for breaking RFC 6455 (an unmasked frame, reserved bits, text
+        /// that is not UTF-8, an invalid close code: closed 1002 or 1007) or for a message or
+        /// frame past the configured size (1009).
+        public var protocolViolations: Int
     }
 
     /// What the server did so far (also exported as swift-metrics).
@@ -66,7 +76,8 @@ extension Server {
             readPauses: metrics.pausesTotal.load(ordering: .relaxed),
             refusedConnections: metrics.refusedTotal.load(ordering: .relaxed),
             httpTimeouts: metrics.httpTimeoutsTotal.load(ordering: .relaxed),
-            acceptErrors: metrics.acceptErrorsTotal.load(ordering: .relaxed))
+            acceptErrors: metrics.acceptErrorsTotal.load(ordering: .relaxed),
+            protocolViolations: metrics.violationsTotal.load(ordering: .relaxed))
     }
 
     /// Waits until `condition` holds for ``statistics``, checked whenever a counter of the
@@ -103,12 +114,14 @@ final class ServerMetrics: Sendable {
     let refusedTotal = Atomic<Int>(0)
     let httpTimeoutsTotal = Atomic<Int>(0)
     let acceptErrorsTotal = Atomic<Int>(0)
+    let violationsTotal = Atomic<Int>(0)
     /// Bumped after every change of the counters above, so that tasks can wait on them.
     let changes = Watched<UInt64>(0)
     private let limitsExceeded: Counter
     private let refusedConnections: Counter
     private let httpTimeouts: Counter
     private let acceptErrors: Counter
+    private let protocolViolations: Counter
 
     init(name: String?) {
         let dimensions = name.map { [("server", $0)] } ?? []
@@ -123,6 +136,7 @@ final class ServerMetrics: Sendable {
         refusedConnections = Counter(label: "neffos_connections_refused", dimensions: dimensions)
         httpTimeouts = Counter(label: "neffos_http_timeouts", dimensions: dimensions)
         acceptErrors = Counter(label: "neffos_accept_errors", dimensions: dimensions)
+        protocolViolations = Counter(label: "neffos_protocol_violations", dimensions: dimensions)
     }
 
     func acceptedConnection() {
@@ -172,6 +186,12 @@ final class ServerMetrics: Sendable {
     func httpTimedOut() {
         httpTimeouts.increment()
         httpTimeoutsTotal.add(1, ordering: .relaxed)
+        changed()
+    }
+
+    func protocolViolated() {
+        protocolViolations.increment()
+        violationsTotal.add(1, ordering: .relaxed)
         changed()
     }
 
