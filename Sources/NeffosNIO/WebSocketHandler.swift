@@ -52,10 +52,11 @@ final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private var writeTimer: Scheduled<Void>?
     private var closeFallback: Scheduled<Void>?
     private var readingPaused = false
-    /// Reading stopped because a pong could not be written: the peer pings but does not read.
-    private var readingBlockedByOutbox = false
-    /// A pong was written and has not reached the socket yet.
-    private var pongInFlight = false
+    /// How pings are answered (at most one pong on its way, a bounded rate).
+    private var pongs = PongPolicy(now: .now())
+    /// Reading stopped until a held ping can be answered (``PongPolicy``).
+    private var readingHeldForPing = false
+    private var pingHoldTimer: Scheduled<Void>?
     private var readRequestedWhilePaused = false
 
     init(eventLoop: any EventLoop, settings: WebSocketSettings, makeConn: @escaping (WebSocketTransport) -> Conn?) {
@@ -100,6 +101,8 @@ final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     private func stopTimers() {
+        pingHoldTimer?.cancel()
+        pingHoldTimer = nil
         heartbeat?.cancel()
         heartbeat = nil
         readWatch?.cancel()
@@ -124,29 +127,18 @@ final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler {
             conn?.transportReceived(frame.unmaskedData, binary: frame.opcode == .binary)
         case .ping:
             guard case .open = closeState else { return }
-            // At most one pong is on its way (RFC 6455 §5.5.3 lets a pong answer only the
-            // latest ping), and a pong counts against the outbox like any write. A peer that
-            // pings while its last pong has not left, or while the outbox is full, is not
-            // reading: it is not read from either until the pong has left (the outbox
-            // drains). A ping flood then costs neither memory nor CPU, and the write timeout
-            // closes a peer that never reads again.
-            if pongInFlight {
-                readingBlockedByOutbox = true
-                return
+            // Pongs are bounded (PongPolicy): one on its way at a time, a bounded rate, and
+            // they count against the outbox like any write. A ping that cannot be answered now
+            // is held and the peer is not read from until it can be: a ping flood costs
+            // neither memory nor CPU, and the write timeout closes a peer that never reads.
+            let writable = context.channel.isWritable
+            switch pongs.ping(frame.unmaskedData, now: .now(), writable: writable) {
+            case .answer(let payload):
+                sendPong(payload, context: context)
+            case .hold(let until):
+                if !writable { conn?.server?.countDroppedFrames(1) }
+                holdReadingForPing(until: until, context: context)
             }
-            guard context.channel.isWritable else {
-                conn?.server?.countDroppedFrames(1)
-                readingBlockedByOutbox = true
-                return
-            }
-            var pong = WebSocketFrame(fin: true, opcode: .pong, data: frame.unmaskedData)
-            if settings.isClient { pong.maskKey = .random() }
-            pongInFlight = true
-            context.write(wrapOutboundOut(pong)).assumeIsolated().whenComplete { [self] _ in
-                pongInFlight = false
-                resumeReadingBlockedByOutbox()
-            }
-            flushPending = true
         case .pong:
             break
         case .connectionClose:
@@ -225,27 +217,56 @@ final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler {
     // MARK: Backpressure from the handler queue
 
     func read(context: ChannelHandlerContext) {
-        if readingPaused || readingBlockedByOutbox {
+        if readingPaused || readingHeldForPing {
             readRequestedWhilePaused = true
         } else {
             context.read()
         }
     }
 
-    /// Reads again once the outbox can take a pong and none is on its way.
-    private func resumeReadingBlockedByOutbox() {
-        guard readingBlockedByOutbox, !pongInFlight, let context, context.channel.isWritable else { return }
-        readingBlockedByOutbox = false
-        if !readingPaused && readRequestedWhilePaused {
-            readRequestedWhilePaused = false
-            context.read()
+    // MARK: Pongs
+
+    private func sendPong(_ payload: ByteBuffer, context: ChannelHandlerContext) {
+        var pong = WebSocketFrame(fin: true, opcode: .pong, data: payload)
+        if settings.isClient { pong.maskKey = .random() }
+        context.write(wrapOutboundOut(pong)).assumeIsolated().whenComplete { [self] _ in
+            pongs.pongSent()
+            resumeReadingHeldForPing()
+        }
+        if inReadBurst { flushPending = true } else { context.flush() }
+    }
+
+    /// Stops reading until the held ping can be answered: at `until`, or (when `nil`) when
+    /// the pong on its way has left or the outbox has room.
+    private func holdReadingForPing(until: NIODeadline?, context: ChannelHandlerContext) {
+        readingHeldForPing = true
+        guard let until, pingHoldTimer == nil else { return }
+        pingHoldTimer = context.eventLoop.assumeIsolated().scheduleTask(deadline: until) { [self] in
+            pingHoldTimer = nil
+            resumeReadingHeldForPing()
+        }
+    }
+
+    /// Answers the held ping and reads again, when the pong policy lets it.
+    private func resumeReadingHeldForPing() {
+        guard readingHeldForPing, let context else { return }
+        switch pongs.resume(now: .now(), writable: context.channel.isWritable) {
+        case .stillHeld(let until):
+            holdReadingForPing(until: until, context: context)
+        case .resume(let answer):
+            if let answer { sendPong(answer, context: context) }
+            readingHeldForPing = false
+            if !readingPaused && readRequestedWhilePaused {
+                readRequestedWhilePaused = false
+                context.read()
+            }
         }
     }
 
     func setReadingPaused(_ paused: Bool) {
         guard paused != readingPaused else { return }
         readingPaused = paused
-        if !paused && !readingBlockedByOutbox && readRequestedWhilePaused {
+        if !paused && !readingHeldForPing && readRequestedWhilePaused {
             readRequestedWhilePaused = false
             context?.read()
         }
@@ -284,7 +305,7 @@ final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler {
         if context.channel.isWritable {
             writeTimer?.cancel()
             writeTimer = nil
-            resumeReadingBlockedByOutbox()
+            resumeReadingHeldForPing()
         } else if writeTimer == nil, let timeout = settings.writeTimeout {
             writeTimer = context.eventLoop.assumeIsolated().scheduleTask(in: timeout.timeAmount) { [self] in
                 settings.logger.debug("closing a connection whose outbox stayed full")
