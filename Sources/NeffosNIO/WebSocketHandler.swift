@@ -1,3 +1,8 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import Logging
 import NIOCore
 import NIOWebSocket
@@ -188,7 +193,7 @@ final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler {
             // A peer that does not read never lets the echo out: close the socket anyway.
             scheduleCloseFallback(context)
         case .closeSent:
-            context.close(promise: nil)
+            closeSocket(context, reset: !context.channel.isWritable)
         case .closed:
             break
         }
@@ -254,7 +259,9 @@ final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler {
         case .stillHeld(let until):
             holdReadingForPing(until: until, context: context)
         case .resume(let answer):
-            if let answer { sendPong(answer, context: context) }
+            // Once this side's close frame is sent, nothing follows it: a held ping goes
+            // unanswered (found by `neffos-fuzz frames`).
+            if let answer, case .open = closeState { sendPong(answer, context: context) }
             readingHeldForPing = false
             if !readingPaused && readRequestedWhilePaused {
                 readRequestedWhilePaused = false
@@ -353,8 +360,21 @@ final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private func scheduleCloseFallback(_ context: ChannelHandlerContext) {
         guard closeFallback == nil else { return }
         closeFallback = context.eventLoop.assumeIsolated().scheduleTask(in: settings.closeTimeout.timeAmount) { [self] in
-            self.context?.close(promise: nil)
+            guard let context = self.context else { return }
+            closeSocket(context, reset: true)
         }
+    }
+
+    /// Closes the socket; with `reset`, abortively (TCP RST): for a peer that did not finish
+    /// the closing handshake or does not read, rather than leave the kernel holding what it
+    /// never read until its window opens (minutes, for a peer that never reads).
+    private func closeSocket(_ context: ChannelHandlerContext, reset: Bool) {
+        guard reset, let provider = context.channel as? any SocketOptionProvider else {
+            context.close(promise: nil)
+            return
+        }
+        let channel = context.channel
+        provider.setSoLinger(linger(l_onoff: 1, l_linger: 0)).whenComplete { _ in channel.close(promise: nil) }
     }
 
     // MARK: Heartbeat and read timeout

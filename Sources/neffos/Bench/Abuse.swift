@@ -69,7 +69,7 @@ final class RawPeer: ChannelInboundHandler, Sendable {
     /// Replies with nothing but a token received (join answers).
     var emptyReplies: Int { state.withLock { $0.emptyReplies } }
     /// Seconds from opening to the server's close, if it closed (for a peer that stopped
-    /// reading: only once it reads again, see ``resumeReading()``).
+    /// reading: as seen by ``pollServerClose()``).
     var secondsToClose: Double? { state.withLock { $0.closedAt.map { ($0 - opened).seconds } } }
     /// Whether it stopped reading (its close time is not exact).
     var stoppedReading: Bool { state.withLock { $0.stoppedReading } }
@@ -144,9 +144,15 @@ final class RawPeer: ChannelInboundHandler, Sendable {
         try await channel.setOption(.autoRead, value: false).get()
     }
 
-    /// Reads again (at the end of a case: to see whether the server closed it).
-    func resumeReading() {
-        channel.setOption(.autoRead, value: true).whenComplete { _ in }
+    /// For a peer that stopped reading (and so never sees the end of the stream): notes the
+    /// server's close when the kernel says the server has ended its side (TCP `CLOSE_WAIT`).
+    func pollServerClose() async {
+        guard stoppedReading, secondsToClose == nil, let provider = channel as? any SocketOptionProvider,
+            let info = try? await provider.getTCPInfo().get()
+        else { return }
+        if info.tcpi_state == 8 || info.tcpi_state == 7 {  // CLOSE_WAIT (the server's FIN), CLOSE (its reset)
+            state.withLock { if $0.closedAt == nil { $0.closedAt = .now } }
+        }
     }
 
     /// A masked client frame (mask key 0: masked, payload unchanged).
@@ -178,6 +184,9 @@ struct ProcessSample {
     let residentBytes: Int
     let cpuSeconds: Double
 
+    /// Open file descriptors (sockets included).
+    let openFiles: Int
+
     init?(pid: Int32) {
         guard let resident = BenchProcesses.residentBytes(of: pid),
             let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
@@ -187,6 +196,7 @@ struct ProcessSample {
         guard fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]) else { return nil }
         residentBytes = resident
         cpuSeconds = (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
+        openFiles = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd").count) ?? -1
     }
 }
 
@@ -199,13 +209,14 @@ extension BenchRunner {
         defer { for connection in healthy { connection.close() } }
         guard let start = ProcessSample(pid: pid) else { throw ToolError("cannot read /proc/\(pid)") }
         let peak = Atomic<Int>(start.residentBytes)
+        let peers = Locked<[RawPeer]>([])
         let sampling = Task {
             while !Task.isCancelled {
                 if let sample = ProcessSample(pid: pid) { peak.max(sample.residentBytes, ordering: .relaxed) }
+                for peer in peers.withLock({ $0 }) where peer.stoppedReading { await peer.pollServerClose() }
                 try? await Task.sleep(for: .milliseconds(100))
             }
         }
-        let peers = Locked<[RawPeer]>([])
         let notes = Locked<[String: String]>([:])
         // The attackers get event loops of their own: the healthy client's latency then says
         // how the server treats it, not how busy the generator's loops are.
@@ -225,15 +236,10 @@ extension BenchRunner {
         _ = await attack.value
         guard let finish = ProcessSample(pid: pid) else { throw ToolError("the server (pid \(pid)) is gone: it crashed") }
         let all = peers.withLock { $0 }
-        // Attackers that stopped reading see the server's close only when they read again.
-        let silent = all.filter(\.stoppedReading)
-        for peer in silent { peer.resumeReading() }
-        let deadline = ContinuousClock.now + .seconds(3)
-        while ContinuousClock.now < deadline, silent.contains(where: { $0.secondsToClose == nil }) {
-            try await Task.sleep(for: .milliseconds(50))
-        }
+        // (Attackers that stopped reading were watched through TCP_INFO.)
+        for peer in all where peer.stoppedReading { await peer.pollServerClose() }
         let closed = all.filter { $0.secondsToClose != nil }.count
-        let closeTimes = all.filter { !$0.stoppedReading }.compactMap(\.secondsToClose).sorted()
+        let closeTimes = all.compactMap(\.secondsToClose).sorted()
         for peer in all { peer.channel.close(promise: nil) }
         var result = BenchResult(
             scenario: "abuse \(abuse.rawValue) \(abuse.name)", server: server, clients: all.count + 1, seconds: duration.seconds,
@@ -246,6 +252,7 @@ extension BenchRunner {
         result.notes["rssPeakMiB"] = mib(peak.load(ordering: .relaxed))
         result.notes["rssEndMiB"] = mib(finish.residentBytes)
         result.notes["serverCPUSeconds"] = String(format: "%.2f", finish.cpuSeconds - start.cpuSeconds)
+        result.notes["serverOpenFiles(start/end)"] = "\(start.openFiles)/\(finish.openFiles)"
         result.notes["attackersClosedByServer"] = "\(closed)/\(all.count)"
         if !closeTimes.isEmpty {
             result.notes["secondsToClose(min)"] = String(format: "%.2f", closeTimes[0])
@@ -389,8 +396,10 @@ extension BenchRunner {
                     tasks.addTask {
                         let peer = try await open(namespace: "bench")
                         try await peer.stopReading()
+                        // 6 MiB of replies: past what the kernel's socket buffers take, the
+                        // server's outbox fills.
                         let body = String(repeating: "b", count: 128 * 1024)
-                        for index in 0..<4 { try await peer.send(RawPeer.frame(.text, "$\(index);bench;;echo;0;0;\(body)")) }
+                        for index in 0..<48 { try await peer.send(RawPeer.frame(.text, "$\(index);bench;;echo;0;0;\(body)")) }
                         try await peer.send(RawPeer.frame(.connectionClose, ByteBuffer(bytes: [0x03, 0xE8])))
                     }
                 }
