@@ -1,8 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
 import Logging
 import NIOCore
 import NIOWebSocket
@@ -193,7 +188,7 @@ final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler {
             // A peer that does not read never lets the echo out: close the socket anyway.
             scheduleCloseFallback(context)
         case .closeSent:
-            closeSocket(context, reset: !context.channel.isWritable)
+            context.close(promise: nil)
         case .closed:
             break
         }
@@ -360,21 +355,8 @@ final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private func scheduleCloseFallback(_ context: ChannelHandlerContext) {
         guard closeFallback == nil else { return }
         closeFallback = context.eventLoop.assumeIsolated().scheduleTask(in: settings.closeTimeout.timeAmount) { [self] in
-            guard let context = self.context else { return }
-            closeSocket(context, reset: true)
+            self.context?.close(promise: nil)
         }
-    }
-
-    /// Closes the socket; with `reset`, abortively (TCP RST): for a peer that did not finish
-    /// the closing handshake or does not read, rather than leave the kernel holding what it
-    /// never read until its window opens (minutes, for a peer that never reads).
-    private func closeSocket(_ context: ChannelHandlerContext, reset: Bool) {
-        guard reset, let provider = context.channel as? any SocketOptionProvider else {
-            context.close(promise: nil)
-            return
-        }
-        let channel = context.channel
-        provider.setSoLinger(linger(l_onoff: 1, l_linger: 0)).whenComplete { _ in channel.close(promise: nil) }
     }
 
     // MARK: Heartbeat and read timeout

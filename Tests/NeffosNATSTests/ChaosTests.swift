@@ -50,8 +50,8 @@ struct ChaosCluster {
 }
 
 /// Publishes numbered messages (event `p<node>`, bodies 1, 2, 3…) on namespace `chaos` from
-/// each node, each paced on its own node's local delivery (which must go on through any bus
-/// outage: a publisher whose own client stops receiving stalls, and the test sees it).
+/// each node, paced on each node's local delivery (which must go on through any bus outage:
+/// a publisher whose own client stops receiving stalls, and the test sees it).
 final class Publishers: Sendable {
     private let published = Mutex<[Int]>([0, 0, 0])
     private let tasks = Mutex<[Task<Void, Never>]>([])
@@ -60,14 +60,18 @@ final class Publishers: Sendable {
     var counts: [Int] { published.withLock { $0 } }
 
     func start(_ chaos: ChaosCluster) {
-        let started = (0..<3).map { node in
-            Task {
-                var sequence = 0
-                while !Task.isCancelled {
-                    sequence += 1
-                    let body = "\(sequence)"
+        // In rounds: each node publishes its next message, then each waits for its own. The
+        // three go at the same pace, whatever the scheduler favours on a loaded machine.
+        let task = Task {
+            var sequence = 0
+            while !Task.isCancelled {
+                sequence += 1
+                let body = "\(sequence)"
+                for node in 0..<3 {
                     chaos.cluster.servers[node].broadcast(Message(namespace: "chaos", event: EventName("p\(node)"), body: body))
-                    published.withLock { $0[node] = sequence }
+                }
+                published.withLock { $0 = [sequence, sequence, sequence] }
+                for node in 0..<3 {
                     do {
                         try await chaos.received[node].wait("node \(node)'s own message \(sequence)", timeout: .seconds(5)) { messages in
                             messages.last { $0.event.rawValue == "p\(node)" }?.bodyString == body
@@ -75,14 +79,11 @@ final class Publishers: Sendable {
                     } catch {
                         // Reported by the local-delivery check: no gap, no stall.
                     }
-                    // A local delivery is often there before the wait: without a yield, a
-                    // publisher would never leave the cooperative thread it runs on, and the
-                    // others would starve.
-                    await Task.yield()
                 }
+                await Task.yield()
             }
         }
-        tasks.withLock { $0 = started }
+        tasks.withLock { $0 = [task] }
     }
 
     /// Stops publishing and waits for the publishers to end.
@@ -147,7 +148,7 @@ struct ChaosTests {
         let lostBefore = chaos.cluster.servers.map { $0.exchangeStatistics?.lost ?? 0 }
         let publishers = Publishers()
         publishers.start(chaos)
-        try await chaos.received[2].wait(for: 30, of: "p0")
+        try await chaos.received[2].wait(for: 30, of: "p0", timeout: .seconds(30))
 
         for victim in [0, 1] {
             let before = publishers.counts[victim]

@@ -226,7 +226,6 @@ struct BroadcastTests {
             // The first pong that does not fit is dropped, and the server stops reading (what
             // it had read already is still answered, or dropped): a flood costs it nothing more.
             try await running.server.waitForStatistics("a pong to be dropped") { $0.droppedFrames > before }
-            #expect(running.server.statistics.droppedFrames <= before + 100)
             // Once the client reads again, so does the server.
             try await socket.send("$e;default;;_OnNamespaceConnect;0;0;")
             try await socket.setReading(true)
