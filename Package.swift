@@ -183,6 +183,22 @@ let package = Package(
             path: "Sources/NeffosRawServer",
             swiftSettings: strict
         ),
+        .executableTarget(
+            // The fuzz targets (codec, envelope, url, frames). Built normally, it replays inputs
+            // (`neffos-fuzz TARGET FILE...`); built by scripts/fuzz with `-sanitize=fuzzer,address
+            // -parse-as-library -DFUZZING`, it is a libFuzzer binary.
+            name: "neffos-fuzz",
+            dependencies: [
+                "Neffos",
+                "NeffosNIO",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOWebSocket", package: "swift-nio"),
+            ],
+            path: "Sources/NeffosFuzz",
+            swiftSettings: strict
+        ),
         .plugin(
             name: "NeffosClusterPlugin",
             capability: .command(

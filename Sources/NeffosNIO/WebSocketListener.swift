@@ -191,7 +191,7 @@ public final class WebSocketListener: Service, Sendable {
         let transport = server.configuration.transport
         let upgrader = NIOWebSocketServerUpgrader(
             maxFrameSize: maxFrameSize(transport),
-            automaticErrorHandling: true,
+            automaticErrorHandling: usesNIOProtocolErrorHandler,
             shouldUpgrade: { channel, head in
                 let verdict = UpgradeVerdict(head: head, server: server, path: path)
                 // A refused request goes on to the HTTP handler, which answers and counts it.
@@ -228,6 +228,12 @@ public final class WebSocketListener: Service, Sendable {
 }
 
 extension WebSocketListener {
+    /// Whether NIO's protocol-error handler goes into a server connection's pipeline: no. The
+    /// ``WebSocketHandler`` answers a frame NIO cannot decode itself (1009 or 1002); with both,
+    /// a peer got a second close frame when the server had already sent one (found by
+    /// `neffos-fuzz frames`, which builds its pipeline by this too).
+    package static let usesNIOProtocolErrorHandler = false
+
     /// The largest WebSocket frame the frame decoder of a server connection accepts
     /// (``Server/TransportConfiguration/maxFrameSize``, within what NIO allows).
     package static func maxFrameSize(_ transport: Server.TransportConfiguration) -> Int {

@@ -243,4 +243,8 @@ extension Conn {
     /// How many received events wait for their handler (for tests and diagnostics). It stays
     /// near the configured maximum: past it the connection stops reading.
     public var queuedEventCount: Int { machine.withLock { $0.inbox.count } }
+
+    /// Whether no received event is being handled or waits for its handler (for the fuzzer,
+    /// which lets a connection's handler task finish before it sends more or closes).
+    package var isIdle: Bool { machine.withLock { !$0.busy && $0.inbox.isEmpty } }
 }

@@ -37,6 +37,8 @@ public struct ExchangeURL: Sendable, Equatable, CustomStringConvertible {
     public let path: String
     /// The query parameters.
     public let options: [String: String]
+    /// ``text`` with the password replaced by `***`, when there is a password.
+    private let redactedText: String?
 
     /// Parses `text`.
     ///
@@ -71,10 +73,16 @@ public struct ExchangeURL: Sendable, Equatable, CustomStringConvertible {
         }
         var user: String?
         var password: String?
+        var redactedText: String?
         if let at = rest.lastIndex(of: "@") {
             let credentials = rest[..<at].split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false)
             user = credentials.first.map { String($0).percentDecoded }
             password = credentials.count > 1 ? String(credentials[1]).percentDecoded : nil
+            if credentials.count > 1, !credentials[1].isEmpty {
+                // Where the password is in the text: it may hold `:` and `@`, and so may the
+                // path and the query after it.
+                redactedText = String(trimmed[..<credentials[1].startIndex]) + "***" + String(trimmed[at...])
+            }
             rest = rest[rest.index(after: at)...]
         }
         var servers: [Server] = []
@@ -115,14 +123,11 @@ public struct ExchangeURL: Sendable, Equatable, CustomStringConvertible {
         self.servers = servers
         self.path = path
         self.options = options
+        self.redactedText = redactedText
     }
 
     /// The URL with any password replaced by `***` (safe to log).
-    public var description: String {
-        guard let password, !password.isEmpty else { return text }
-        guard let at = text.lastIndex(of: "@"), let colon = text[..<at].lastIndex(of: ":") else { return text }
-        return String(text[...colon]) + "***" + String(text[at...])
-    }
+    public var description: String { redactedText ?? text }
 }
 
 extension String {
