@@ -126,9 +126,14 @@ final class RawPeer: ChannelInboundHandler, Sendable {
         try await channel.writeAndFlush(bytes)
     }
 
+    /// A valid WebSocket upgrade request for `url`.
+    static func upgradeRequest(_ url: WebSocketURL) -> ByteBuffer {
+        ByteBuffer(string: "GET \(url.requestURI) HTTP/1.1\r\nHost: \(url.hostHeader)\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    }
+
     /// Upgrades, sends `M`, waits for `A…`; with `namespace`, connects it too.
     func open(_ url: WebSocketURL, namespace: String? = nil) async throws {
-        try await send(ByteBuffer(string: "GET \(url.requestURI) HTTP/1.1\r\nHost: \(url.hostHeader)\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"))
+        try await send(Self.upgradeRequest(url))
         try await wait(for: "\r\n\r\n")
         try await send(Self.frame(.text, "M"))
         try await wait(for: "A")
@@ -281,7 +286,7 @@ extension BenchRunner {
                 for _ in 0..<count {
                     tasks.addTask {
                         let peer = try await open(handshake: false)
-                        try await peer.send(ByteBuffer(string: "GET \(url.requestURI) HTTP/1.1\r\nHost: \(url.hostHeader)\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"))
+                        try await peer.send(RawPeer.upgradeRequest(url))
                         try await peer.wait(for: "\r\n\r\n")
                         let chunk = RawPeer.frame(.text, String(repeating: "x", count: 65_536))
                         for _ in 0..<1024 where peer.secondsToClose == nil { try? await peer.send(chunk) }
