@@ -159,45 +159,24 @@ final class ServerMetrics: Sendable {
         changes.update { $0 &+= 1 }
     }
 
-    func askTimedOut() {
-        asksTimedOut.increment()
-        timedOutTotal.add(1, ordering: .relaxed)
+    /// One rare event: the metric, the statistic, and a wake-up for whoever waits on them.
+    private func count(_ counter: Counter, _ total: borrowing Atomic<Int>) {
+        counter.increment()
+        total.add(1, ordering: .relaxed)
         changed()
     }
 
-    func limitExceeded() {
-        limitsExceeded.increment()
-        limitsTotal.add(1, ordering: .relaxed)
-        changed()
-    }
+    func askTimedOut() { count(asksTimedOut, timedOutTotal) }
 
-    func invalidFrame() {
-        invalidFrames.increment()
-        invalidTotal.add(1, ordering: .relaxed)
-        changed()
-    }
+    func limitExceeded() { count(limitsExceeded, limitsTotal) }
 
-    func refused() {
-        refusedConnections.increment()
-        refusedTotal.add(1, ordering: .relaxed)
-        changed()
-    }
+    func invalidFrame() { count(invalidFrames, invalidTotal) }
 
-    func httpTimedOut() {
-        httpTimeouts.increment()
-        httpTimeoutsTotal.add(1, ordering: .relaxed)
-        changed()
-    }
+    func refused() { count(refusedConnections, refusedTotal) }
 
-    func protocolViolated() {
-        protocolViolations.increment()
-        violationsTotal.add(1, ordering: .relaxed)
-        changed()
-    }
+    func httpTimedOut() { count(httpTimeouts, httpTimeoutsTotal) }
 
-    func acceptFailed() {
-        acceptErrors.increment()
-        acceptErrorsTotal.add(1, ordering: .relaxed)
-        changed()
-    }
+    func protocolViolated() { count(protocolViolations, violationsTotal) }
+
+    func acceptFailed() { count(acceptErrors, acceptErrorsTotal) }
 }
