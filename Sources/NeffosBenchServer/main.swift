@@ -68,7 +68,7 @@ do {
 
 let server = try Server(namespaces: ["bench": events], configuration: configuration)
 let listener = WebSocketListener(server: server, host: "127.0.0.1", port: port)
-let group = ServiceGroup(configuration: .init(services: [listener], gracefulShutdownSignals: [.sigterm, .sigint], logger: configuration.logger))
+let group = ServiceGroup(configuration: .init(services: [server, listener], gracefulShutdownSignals: [.sigterm, .sigint], logger: configuration.logger))
 Task {
     if let bound = await listener.boundPort() {
         FileHandle.standardOutput.write(Data("listening on \(bound) pid \(ProcessInfo.processInfo.processIdentifier)\n".utf8))

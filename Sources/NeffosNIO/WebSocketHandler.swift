@@ -200,6 +200,11 @@ final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler {
         if error is ProtocolViolation || error is NIOWebSocketError || error is NIOWebSocketFrameAggregator.Error {
             conn?.server?.countProtocolViolation()
         }
+        if case .closeSent = closeState {
+            // Our close frame is out: a peer that answers it with garbage is not waited for.
+            context.close(promise: nil)
+            return
+        }
         switch error {
         case NIOWebSocketFrameAggregator.Error.accumulatedFrameSizeIsTooLarge:
             close(code: .messageTooBig, reason: "message too big")
@@ -212,6 +217,17 @@ final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler {
         default:
             context.close(promise: nil)
         }
+    }
+
+    /// A server that hosts this connection is shutting down gracefully (Hummingbird's and
+    /// Vapor's HTTP servers send `ChannelShouldQuiesceEvent` to every open connection): close
+    /// with 1001 (going away), once.
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is ChannelShouldQuiesceEvent {
+            close(code: .goingAway, reason: "server shutting down")
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
     }
 
     // MARK: Backpressure from the handler queue

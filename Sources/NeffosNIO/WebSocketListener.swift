@@ -1,6 +1,6 @@
-import Foundation
 import Logging
 import NIOCore
+import HTTPTypes
 import NIOHTTP1
 import NIOPosix
 import NIOWebSocket
@@ -8,42 +8,25 @@ import Neffos
 import ServiceLifecycle
 import Synchronization
 
-/// A plain HTTP response, for the pages a listener serves next to its WebSocket endpoint.
-public struct HTTPResponse: Sendable {
-    /// The status.
-    public var status: HTTPResponseStatus
-    /// The headers (`Content-Length` is added).
-    public var headers: HTTPHeaders
-    /// The body.
-    public var body: ByteBuffer
-
-    /// A response with a body and a content type.
-    public init(status: HTTPResponseStatus = .ok, contentType: String? = nil, body: ByteBuffer = ByteBuffer(), headers: HTTPHeaders = [:]) {
-        self.status = status
-        self.headers = headers
-        if let contentType { self.headers.replaceOrAdd(name: "Content-Type", value: contentType) }
-        self.body = body
-    }
-
-    /// A UTF-8 text response.
-    public static func text(_ text: String, status: HTTPResponseStatus = .ok, contentType: String = "text/plain; charset=utf-8") -> HTTPResponse {
-        HTTPResponse(status: status, contentType: contentType, body: ByteBuffer(string: text))
-    }
-}
-
-/// Answers the HTTP requests that are not WebSocket upgrades (a browser page, a health
-/// check). Return `nil` to let the listener answer (404, or the WebSocket endpoint's rules).
-public typealias HTTPResponder = @Sendable (_ head: HTTPRequestHead) -> HTTPResponse?
-
-/// Serves a neffos ``Server`` over WebSocket with SwiftNIO.
+/// Serves a neffos ``Server`` over WebSocket with SwiftNIO, on a port of its own.
+///
+/// A listener only brings connections to its server: the ``Server`` owns the exchange
+/// connection and the connections' lifecycle, and several listeners (and mounts in
+/// Hummingbird or Vapor) may share one server. Run both as swift-service-lifecycle services,
+/// the server first:
 ///
 /// ```swift
+/// let server = try Server(namespaces: namespaces)
 /// let listener = WebSocketListener(server: server, host: "127.0.0.1", port: 8080, path: "/echo")
-/// try await listener.start()
+/// let group = ServiceGroup(configuration: .init(
+///     services: [server, listener], gracefulShutdownSignals: [.sigterm], logger: logger))
+/// try await group.run()
 /// ```
 ///
-/// Or run it as a swift-service-lifecycle `Service`; on graceful shutdown it stops accepting,
-/// closes every connection with 1001, waits for their disconnect hooks, and returns.
+/// On graceful shutdown the listener stops accepting and closes the connections it brought with
+/// 1001 (going away); then the server closes any left, waits for their disconnect hooks and
+/// closes its exchange. Without a service group: ``start()``, then ``stop(timeout:)`` and
+/// ``Server/shutdown(timeout:)``.
 ///
 /// On the WebSocket path it upgrades `GET` only; `HEAD` is answered `302 Found` (neffos.js
 /// probes with it before redialling); other methods get `405` with `Allow: GET`. Query
@@ -63,6 +46,8 @@ public final class WebSocketListener: Service, Sendable {
     private struct ListenerState {
         var channel: (any Channel)?
         var stopped = false
+        /// The connections accepted and not yet closed (HTTP or upgraded), by channel.
+        var children: [ObjectIdentifier: any Channel] = [:]
     }
 
     /// Creates a listener.
@@ -104,8 +89,8 @@ public final class WebSocketListener: Service, Sendable {
         return port ?? nil
     }
 
-    /// Connects the server's exchange (if any), binds, and starts accepting connections;
-    /// returns once listening.
+    /// Connects the server's exchange if it is not yet (``Server/start()``, idempotent), binds,
+    /// and starts accepting connections; returns once listening.
     ///
     /// - Throws: the exchange's error, or the bind error (for example the port is taken).
     public func start() async throws {
@@ -122,6 +107,7 @@ public final class WebSocketListener: Service, Sendable {
         }
         let atLimit = ThrottledWarning()
         let acceptFailed = ThrottledWarning()
+        let state = self.state
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -138,6 +124,9 @@ public final class WebSocketListener: Service, Sendable {
             .childChannelOption(.writeBufferWaterMark, value: .init(low: outbox / 2, high: outbox))
             .childChannelOption(.maxMessagesPerRead, value: 16)
             .childChannelInitializer { channel in
+                guard Self.track(channel, in: state) else {
+                    return channel.eventLoop.makeFailedFuture(ChannelError.ioOnClosedChannel)
+                }
                 if let limit {
                     guard server.reserveConnectionSlot(limit: limit) else {
                         server.countRefusedConnection()
@@ -161,23 +150,59 @@ public final class WebSocketListener: Service, Sendable {
         server.logger.info("neffos listening", metadata: ["address": "\(channel.localAddress.map { "\($0)" } ?? "?")", "path": "\(path ?? "*")"])
     }
 
-    /// Stops accepting, closes every connection with 1001 and waits (up to `timeout`) for
-    /// their disconnect events and hooks.
+    /// Stops accepting, closes the connections this listener brought with 1001 (going away),
+    /// and waits up to `timeout` for their sockets to close (then closes what is left). The
+    /// server goes on: its other listeners and mounts are untouched, and its disconnect hooks
+    /// and exchange finish in ``Server/shutdown(timeout:)``.
     public func stop(timeout: Duration = .seconds(10)) async {
-        let channel = state.update { s -> (any Channel)? in
+        let (channel, children) = state.update { s -> ((any Channel)?, [any Channel]) in
             s.stopped = true
             defer { s.channel = nil }
-            return s.channel
+            return (s.channel, Array(s.children.values))
         }
         try? await channel?.close()
-        await server.shutdown(timeout: timeout)
+        for child in children { Self.closeGoingAway(child) }
+        let closed = try? await state.wait(timeout: timeout, orThrow: { NeffosError.timeout }) { s -> Result<Bool, any Error>? in
+            s.children.isEmpty ? .success(true) : nil
+        }
+        if closed == nil {
+            for child in state.read({ Array($0.children.values) }) { child.close(promise: nil) }
+        }
     }
 
-    /// Runs until graceful shutdown, then stops (the `Service` entry point).
+    /// Runs until graceful shutdown, then stops accepting and closes its connections (the
+    /// `Service` entry point). Put the ``Server`` in the same service group, before it.
     public func run() async throws {
         try await start()
         try? await gracefulShutdown()
-        await stop()
+        await stop(timeout: server.configuration.shutdownTimeout)
+    }
+
+    /// The number of connections (HTTP or WebSocket) this listener holds open.
+    public var openConnections: Int { state.read { $0.children.count } }
+
+    /// Records a new connection until it closes; `false` once the listener stopped.
+    private static func track(_ channel: any Channel, in state: Watched<ListenerState>) -> Bool {
+        let key = ObjectIdentifier(channel)
+        let tracked = state.update { s -> Bool in
+            guard !s.stopped else { return false }
+            s.children[key] = channel
+            return true
+        }
+        if tracked { channel.closeFuture.whenComplete { _ in state.update { _ = $0.children.removeValue(forKey: key) } } }
+        return tracked
+    }
+
+    /// Closes a connection on its loop: an upgraded one with 1001 and the closing handshake, an
+    /// HTTP one at once.
+    private static func closeGoingAway(_ channel: any Channel) {
+        channel.eventLoop.execute {
+            if let handler = try? channel.pipeline.syncOperations.handler(type: WebSocketHandler.self) {
+                handler.close(code: .goingAway, reason: "server shutting down")
+            } else {
+                channel.close(promise: nil)
+            }
+        }
     }
 
     /// How long the listener stops accepting after `accept` failed (out of file descriptors).
@@ -272,203 +297,3 @@ extension WebSocketListener {
     }
 }
 
-/// Why an HTTP request to the listener is, or is not, upgraded.
-enum UpgradeVerdict {
-    case upgrade
-    /// Not a WebSocket request for us: the HTTP handler answers.
-    case notOurs
-    case refuse(HTTPResponseStatus, NeffosError)
-
-    init(head: HTTPRequestHead, server: Server, path: String?) {
-        let requestPath = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
-        if let path, requestPath != path {
-            self = .notOurs
-            return
-        }
-        guard head.method == .GET else {
-            self = .notOurs
-            return
-        }
-        let isUpgrade = head.headers["upgrade"].contains { $0.lowercased() == "websocket" }
-        guard isUpgrade else {
-            self = .notOurs
-            return
-        }
-        if let refusal = Self.refusal(of: head, server: server) {
-            self = .refuse(refusal.status, NeffosError.invalidConfiguration.with(detail: refusal.reason))
-            return
-        }
-        self = .upgrade
-    }
-
-    /// Why a WebSocket upgrade request is refused (RFC 6455 §4.2.1, the server's bounds and
-    /// origin policy), or `nil` when it may upgrade.
-    private static func refusal(of head: HTTPRequestHead, server: Server) -> (status: HTTPResponseStatus, reason: String)? {
-        let headers = head.headers
-        guard head.version.major > 1 || (head.version.major == 1 && head.version.minor >= 1) else {
-            return (.badRequest, "a WebSocket upgrade needs HTTP/1.1 or later, not \(head.version)")
-        }
-        guard headers["host"].count == 1 else {
-            return (.badRequest, "the upgrade request needs one Host header")
-        }
-        let connectionTokens = headers[canonicalForm: "connection"].map { $0.lowercased() }
-        guard connectionTokens.contains("upgrade") else {
-            return (.badRequest, "the upgrade request has no \"Connection: Upgrade\" header")
-        }
-        guard headers["sec-websocket-version"] == ["13"] else {
-            return (.upgradeRequired, "unsupported Sec-WebSocket-Version \(headers["sec-websocket-version"]); this server speaks 13")
-        }
-        let keys = headers["sec-websocket-key"]
-        guard keys.count == 1, let key = Data(base64Encoded: keys[0].trimmingCharacters(in: .whitespaces)), key.count == 16 else {
-            return (.badRequest, "Sec-WebSocket-Key must be the base64 text of 16 bytes")
-        }
-        let transport = server.configuration.transport
-        let headerBytes = head.uri.utf8.count + headers.reduce(0) { $0 + $1.name.utf8.count + $1.value.utf8.count + 4 }
-        guard headerBytes <= transport.maxRequestHeaderBytes else {
-            return (.requestHeaderFieldsTooLarge,
-                    "the request line and headers take \(headerBytes) bytes; the limit is \(transport.maxRequestHeaderBytes) (transport.maxRequestHeaderBytes)")
-        }
-        let origin = headers.first(name: "origin")
-        let originAllowed = transport.checkOrigin.map { $0(origin) }
-            ?? transport.allowedOrigins.allows(origin: origin, host: headers.first(name: "host"))
-        guard originAllowed else {
-            return (.forbidden, "origin \(origin ?? "none") refused (transport.allowedOrigins)")
-        }
-        guard !server.isShuttingDown else {
-            return (.serviceUnavailable, "the server is shutting down")
-        }
-        return nil
-    }
-}
-
-extension UpgradeRequest {
-    /// The request as the core sees it: path, headers with the `X-Websocket-Header-*` query
-    /// parameters folded in, and the peer's address.
-    init(head: HTTPRequestHead, remoteAddress: SocketAddress?) {
-        let parts = head.uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)
-        var headers = head.headers.map { (name: $0.name, value: $0.value) }
-        if parts.count == 2 {
-            headers += Self.headersFromQuery(String(parts[1]))
-        }
-        self.init(
-            path: parts.first.map(String.init) ?? "/",
-            headers: headers,
-            remoteAddress: remoteAddress.map { "\($0)" })
-    }
-
-    /// The headers carried by `X-Websocket-Header-<Name>=<value>` query parameters.
-    static func headersFromQuery(_ query: String) -> [(name: String, value: String)] {
-        let prefix = "x-websocket-header-"
-        var result: [(name: String, value: String)] = []
-        for pair in query.split(separator: "&") {
-            let kv = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
-            guard let rawKey = kv.first, let key = decode(String(rawKey)) else { continue }
-            guard key.count > prefix.count, key.lowercased().hasPrefix(prefix) else { continue }
-            let value = kv.count == 2 ? decode(String(kv[1])) ?? "" : ""
-            result.append((name: canonical(String(key.dropFirst(prefix.count))), value: value))
-        }
-        return result
-    }
-
-    private static func decode(_ component: String) -> String? {
-        component.replacingOccurrences(of: "+", with: " ").removingPercentEncoding
-    }
-
-    /// `x-username` → `X-Username`, as Go's canonical header keys.
-    private static func canonical(_ name: String) -> String {
-        name.split(separator: "-", omittingEmptySubsequences: false)
-            .map { $0.prefix(1).uppercased() + $0.dropFirst().lowercased() }
-            .joined(separator: "-")
-    }
-}
-
-/// Answers the HTTP requests that were not upgraded: the application's pages, then the
-/// WebSocket endpoint's rules (HEAD → 302, other methods → 405), then 404.
-final class HTTPFallbackHandler: ChannelInboundHandler, RemovableChannelHandler {
-    typealias InboundIn = HTTPServerRequestPart
-    typealias OutboundOut = HTTPServerResponsePart
-    static let name = "neffos.http-fallback"
-
-    private let server: Server
-    private let path: String?
-    private let responder: HTTPResponder?
-    private var head: HTTPRequestHead?
-
-    init(server: Server, path: String?, responder: HTTPResponder?) {
-        self.server = server
-        self.path = path
-        self.responder = responder
-    }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        switch unwrapInboundIn(data) {
-        case .head(let head):
-            self.head = head
-        case .body:
-            break
-        case .end:
-            guard let head else { return }
-            self.head = nil
-            respond(context: context, to: head)
-        }
-    }
-
-    private func respond(context: ChannelHandlerContext, to head: HTTPRequestHead) {
-        if let response = responder?(head) {
-            send(response, context: context, head: head)
-            return
-        }
-        let requestPath = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
-        guard path == nil || requestPath == path else {
-            send(.text("not found\n", status: .notFound), context: context, head: head)
-            return
-        }
-        switch head.method {
-        case .HEAD:
-            send(HTTPResponse(status: .found), context: context, head: head)
-        case .GET:
-            if case .refuse(let status, let error) = UpgradeVerdict(head: head, server: server, path: path) {
-                server.countRefusedConnection()
-                server.logger.debug("upgrade refused: \(error.detail ?? "")")
-                server.configuration.onUpgradeError?(error)
-                var response = HTTPResponse.text("\(status.reasonPhrase): \(error.detail ?? "")\n", status: status)
-                if status == .upgradeRequired { response.headers.replaceOrAdd(name: "Sec-WebSocket-Version", value: "13") }
-                send(response, context: context, head: head, close: true)
-            } else {
-                send(.text("this endpoint speaks WebSocket (neffos)\n", status: .badRequest), context: context, head: head)
-            }
-        default:
-            var response = HTTPResponse.text("Method Not Allowed\n", status: .methodNotAllowed)
-            response.headers.replaceOrAdd(name: "Allow", value: "GET")
-            response.headers.replaceOrAdd(name: "X-Content-Type-Options", value: "nosniff")
-            send(response, context: context, head: head)
-        }
-    }
-
-    func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        // A request NIO could not parse (headers too large, not HTTP): its error handler has
-        // answered 400; nothing more can be read from this connection.
-        if error is HTTPParserError {
-            server.countRefusedConnection()
-            context.close(promise: nil)
-            return
-        }
-        context.fireErrorCaught(error)
-    }
-
-    private func send(_ response: HTTPResponse, context: ChannelHandlerContext, head: HTTPRequestHead, close: Bool = false) {
-        var headers = response.headers
-        headers.replaceOrAdd(name: "Content-Length", value: "\(response.body.readableBytes)")
-        let keepAlive = head.isKeepAlive && !close
-        if !keepAlive { headers.replaceOrAdd(name: "Connection", value: "close") }
-        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: response.status, headers: headers))), promise: nil)
-        if head.method != .HEAD && response.body.readableBytes > 0 {
-            context.write(wrapOutboundOut(.body(.byteBuffer(response.body))), promise: nil)
-        }
-        let done = context.writeAndFlush(wrapOutboundOut(.end(nil)))
-        if !keepAlive {
-            let loopBound = context.loopBound
-            done.whenComplete { _ in loopBound.value.close(promise: nil) }
-        }
-    }
-}

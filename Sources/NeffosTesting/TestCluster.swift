@@ -51,7 +51,10 @@ public final class TestCluster: Sendable {
                 listeners.append(listener)
             }
         } catch {
-            for listener in listeners { await listener.stop(timeout: .seconds(2)) }
+            for (listener, server) in zip(listeners, servers) {
+                await listener.stop(timeout: .seconds(2))
+                await server.shutdown(timeout: .seconds(2))
+            }
             throw error
         }
         return TestCluster(servers: servers, listeners: listeners)
@@ -76,6 +79,7 @@ public final class TestCluster: Sendable {
     /// Stops node `index` (its connections close with 1001, its exchange connection closes).
     public func stopNode(_ index: Int) async {
         await listeners[index].stop(timeout: .seconds(5))
+        await servers[index].shutdown(timeout: .seconds(5))
     }
 
     /// Broadcasts probe messages (event `probe`) from node `from` until every receiver got one,
@@ -116,7 +120,7 @@ public final class TestCluster: Sendable {
     /// Closes every client and stops every node.
     public func stop() async {
         for client in clients.withLock({ $0 }) { await client.close() }
-        for listener in listeners { await listener.stop(timeout: .seconds(5)) }
+        for index in listeners.indices { await stopNode(index) }
     }
 }
 

@@ -16,7 +16,10 @@ struct RunningServer: Sendable {
     var url: String { "ws://127.0.0.1:\(port)\(path)" }
     var httpBase: String { "127.0.0.1:\(port)" }
 
-    func stop() async { await listener.stop(timeout: .seconds(5)) }
+    func stop() async {
+        await listener.stop(timeout: .seconds(5))
+        await server.shutdown(timeout: .seconds(5))
+    }
 }
 
 /// Starts `namespaces` on a free port, runs `body`, and stops the server whatever happens.

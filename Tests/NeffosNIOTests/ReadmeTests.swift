@@ -53,5 +53,6 @@ struct ReadmeTests {
         }
         await client.close()
         await listener.stop()
+        await server.shutdown()
     }
 }

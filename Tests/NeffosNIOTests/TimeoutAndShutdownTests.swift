@@ -92,11 +92,12 @@ struct TimeoutAndShutdownTests {
         let (b, _) = try await handshake(url)
         try await connectNamespace(a, "default")
         await listener.stop()
+        await server.shutdown()
         for socket in [a, b] {
             let close = try await socket.nextClose()
             #expect(close.closeCode == .goingAway)
         }
-        #expect(log.entries.filter { $0 == "gone" }.count == 2, "stop returns after the hooks ran")
+        #expect(log.entries.filter { $0 == "gone" }.count == 2, "shutdown returns after the hooks ran")
         #expect(log.entries.contains("ns:true"))
         await #expect(throws: NeffosError.dialFailed) { _ = try await RawWebSocket.connect(to: url, timeout: .seconds(1)) }
     }
@@ -110,7 +111,7 @@ struct TimeoutAndShutdownTests {
         configuration.onDisconnect = { _ in log.append("gone") }
         let server = try Server(namespaces: ["default": Events()], configuration: configuration)
         let listener = WebSocketListener(server: server, port: 0)
-        let group = ServiceGroup(services: [listener], logger: Logger(label: "test") { _ in SwiftLogNoOpLogHandler() })
+        let group = ServiceGroup(services: [server, listener], logger: Logger(label: "test") { _ in SwiftLogNoOpLogHandler() })
         try await withThrowingTaskGroup(of: Void.self) { tasks in
             tasks.addTask { try await group.run() }
             let port = try #require(await listener.boundPort())

@@ -71,6 +71,7 @@ struct NativeExample {
         try await ann.sendClose()
         _ = await ann.waitClosed()
         await listener.stop(timeout: .seconds(2))
+        await server.shutdown(timeout: .seconds(2))
         print("done: 4 raw messages echoed and broadcast without neffos framing")
     }
 

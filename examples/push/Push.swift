@@ -78,6 +78,7 @@ struct PushExample {
         pusher.cancel()
         await client.close()
         await listener.stop(timeout: .seconds(2))
+        await server.shutdown(timeout: .seconds(2))
         print("done: received \(count) ticks")
     }
 }

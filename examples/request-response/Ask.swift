@@ -117,6 +117,7 @@ struct AskExample {
 
         await client.close()
         await listener.stop(timeout: .seconds(2))
+        await server.shutdown(timeout: .seconds(2))
         print("done: 5 asks behaved as expected")
     }
 }

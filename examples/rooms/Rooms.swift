@@ -97,6 +97,7 @@ struct RoomsExample {
 
         for participant in [alice, bob, carol] { await participant.client.close() }
         await listener.stop(timeout: .seconds(2))
+        await server.shutdown(timeout: .seconds(2))
         print("done: room broadcasts reached members only; the listings matched")
     }
 

@@ -132,6 +132,7 @@ struct ScaleOutExample {
 
         for client in clients { await client.close() }
         for listener in listeners { await listener.stop(timeout: .seconds(2)) }
+        for server in servers { await server.shutdown(timeout: .seconds(2)) }
         print("done: a room broadcast from node-a reached node-b and node-c; node-c answered node-a's ask")
     }
 

@@ -122,6 +122,7 @@ struct TypedExample {
 
         await client.close()
         await listener.stop(timeout: .seconds(2))
+        await server.shutdown(timeout: .seconds(2))
         print("done: typed emit, typed asks and a refused body behaved as expected")
     }
 }

@@ -66,8 +66,10 @@ extension Conn {
 
     // MARK: Frames
 
-    /// On the event loop: one frame arrived from the transport.
-    package func transportReceived(_ frame: ByteBuffer, binary: Bool) {
+    /// One message arrived from the transport: a whole text (`binary: false`, UTF-8 checked)
+    /// or binary message, fragments joined. Call it on the transport's event loop (a
+    /// ``ConnectionTransport`` input).
+    public func transportReceived(_ frame: ByteBuffer, binary: Bool) {
         if machine.withLock({ $0.phase.isHandshaking }) {
             receiveDuringHandshake(frame, binary: binary)
         } else {
@@ -243,8 +245,10 @@ extension Conn {
 
     // MARK: Close
 
-    /// On the event loop: the transport closed (either side).
-    package func transportClosed(_ reason: CloseReason) {
+    /// The transport's socket is gone (either side closed it, or it failed); call it once, on
+    /// the transport's event loop (a ``ConnectionTransport`` input). Say who closed and with
+    /// which code: the connection's disconnect events and reconnection logic read it.
+    public func transportClosed(_ reason: CloseReason) {
         let reconnect = machine.withLock({ $0.mayReconnect }) && delegate.connShouldReconnect(self, reason: reason)
         let action = machine.withLock { $0.transportClosed(reason, reconnect: reconnect) }
         switch action {

@@ -1,23 +1,127 @@
-/// What the HTTP upgrade request said: headers (with the `X-Websocket-Header-*` query
-/// parameters folded in), path and peer.
+import HTTPTypes
+
+/// The HTTP request that opened a WebSocket connection, as the server's hooks see it
+/// (``Server/Configuration/idGenerator``, ``Server/Configuration/onConnect``, ``Conn/request``).
+///
+/// Whatever transport brought the connection (the standalone `WebSocketListener`, a mount in
+/// Hummingbird or Vapor, or a transport of your own) fills it the same way.
 public struct UpgradeRequest: Sendable {
-    /// The request path, without the query.
-    public var path: String
-    /// The request headers, names as sent; look them up with ``header(_:)``.
-    public var headers: [(name: String, value: String)]
+    /// The request as it arrived: method, path with its query, and the header fields as sent.
+    public var http: HTTPRequest
+    /// The header fields: the request's, followed by one field per `X-Websocket-Header-<Name>`
+    /// query parameter (named `<Name>`; how browsers, which cannot set headers on a WebSocket,
+    /// send them with neffos.js). Look one up with ``header(_:)``.
+    public var headerFields: HTTPFields
     /// The peer's address, as text, if known.
     public var remoteAddress: String?
+    /// What the application's middleware established about the peer before the upgrade (an
+    /// authenticated user, a tenant), set by the transport: the Hummingbird and Vapor mounts
+    /// set it from their request-context closure. Read it in the ID generator or the connect hook
+    /// with ``identity(as:)``.
+    public var identity: (any Sendable)?
 
-    /// Creates a request description.
-    public init(path: String = "/", headers: [(name: String, value: String)] = [], remoteAddress: String? = nil) {
-        self.path = path
-        self.headers = headers
+    /// Describes a request.
+    ///
+    /// - Parameters:
+    ///   - http: the HTTP request (method, path with query, header fields as sent).
+    ///   - remoteAddress: the peer's address, if known.
+    ///   - identity: what middleware established about the peer, if anything.
+    ///   - foldingQueryHeaders: whether `X-Websocket-Header-<Name>` query parameters become
+    ///     header fields (the default, as neffos does).
+    public init(_ http: HTTPRequest, remoteAddress: String? = nil, identity: (any Sendable)? = nil, foldingQueryHeaders: Bool = true) {
+        self.http = http
         self.remoteAddress = remoteAddress
+        self.identity = identity
+        var fields = http.headerFields
+        if foldingQueryHeaders, let query = Self.query(of: http.path ?? "/") {
+            for (name, value) in Self.headersFromQuery(query) {
+                guard let name = HTTPField.Name(name) else { continue }
+                fields.append(HTTPField(name: name, value: value))
+            }
+        }
+        self.headerFields = fields
     }
 
-    /// The first value of header `name` (case-insensitive), if present.
+    /// A `GET` request for `path` with `headers`, for tests and transports without HTTP.
+    public init(path: String = "/", headers: [(name: String, value: String)] = [], remoteAddress: String? = nil) {
+        var fields = HTTPFields()
+        for (name, value) in headers {
+            guard let name = HTTPField.Name(name) else { continue }
+            fields.append(HTTPField(name: name, value: value))
+        }
+        self.init(HTTPRequest(method: .get, scheme: nil, authority: nil, path: path, headerFields: fields), remoteAddress: remoteAddress)
+    }
+
+    /// The request path, without the query.
+    public var path: String {
+        let full = http.path ?? "/"
+        return full.firstIndex(of: "?").map { String(full[..<$0]) } ?? full
+    }
+
+    /// The query (the text after `?`), if the request had one.
+    public var query: String? { Self.query(of: http.path ?? "/") }
+
+    /// The first value of header `name` (case-insensitive), if present; the
+    /// `X-Websocket-Header-*` query parameters count as headers.
     public func header(_ name: String) -> String? {
-        let lowered = name.lowercased()
-        return headers.first { $0.name.lowercased() == lowered }?.value
+        guard let name = HTTPField.Name(name) else { return nil }
+        return headerFields[name]
+    }
+
+    /// The ``identity`` as a `T`, or `nil` when there is none or it is of another type.
+    public func identity<T: Sendable>(as type: T.Type = T.self) -> T? {
+        identity as? T
+    }
+
+    private static func query(of path: String) -> String? {
+        path.firstIndex(of: "?").map { String(path[path.index(after: $0)...]) }
+    }
+
+    /// The headers carried by `X-Websocket-Header-<Name>=<value>` query parameters, names in
+    /// Go's canonical form (`x-username` → `X-Username`).
+    package static func headersFromQuery(_ query: String) -> [(name: String, value: String)] {
+        let prefix = "x-websocket-header-"
+        var result: [(name: String, value: String)] = []
+        for pair in query.split(separator: "&") {
+            let kv = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            guard let rawKey = kv.first, let key = decode(String(rawKey)) else { continue }
+            guard key.count > prefix.count, key.lowercased().hasPrefix(prefix) else { continue }
+            let value = kv.count == 2 ? decode(String(kv[1])) ?? "" : ""
+            result.append((name: canonical(String(key.dropFirst(prefix.count))), value: value))
+        }
+        return result
+    }
+
+    /// Form decoding: `+` is a space, `%XX` a byte; `nil` for a bad escape or bytes that are
+    /// not UTF-8.
+    private static func decode(_ component: String) -> String? {
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(component.utf8.count)
+        var input = component.utf8.makeIterator()
+        while let byte = input.next() {
+            switch byte {
+            case UInt8(ascii: "+"): bytes.append(UInt8(ascii: " "))
+            case UInt8(ascii: "%"):
+                guard let high = input.next().flatMap(hexValue), let low = input.next().flatMap(hexValue) else { return nil }
+                bytes.append(high << 4 | low)
+            default: bytes.append(byte)
+            }
+        }
+        return String(validating: bytes, as: UTF8.self)
+    }
+
+    private static func hexValue(_ byte: UInt8) -> UInt8? {
+        switch byte {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): byte - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): byte - UInt8(ascii: "a") + 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): byte - UInt8(ascii: "A") + 10
+        default: nil
+        }
+    }
+
+    private static func canonical(_ name: String) -> String {
+        name.split(separator: "-", omittingEmptySubsequences: false)
+            .map { $0.prefix(1).uppercased() + $0.dropFirst().lowercased() }
+            .joined(separator: "-")
     }
 }

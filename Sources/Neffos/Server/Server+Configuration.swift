@@ -13,6 +13,9 @@ extension Server {
         /// How long a connection may take to send `M` before it is closed (1008). `nil` waits
         /// forever (as the Go server does). Default: 10 s.
         public var handshakeTimeout: Duration? = .seconds(10)
+        /// How long graceful shutdown (``Server/run()`` as a `Service`) waits for the
+        /// connections it closed to finish their disconnect hooks. Default: 10 s.
+        public var shutdownTimeout: Duration = .seconds(10)
         /// Makes the ID of each new connection. Default: a random UUIDv4, lower case.
         /// IDs you generate need not be unique; a message sent `to` an ID reaches every
         /// connection bearing it.

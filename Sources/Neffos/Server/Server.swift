@@ -6,6 +6,7 @@ import Foundation
 import Logging
 import Metrics
 import NIOCore
+import ServiceLifecycle
 import Synchronization
 
 /// A neffos server: it accepts WebSocket connections (through a transport such as
@@ -147,7 +148,8 @@ public final class Server: Sendable {
     }
 
     /// Whether the server is shutting down (it accepts no new connections).
-    package var isShuttingDown: Bool { lifecycle.withLock { $0.shuttingDown } }
+    /// Whether ``shutdown(timeout:)`` has begun: transports refuse new connections (`503`).
+    public var isShuttingDown: Bool { lifecycle.withLock { $0.shuttingDown } }
 
     /// Takes one of `limit` slots for a transport-level connection (a TCP connection, upgraded
     /// or not), shared by every listener of this server; `false` when all are taken.
@@ -179,8 +181,17 @@ public final class Server: Sendable {
             until: { condition($0) ? .success(true) : nil })
     }
 
-    /// Takes a freshly upgraded WebSocket; call on the transport's event loop.
-    package func accept(transport: any ConnTransport, request: UpgradeRequest) -> Conn {
+    /// Takes a freshly upgraded WebSocket from a transport and returns the connection it now
+    /// carries. Call it on the transport's event loop, then feed the connection its frames with
+    /// ``Conn/transportReceived(_:binary:)`` and its end with ``Conn/transportClosed(_:)``
+    /// (see ``ConnectionTransport``). The listener and the Hummingbird and Vapor mounts call it;
+    /// call it yourself only when you bring connections through a WebSocket implementation of
+    /// your own.
+    ///
+    /// The server may close the connection at once (with ``CloseCode/goingAway``, while it
+    /// shuts down); the transport sees that as a ``ConnectionTransport/close(code:reason:)``.
+    public func accept(transport: any ConnectionTransport, request: UpgradeRequest) -> Conn {
+        let transport: any ConnTransport = (transport as? any ConnTransport) ?? LanedTransport(transport)
         let tries = request.header("X-Websocket-Reconnect").flatMap { Int($0.filter { !$0.isWhitespace }) } ?? 0
         let conn = Conn(
             isClient: false,
@@ -195,6 +206,11 @@ public final class Server: Sendable {
         unfinished.add(1, ordering: .relaxed)
         metrics.acceptedConnection()
         conn.startServerSide(transport: transport, handshakeTimeout: configuration.handshakeTimeout)
+        if isShuttingDown {
+            // Accepted by a transport that had not yet heard of the shutdown.
+            conn.close(code: .goingAway, reason: "server shutting down")
+            return conn
+        }
         if !namespaces.isNativeOnly {
             let loop = transport.eventLoop
             if let hook = configuration.onConnect {
@@ -285,5 +301,32 @@ public final class Server: Sendable {
         var shuttingDown = false
         /// Set when the last unfinished connection finished, during shutdown.
         var drained: OnceFlag?
+    }
+}
+
+// MARK: - Service
+
+extension Server: Service {
+    /// Runs the server as a swift-service-lifecycle `Service`: connects the exchange
+    /// (``start()``), waits for graceful shutdown (or cancellation), then shuts down
+    /// (``shutdown(timeout:)``): every connection, whichever listener or mount brought it, is
+    /// closed once with 1001 (going away), their disconnect hooks run, and the exchange
+    /// connection closes.
+    ///
+    /// Put it in the application's `ServiceGroup` **before** the listeners and mounts that
+    /// bring it connections: the group shuts services down in reverse order, so they stop
+    /// accepting first and the server closes what is left.
+    ///
+    /// ```swift
+    /// let server = try Server(namespaces: namespaces)
+    /// let listener = WebSocketListener(server: server, port: 8080, path: "/echo")
+    /// let group = ServiceGroup(configuration: .init(
+    ///     services: [server, listener], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+    /// try await group.run()
+    /// ```
+    public func run() async throws {
+        try await start()
+        try? await gracefulShutdown()
+        await shutdown(timeout: configuration.shutdownTimeout)
     }
 }

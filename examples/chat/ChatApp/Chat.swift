@@ -1,4 +1,5 @@
 import Foundation
+import HTTPTypes
 import Logging
 import Neffos
 import NeffosNIO
@@ -53,24 +54,30 @@ public enum Chat {
         return ["default": events]
     }
 
-    /// Serves the page and the JavaScript client.
-    public static let responder: HTTPResponder = { head in
-        guard head.method == .GET || head.method == .HEAD else { return nil }
-        switch head.uri.split(separator: "?").first.map(String.init) ?? "/" {
-        case "/", "/index.html": return asset("index.html", type: "text/html; charset=utf-8")
-        case "/neffos-client.js": return asset("neffos-client.js", type: "text/javascript; charset=utf-8")
-        case "/healthz": return .text("ok\n")
+    /// The page and the JavaScript client, by request path: content type and bytes (`nil` for a
+    /// path that is not one of them). Every way of serving the chat serves these.
+    public static func asset(at path: String) -> (contentType: String, body: Data)? {
+        let file: (name: String, type: String)
+        switch path.split(separator: "?").first.map(String.init) ?? "/" {
+        case "/", "/index.html": file = ("index.html", "text/html; charset=utf-8")
+        case "/neffos-client.js": file = ("neffos-client.js", "text/javascript; charset=utf-8")
         default: return nil
         }
+        guard let url = Bundle.module.url(forResource: file.name, withExtension: nil, subdirectory: "Public"),
+              let data = try? Data(contentsOf: url)
+        else { return ("text/plain; charset=utf-8", Data("missing asset \(file.name)\n".utf8)) }
+        return (file.type, data)
     }
 
-    private static func asset(_ name: String, type: String) -> HTTPResponse? {
-        guard let url = Bundle.module.url(forResource: name, withExtension: nil, subdirectory: "Public"),
-              let data = try? Data(contentsOf: url)
-        else { return .text("missing asset \(name)\n", status: .internalServerError) }
-        var response = HTTPResponse(contentType: type, body: .init(bytes: data))
-        response.headers.add(name: "Cache-Control", value: "no-cache")
-        return response
+    /// Serves the page, the JavaScript client and `/healthz` next to the listener's endpoint.
+    public static let responder: HTTPResponder = { request in
+        guard request.method == .get || request.method == .head else { return nil }
+        let path = request.path ?? "/"
+        if path.split(separator: "?").first == "/healthz" { return .text("ok\n") }
+        guard let asset = asset(at: path) else { return nil }
+        var page = HTTPPage(contentType: asset.contentType, body: .init(bytes: asset.body))
+        page.head.headerFields[.cacheControl] = "no-cache"
+        return page
     }
 }
 
@@ -87,7 +94,7 @@ extension Chat {
         let server = try Server(namespaces: namespaces, configuration: configuration)
         let listener = WebSocketListener(server: server, host: host, port: port, path: "/echo", responder: responder)
         let services = ServiceGroup(
-            configuration: .init(services: [listener], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+            configuration: .init(services: [server, listener], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         Task {
             if let bound = await listener.boundPort() {
                 logger.info("chat page on http://\(host):\(bound)/ (WebSocket endpoint /echo, node \(server.nodeName))")
