@@ -27,6 +27,8 @@ let package = Package(
         .library(name: "NeffosNIO", targets: ["NeffosNIO"]),
         .library(name: "NeffosTesting", targets: ["NeffosTesting"]),
         .library(name: "NeffosNATS", targets: ["NeffosNATS"]),
+        .library(name: "NeffosHummingbird", targets: ["NeffosHummingbird"]),
+        .library(name: "NeffosVapor", targets: ["NeffosVapor"]),
         // The tool is the one executable product; the examples and the benchmark servers are
         // plain executable targets (`swift run neffos-chat`, `swift run neffos-bench-server`).
         .executable(name: "neffos", targets: ["neffos"]),
@@ -49,6 +51,10 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
         // NIOHTTPTypesHTTP1 only: NIO's HTTP/1 heads to and from swift-http-types.
         .package(url: "https://github.com/apple/swift-nio-extras", from: "1.35.2"),
+        // The mounts (NeffosHummingbird, NeffosVapor) and their examples only: `swift run
+        // neffos-chat` builds neither.
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/vapor/vapor", from: "4.122.3"),
         // `swift package generate-documentation --target Neffos`: the DocC catalog in Sources/Neffos.
         .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.5.0"),
     ],
@@ -78,6 +84,37 @@ let package = Package(
                 .product(name: "NIOHTTPTypesHTTP1", package: "swift-nio-extras"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "NeffosHummingbird",
+            dependencies: [
+                "Neffos",
+                "NeffosNIO",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOWebSocket", package: "swift-nio"),
+                .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
+                .product(name: "NIOHTTPTypesHTTP1", package: "swift-nio-extras"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "NeffosVapor",
+            dependencies: [
+                "Neffos",
+                "NeffosNIO",
+                .product(name: "Vapor", package: "vapor"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOWebSocket", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strict
@@ -143,6 +180,35 @@ let package = Package(
             path: "examples/chat/Main",
             swiftSettings: strict
         ),
+        .executableTarget(
+            name: "neffos-hummingbird-chat",
+            dependencies: [
+                "ChatApp",
+                "Neffos",
+                "NeffosHummingbird",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            path: "examples/hummingbird-chat",
+            exclude: ["README.md"],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "neffos-vapor-chat",
+            dependencies: [
+                "ChatApp",
+                "Neffos",
+                "NeffosVapor",
+                .product(name: "Vapor", package: "vapor"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            path: "examples/vapor-chat",
+            exclude: ["README.md"],
+            swiftSettings: strict
+        ),
         example("neffos-chat-client", path: "examples/chat-client"),
         example("neffos-example-push", path: "examples/push"),
         example("neffos-example-ask", path: "examples/request-response"),
@@ -172,6 +238,10 @@ let package = Package(
             dependencies: [
                 "Neffos",
                 "NeffosNIO",
+                "NeffosHummingbird",
+                "NeffosVapor",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Vapor", package: "vapor"),
                 .target(name: "NeffosNATS", condition: .when(traits: ["NATS"])),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -221,6 +291,11 @@ let package = Package(
             dependencies: [
                 "Neffos",
                 "NeffosNIO",
+                "NeffosHummingbird",
+                "NeffosVapor",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Vapor", package: "vapor"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
                 "NeffosProcess",
                 "NeffosTesting",
                 .product(name: "NIOCore", package: "swift-nio"),

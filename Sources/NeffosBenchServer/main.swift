@@ -1,8 +1,12 @@
 import Foundation
+import Hummingbird
 import Logging
 import Neffos
+import NeffosHummingbird
 import NeffosNIO
+import NeffosVapor
 import ServiceLifecycle
+import Vapor
 
 #if NATS
 import NeffosNATS
@@ -13,7 +17,11 @@ import NeffosNATS
 // body) and a `broadcast` event that re-broadcasts its body as `tick` to the namespace, or to
 // the message's room.
 //
-//   neffos-bench-server [--port 0] [--exchange URL]   (or NEFFOS_EXCHANGE)
+//   neffos-bench-server [--port 0] [--exchange URL] [--mount listener|hummingbird|vapor]
+//
+// --mount picks the transport, all serving the same events at `/`: the standalone
+// `WebSocketListener` (the default), a Hummingbird application (`NeffosHummingbird`), or a
+// Vapor application (`NeffosVapor`), so that `neffos bench` compares them.
 //
 // It prints `listening on <port> pid <pid>` once ready, and stops gracefully on SIGTERM or SIGINT.
 
@@ -25,13 +33,15 @@ LoggingSystem.bootstrap { label in
 
 var port = 0
 var exchangeFlag: String?
+var mount = "listener"
 var arguments = CommandLine.arguments.dropFirst().makeIterator()
 while let argument = arguments.next() {
     switch argument {
     case "--port": port = arguments.next().flatMap(Int.init) ?? port
     case "--exchange": exchangeFlag = arguments.next()
+    case "--mount": mount = arguments.next() ?? mount
     default:
-        FileHandle.standardError.write(Data("usage: neffos-bench-server [--port N] [--exchange URL]\n".utf8))
+        FileHandle.standardError.write(Data("usage: neffos-bench-server [--port N] [--exchange URL] [--mount listener|hummingbird|vapor]\n".utf8))
         exit(2)
     }
 }
@@ -48,7 +58,7 @@ events.on("broadcast") { ns, message in
     ns.server?.broadcast(Message(namespace: ns.namespace, room: message.room, event: "tick", body: message.body))
 }
 
-var configuration = Server.Configuration()
+var configuration = Neffos.Server.Configuration()
 configuration.logger = Logger(label: "bench-server")
 configuration.handshakeTimeout = .seconds(30)
 configuration.transport.pingInterval = nil
@@ -66,12 +76,36 @@ do {
     exit(2)
 }
 
-let server = try Server(namespaces: ["bench": events], configuration: configuration)
-let listener = WebSocketListener(server: server, host: "127.0.0.1", port: port)
-let group = ServiceGroup(configuration: .init(services: [server, listener], gracefulShutdownSignals: [.sigterm, .sigint], logger: configuration.logger))
-Task {
-    if let bound = await listener.boundPort() {
+let server = try Neffos.Server(namespaces: ["bench": events], configuration: configuration)
+let announce: @Sendable (Int?) -> Void = { bound in
+    if let bound {
         FileHandle.standardOutput.write(Data("listening on \(bound) pid \(ProcessInfo.processInfo.processIdentifier)\n".utf8))
     }
 }
+let transport: any Service
+switch mount {
+case "listener":
+    let listener = WebSocketListener(server: server, host: "127.0.0.1", port: port)
+    transport = listener
+    Task { announce(await listener.boundPort()) }
+case "hummingbird":
+    let router = Router()
+    router.neffos("/")
+    transport = Application(
+        router: router, server: .neffos(server, router: router),
+        configuration: .init(address: .hostname("127.0.0.1", port: port)),
+        onServerRunning: { channel in announce(channel.localAddress?.port) },
+        logger: configuration.logger)
+case "vapor":
+    let app = try await Application.make(Environment(name: "production", arguments: ["neffos-bench-server"]))
+    app.logger = configuration.logger
+    app.neffos(server: server)
+    let service = VaporApplicationService(app, address: .hostname("127.0.0.1", port: port))
+    transport = service
+    Task { announce(await service.boundPort()) }
+default:
+    FileHandle.standardError.write(Data("neffos-bench-server: unknown mount \(mount) (listener, hummingbird or vapor)\n".utf8))
+    exit(2)
+}
+let group = ServiceGroup(configuration: .init(services: [server, transport], gracefulShutdownSignals: [.sigterm, .sigint], logger: configuration.logger))
 try await group.run()

@@ -5,7 +5,7 @@ import NIOHTTPTypesHTTP1
 import Neffos
 
 /// A plain HTTP response, for the pages a ``WebSocketListener`` serves next to its WebSocket
-/// endpoint (see ``HTTPResponder``).
+/// endpoint (see ``HTTPPageResponder``).
 public struct HTTPPage: Sendable {
     /// The status and header fields (`Content-Length` is added).
     public var head: HTTPResponse
@@ -28,7 +28,7 @@ public struct HTTPPage: Sendable {
 /// Answers the HTTP requests to a ``WebSocketListener`` that are not WebSocket upgrades (a
 /// browser page, a health check). Return `nil` to let the listener answer (404, or the
 /// WebSocket endpoint's rules).
-public typealias HTTPResponder = @Sendable (_ request: HTTPRequest) -> HTTPPage?
+public typealias HTTPPageResponder = @Sendable (_ request: HTTPRequest) -> HTTPPage?
 
 /// Answers the HTTP requests that were not upgraded: the application's pages, then the
 /// WebSocket endpoint's rules (HEAD → 302, other methods → 405), then 404.
@@ -39,10 +39,10 @@ final class HTTPFallbackHandler: ChannelInboundHandler, RemovableChannelHandler 
 
     private let server: Server
     private let path: String?
-    private let responder: HTTPResponder?
+    private let responder: HTTPPageResponder?
     private var head: HTTPRequestHead?
 
-    init(server: Server, path: String?, responder: HTTPResponder?) {
+    init(server: Server, path: String?, responder: HTTPPageResponder?) {
         self.server = server
         self.path = path
         self.responder = responder
@@ -76,9 +76,7 @@ final class HTTPFallbackHandler: ChannelInboundHandler, RemovableChannelHandler 
             send(HTTPPage(status: .found), context: context, head: head)
         case .GET:
             if case .refuse(let status, let error) = UpgradeVerdict(head: head, server: server, path: path) {
-                server.countRefusedConnection()
-                server.logger.debug("upgrade refused: \(error.detail ?? "")")
-                server.configuration.onUpgradeError?(error)
+                UpgradeVerdict.recordRefusal(error.detail ?? "", on: server)
                 var response = HTTPPage.text("\(status.reasonPhrase): \(error.detail ?? "")\n", status: .init(code: Int(status.code)))
                 if status == .upgradeRequired { response.head.headerFields[.secWebSocketVersion] = "13" }
                 send(response, context: context, head: head, close: true)

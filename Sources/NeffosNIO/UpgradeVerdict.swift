@@ -6,7 +6,7 @@ import NIOHTTPTypesHTTP1
 import Neffos
 
 /// Why an HTTP request to the listener is, or is not, upgraded.
-enum UpgradeVerdict {
+package enum UpgradeVerdict {
     case upgrade
     /// Not a WebSocket request for us: the HTTP handler answers.
     case notOurs
@@ -37,6 +37,11 @@ enum UpgradeVerdict {
     /// Why a WebSocket upgrade request is refused (RFC 6455 §4.2.1, the server's bounds and
     /// origin policy), or `nil` when it may upgrade.
     private static func refusal(of head: HTTPRequestHead, server: Server) -> (status: HTTPResponse.Status, reason: String)? {
+        protocolRefusal(of: head) ?? serverRefusal(uri: head.uri, headers: head.headers.map { ($0.name, $0.value) }, server: server)
+    }
+
+    /// Why a request is not a valid WebSocket upgrade (RFC 6455 §4.2.1), or `nil`.
+    package static func protocolRefusal(of head: HTTPRequestHead) -> (status: HTTPResponse.Status, reason: String)? {
         let headers = head.headers
         guard head.version.major > 1 || (head.version.major == 1 && head.version.minor >= 1) else {
             return (.badRequest, "a WebSocket upgrade needs HTTP/1.1 or later, not \(head.version)")
@@ -55,7 +60,14 @@ enum UpgradeVerdict {
         guard keys.count == 1, let key = Data(base64Encoded: keys[0].trimmingCharacters(in: .whitespaces)), key.count == 16 else {
             return (.badRequest, "Sec-WebSocket-Key must be the base64 text of 16 bytes")
         }
-        return serverRefusal(uri: head.uri, headers: headers.map { ($0.name, $0.value) }, server: server)
+        return nil
+    }
+
+    /// Counts, logs and reports (``Server/Configuration/onUpgradeError``) a refused upgrade.
+    package static func recordRefusal(_ reason: String, on server: Server) {
+        server.countRefusedConnection()
+        server.logger.debug("upgrade refused: \(reason)")
+        server.configuration.onUpgradeError?(NeffosError.invalidConfiguration.with(detail: reason))
     }
 
     /// Why the server refuses an upgrade that is valid WebSocket: its request-header bound, its

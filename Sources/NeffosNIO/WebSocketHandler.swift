@@ -222,9 +222,17 @@ final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// A server that hosts this connection is shutting down gracefully (Hummingbird's and
     /// Vapor's HTTP servers send `ChannelShouldQuiesceEvent` to every open connection): close
     /// with 1001 (going away), once.
+    ///
+    /// A peer that ended its side of the socket (`inputClosed`, seen where the host server
+    /// allows half-closure, as Hummingbird's does) can send nothing more, not even a close
+    /// frame: the connection is over.
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if event is ChannelShouldQuiesceEvent {
             close(code: .goingAway, reason: "server shutting down")
+            return
+        }
+        if let event = event as? ChannelEvent, event == .inputClosed {
+            context.close(promise: nil)
             return
         }
         context.fireUserInboundEventTriggered(event)

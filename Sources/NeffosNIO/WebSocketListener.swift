@@ -40,7 +40,7 @@ public final class WebSocketListener: Service, Sendable {
     public let path: String?
     private let requestedPort: Int
     private let group: any EventLoopGroup
-    private let responder: HTTPResponder?
+    private let responder: HTTPPageResponder?
     private let state = Watched(ListenerState())
 
     private struct ListenerState {
@@ -65,7 +65,7 @@ public final class WebSocketListener: Service, Sendable {
         port: Int = 8080,
         path: String? = nil,
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
-        responder: HTTPResponder? = nil
+        responder: HTTPPageResponder? = nil
     ) {
         self.server = server
         self.host = host
@@ -211,7 +211,7 @@ public final class WebSocketListener: Service, Sendable {
     // MARK: Pipeline
 
     private static func initialize(
-        _ channel: any Channel, server: Server, path: String?, responder: HTTPResponder?
+        _ channel: any Channel, server: Server, path: String?, responder: HTTPPageResponder?
     ) -> EventLoopFuture<Void> {
         let transport = server.configuration.transport
         let upgrader = NIOWebSocketServerUpgrader(
@@ -275,6 +275,11 @@ extension WebSocketListener {
     /// test channel, so that both run the same pipeline.
     package static func installServerPipeline(on channel: any Channel, server: Server, request: UpgradeRequest) throws {
         let transport = server.configuration.transport
+        // The outbox is the channel's write buffer, bounded by its high watermark: set here, so
+        // that every transport (the listener, the mounts) bounds it the same way.
+        let outbox = max(1024, transport.maxOutboxBytes)
+        try channel.syncOptions?.setOption(.writeBufferWaterMark, value: .init(low: outbox / 2, high: outbox))
+        try channel.syncOptions?.setOption(.maxMessagesPerRead, value: 16)
         var settings = WebSocketSettings(
             isClient: false,
             maxOutboxBytes: transport.maxOutboxBytes,

@@ -124,7 +124,8 @@ final class Browser: Sendable {
     }
 }
 
-@Suite("The chat page in a real browser")
+/// Browsers are heavy for a 2-core machine: one test at a time, two browsers at most.
+@Suite("The chat page in a real browser", .serialized)
 struct BrowserTests {
     @Test(
         "two pages on two nodes of a local cluster join a room; a line sent in one shows in the other",
@@ -169,5 +170,55 @@ struct BrowserTests {
         await alice.quit()
         await bob.quit()
         #expect(await cluster.stop() == 0)
+    }
+
+    @Test(
+        "two pages on the Hummingbird chat; POST /announce reaches them; a page without a name is refused by the middleware",
+        .enabled(if: Browser.available, "needs chromium and chromium-driver (scripts/test installs them)"))
+    func hummingbirdChat() async throws {
+        let chat = try ChildProcess.start(try ChildProcess.sibling("neffos-hummingbird-chat"), ["--port", "0"])
+        var browsers: [Browser] = []
+        do {
+            let line = try await chat.waitForOutput(containing: "chat page on", timeout: .seconds(60))
+            let page = try #require(line.split(separator: " ").first { $0.hasPrefix("http://") }.map(String.init))
+            let port = try #require(Int(page.split(separator: ":").last?.split(separator: "/").first ?? ""))
+            let alice = try await Browser.start()
+            browsers.append(alice)
+            let bob = try await Browser.start()
+            browsers.append(bob)
+            try await alice.open(page + "?name=alice&room=lobby&autojoin")
+            try await bob.open(page + "?name=bob&room=lobby&autojoin")
+            let joined = "!document.getElementById('sendButton').disabled"
+            #expect(try await alice.waitUntil(joined, timeout: .seconds(20)), "alice's page joined the room")
+            #expect(try await bob.waitUntil(joined, timeout: .seconds(20)), "bob's page joined the room")
+            try await alice.run("""
+                document.getElementById('text').value = arguments[0];
+                document.getElementById('sendButton').click();
+                """, ["hello bob"])
+            let seen = "[...document.querySelectorAll('#log .line.chat')].some(l => l.textContent.includes('alice: hello bob'))"
+            #expect(try await bob.waitUntil(seen, timeout: .seconds(10)), "bob's page shows alice's line")
+
+            let announced = try await LoopbackHTTP.request("POST", port: port, path: "/announce", body: #"{"room":"lobby","text":"deploy at five"}"#)
+            #expect(announced.status == 202, "got \(announced.status) \(announced.body)")
+            let announcement = "[...document.querySelectorAll('#log .line')].some(l => l.textContent.includes('announcement: deploy at five'))"
+            #expect(try await alice.waitUntil(announcement, timeout: .seconds(10)), "alice's page shows the announcement")
+            #expect(try await bob.waitUntil(announcement, timeout: .seconds(10)), "bob's page shows the announcement")
+
+            // A page that gives no name (alice's browser, on a fresh page).
+            let nameless = alice
+            try await nameless.open(page + "?room=lobby")
+            try await nameless.run("document.getElementById('name').value = ''; document.getElementById('joinButton').click();")
+            #expect(try await nameless.waitUntil("document.querySelector('#log .line.error') !== null", timeout: .seconds(10)),
+                    "a page without a name is refused (the middleware's 401)")
+            #expect(try await nameless.run("return document.getElementById('sendButton').disabled") as? Bool == true)
+        } catch {
+            for browser in browsers { await browser.quit() }
+            chat.terminate(signal: SIGKILL)
+            await chat.waitForExit()
+            throw error
+        }
+        for browser in browsers { await browser.quit() }
+        chat.terminate()
+        #expect(await chat.waitForExit(timeout: .seconds(10)) == 0, "the app shut down gracefully on SIGTERM")
     }
 }

@@ -7,15 +7,15 @@ import Testing
 
 @Suite("Ask and reply")
 struct AskTests {
-    @Test("an asynchronous handler answers an ask; a synchronous one too")
-    func handlersAnswer() async throws {
+    @Test("an asynchronous handler answers an ask; a synchronous one too", arguments: Mount.allCases)
+    func handlersAnswer(on mount: Mount) async throws {
         var events = Events()
         events.answer("slow") { _, m in
             await Task.yield()
             return "slow:\(m.bodyString)"
         }
         events.answer("fast") { _, m in "fast:\(m.bodyString)" }
-        try await withServer(["default": events]) { running in
+        try await withServer(on: mount, ["default": events]) { running in
             let (socket, _) = try await handshake(running.url)
             try await connectNamespace(socket, "default")
             try await socket.send("$1;default;;slow;0;0;a")
@@ -27,12 +27,12 @@ struct AskTests {
         }
     }
 
-    @Test("a failing handler sends an error frame, for asks and for plain emits")
-    func errorReplies() async throws {
+    @Test("a failing handler sends an error frame, for asks and for plain emits", arguments: Mount.allCases)
+    func errorReplies(on mount: Mount) async throws {
         var events = Events()
         events.on("fail") { _, _ in throw TextError("nope") }
         events.on("room") { _, _ in throw NeffosError.badRoom.with(detail: "details stay local") }
-        try await withServer(["default": events]) { running in
+        try await withServer(on: mount, ["default": events]) { running in
             let (socket, _) = try await handshake(running.url)
             try await connectNamespace(socket, "default")
             try await socket.send(";default;;fail;0;0;x")
@@ -43,9 +43,9 @@ struct AskTests {
         }
     }
 
-    @Test("the server asks one connection by ID; a second reply is ignored")
-    func serverAskToID() async throws {
-        try await withServer(["default": Events()]) { running in
+    @Test("the server asks one connection by ID; a second reply is ignored", arguments: Mount.allCases)
+    func serverAskToID(on mount: Mount) async throws {
+        try await withServer(on: mount, ["default": Events()]) { running in
             let (a, idA) = try await handshake(running.url)
             let (b, _) = try await handshake(running.url)
             try await connectNamespace(a, "default")
@@ -64,9 +64,9 @@ struct AskTests {
         }
     }
 
-    @Test("a server ask to everyone is won by the first reply")
-    func serverAskFirstResponder() async throws {
-        try await withServer(["default": Events()]) { running in
+    @Test("a server ask to everyone is won by the first reply", arguments: Mount.allCases)
+    func serverAskFirstResponder(on mount: Mount) async throws {
+        try await withServer(on: mount, ["default": Events()]) { running in
             let (a, _) = try await handshake(running.url)
             let (b, _) = try await handshake(running.url)
             try await connectNamespace(a, "default")
@@ -85,9 +85,9 @@ struct AskTests {
         }
     }
 
-    @Test("an unanswered server ask ends at its deadline; an error reply is thrown")
-    func serverAskTimeoutAndError() async throws {
-        try await withServer(["default": Events()], configure: { $0.askTimeout = .milliseconds(150) }) { running in
+    @Test("an unanswered server ask ends at its deadline; an error reply is thrown", arguments: Mount.allCases)
+    func serverAskTimeoutAndError(on mount: Mount) async throws {
+        try await withServer(on: mount, ["default": Events()], configure: { $0.askTimeout = .milliseconds(150) }) { running in
             let (socket, id) = try await handshake(running.url)
             try await connectNamespace(socket, "default")
             await #expect(throws: NeffosError.timeout) {
@@ -112,14 +112,14 @@ struct AskTests {
         }
     }
 
-    @Test("a handler may ask its own connection and get the reply while it waits")
-    func askFromInsideHandler() async throws {
+    @Test("a handler may ask its own connection and get the reply while it waits", arguments: Mount.allCases)
+    func askFromInsideHandler(on mount: Mount) async throws {
         var events = Events()
         events.answer("order") { ns, m in
             let confirmation = try await ns.ask("confirm", "sure about \(m.bodyString)?", timeout: .seconds(5))
             return "ordered:\(confirmation.bodyString)"
         }
-        try await withServer(["default": events]) { running in
+        try await withServer(on: mount, ["default": events]) { running in
             let (socket, _) = try await handshake(running.url)
             try await connectNamespace(socket, "default")
             try await socket.send("$1;default;;order;0;0;pizza")
@@ -132,8 +132,8 @@ struct AskTests {
         }
     }
 
-    @Test("a connection ask times out, leaves no waiter, and its late reply is dropped")
-    func connAskTimeoutAndLateReply() async throws {
+    @Test("a connection ask times out, leaves no waiter, and its late reply is dropped", arguments: Mount.allCases)
+    func connAskTimeoutAndLateReply(on mount: Mount) async throws {
         let log = Log()
         let conn = Mutex<Conn?>(nil)
         var events = Events()
@@ -146,7 +146,7 @@ struct AskTests {
             }
         }
         events.on("confirm") { _, _ in log.append("confirm dispatched as an event") }
-        try await withServer(["default": events]) { running in
+        try await withServer(on: mount, ["default": events]) { running in
             let (socket, _) = try await handshake(running.url)
             try await connectNamespace(socket, "default")
             try await socket.send(";default;;start;0;0;")
@@ -162,8 +162,8 @@ struct AskTests {
         }
     }
 
-    @Test("asks pending when the connection closes fail at once with write closed")
-    func asksFailOnClose() async throws {
+    @Test("asks pending when the connection closes fail at once with write closed", arguments: Mount.allCases)
+    func asksFailOnClose(on mount: Mount) async throws {
         let log = Log()
         var events = Events()
         events.on("start") { ns, _ in
@@ -173,7 +173,7 @@ struct AskTests {
                 log.append("closed")
             }
         }
-        try await withServer(["default": events]) { running in
+        try await withServer(on: mount, ["default": events]) { running in
             let (socket, _) = try await handshake(running.url)
             try await connectNamespace(socket, "default")
             try await socket.send(";default;;start;0;0;")
@@ -183,9 +183,9 @@ struct AskTests {
         }
     }
 
-    @Test("a server ask is answered only by a connection it went to; another's reply with its token is dropped")
-    func askAnsweredOnlyByReceivers() async throws {
-        try await withServer(["default": Events()]) { running in
+    @Test("a server ask is answered only by a connection it went to; another's reply with its token is dropped", arguments: Mount.allCases)
+    func askAnsweredOnlyByReceivers(on mount: Mount) async throws {
+        try await withServer(on: mount, ["default": Events()]) { running in
             let (asked, askedID) = try await handshake(running.url)
             let (intruder, _) = try await handshake(running.url)
             try await connectNamespace(asked, "default")
@@ -204,11 +204,11 @@ struct AskTests {
         }
     }
 
-    @Test("a client's request with a numeric token is dispatched even after the server has asked; a late reply is still dropped")
-    func numericClientTokens() async throws {
+    @Test("a client's request with a numeric token is dispatched even after the server has asked; a late reply is still dropped", arguments: Mount.allCases)
+    func numericClientTokens(on mount: Mount) async throws {
         var events = Events()
         events.answer("echo") { _, m in Reply(m.body) }
-        try await withServer(["default": events], configure: { $0.askTimeout = .milliseconds(100) }) { running in
+        try await withServer(on: mount, ["default": events], configure: { $0.askTimeout = .milliseconds(100) }) { running in
             let (socket, id) = try await handshake(running.url)
             try await connectNamespace(socket, "default")
             // The server asks once (and the client lets it time out)…

@@ -20,9 +20,9 @@ struct BadInputTests {
         return ["default": events]
     }
 
-    @Test("malformed frames are dropped and counted; the connection and its neighbours go on")
-    func malformedFrames() async throws {
-        try await withServer(events) { running in
+    @Test("malformed frames are dropped and counted; the connection and its neighbours go on", arguments: Mount.allCases)
+    func malformedFrames(on mount: Mount) async throws {
+        try await withServer(on: mount, events) { running in
             let (bad, _) = try await handshake(running.url)
             let (neighbour, _) = try await handshake(running.url)
             try await connectNamespace(bad, "default")
@@ -42,9 +42,9 @@ struct BadInputTests {
         }
     }
 
-    @Test("random frames never crash the server")
-    func fuzz() async throws {
-        try await withServer(events) { running in
+    @Test("random frames never crash the server", arguments: Mount.allCases)
+    func fuzz(on mount: Mount) async throws {
+        try await withServer(on: mount, events) { running in
             let (fuzzer, _) = try await handshake(running.url)
             let (neighbour, _) = try await handshake(running.url)
             try await connectNamespace(neighbour, "default")
@@ -68,9 +68,9 @@ struct BadInputTests {
         }
     }
 
-    @Test("an oversized frame closes that connection with 1009, others go on")
-    func oversizedFrame() async throws {
-        try await withServer(events, configure: { config in
+    @Test("an oversized frame closes that connection with 1009, others go on", arguments: Mount.allCases)
+    func oversizedFrame(on mount: Mount) async throws {
+        try await withServer(on: mount, events, configure: { config in
             config.transport.maxFrameSize = 1024
             config.transport.maxMessageSize = 4096
         }) { running in
@@ -86,9 +86,9 @@ struct BadInputTests {
         }
     }
 
-    @Test("an oversized message sent in fragments closes with 1009")
-    func oversizedMessage() async throws {
-        try await withServer(events, configure: { config in
+    @Test("an oversized message sent in fragments closes with 1009", arguments: Mount.allCases)
+    func oversizedMessage(on mount: Mount) async throws {
+        try await withServer(on: mount, events, configure: { config in
             config.transport.maxFrameSize = 1024
             config.transport.maxMessageSize = 2048
         }) { running in
@@ -106,9 +106,9 @@ struct BadInputTests {
         }
     }
 
-    @Test("a message in fragments within the limits is reassembled")
-    func fragmentedMessage() async throws {
-        try await withServer(events) { running in
+    @Test("a message in fragments within the limits is reassembled", arguments: Mount.allCases)
+    func fragmentedMessage(on mount: Mount) async throws {
+        try await withServer(on: mount, events) { running in
             let (socket, _) = try await handshake(running.url)
             try await connectNamespace(socket, "default")
             try await socket.send(ByteBuffer(string: "$f;default;;ec"), opcode: .text, fin: false)
@@ -119,15 +119,15 @@ struct BadInputTests {
         }
     }
 
-    @Test("a flood of events behind a slow handler is throttled, not buffered without bound")
-    func backpressure() async throws {
+    @Test("a flood of events behind a slow handler is throttled, not buffered without bound", arguments: Mount.allCases)
+    func backpressure(on mount: Mount) async throws {
         let gate = Gate()
         let flooderConn = Mutex<Conn?>(nil)
         var events = Events()
         events.on(.namespaceConnected) { ns, _ in flooderConn.withLock { if $0 == nil { $0 = ns.conn } } }
         events.on("slow") { _, _ in await gate.wait() }
         events.answer("echo") { _, m in Reply(m.body) }
-        try await withServer(["default": events], configure: { $0.maxQueuedEvents = 8 }) { running in
+        try await withServer(on: mount, ["default": events], configure: { $0.maxQueuedEvents = 8 }) { running in
             let (flooder, _) = try await handshake(running.url)
             let (neighbour, _) = try await handshake(running.url)
             try await connectNamespace(flooder, "default")
@@ -148,15 +148,15 @@ struct BadInputTests {
         }
     }
 
-    @Test("queued events are bounded in bytes too: large messages behind a slow handler stop the reading early")
-    func byteBackpressure() async throws {
+    @Test("queued events are bounded in bytes too: large messages behind a slow handler stop the reading early", arguments: Mount.allCases)
+    func byteBackpressure(on mount: Mount) async throws {
         let gate = Gate()
         let flooderConn = Mutex<Conn?>(nil)
         var events = Events()
         events.on(.namespaceConnected) { ns, _ in flooderConn.withLock { if $0 == nil { $0 = ns.conn } } }
         events.on("slow") { _, _ in await gate.wait() }
         events.answer("echo") { _, m in Reply(m.body) }
-        try await withServer(["default": events], configure: { config in
+        try await withServer(on: mount, ["default": events], configure: { config in
             config.maxQueuedEvents = 4096
             config.maxQueuedBytes = 64 * 1024
         }) { running in

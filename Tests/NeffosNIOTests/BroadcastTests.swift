@@ -23,9 +23,9 @@ func join(_ socket: RawWebSocket, _ room: String, namespace: String = "default")
 
 @Suite("Broadcast")
 struct BroadcastTests {
-    @Test("a namespace broadcast reaches its connections only")
-    func namespaceBroadcast() async throws {
-        try await withServer(["default": Events(), "other": Events()]) { running in
+    @Test("a namespace broadcast reaches its connections only", arguments: Mount.allCases)
+    func namespaceBroadcast(on mount: Mount) async throws {
+        try await withServer(on: mount, ["default": Events(), "other": Events()]) { running in
             let members = try await clients(2, running)
             let outsider = try await clients(1, running, namespace: "other")
             let sent = running.server.broadcast(Message(namespace: "default", event: "news", body: "hi"))
@@ -36,9 +36,9 @@ struct BroadcastTests {
         }
     }
 
-    @Test("a room broadcast reaches the room's members only")
-    func roomBroadcast() async throws {
-        try await withServer(["default": Events()]) { running in
+    @Test("a room broadcast reaches the room's members only", arguments: Mount.allCases)
+    func roomBroadcast(on mount: Mount) async throws {
+        try await withServer(on: mount, ["default": Events()]) { running in
             let all = try await clients(3, running)
             try await join(all[0].0, "r")
             try await join(all[1].0, "r")
@@ -51,12 +51,12 @@ struct BroadcastTests {
         }
     }
 
-    @Test("to an ID, and to all but an excluded sender (conn, namespace conn, room or ID)")
-    func targetedAndExcluded() async throws {
+    @Test("to an ID, and to all but an excluded sender (conn, namespace conn, room or ID)", arguments: Mount.allCases)
+    func targetedAndExcluded(on mount: Mount) async throws {
         let handles = Mutex<[String: NSConn]>([:])
         var events = Events()
         events.on(.namespaceConnected) { ns, _ in handles.withLock { $0[ns.conn.id] = ns } }
-        try await withServer(["default": events]) { running in
+        try await withServer(on: mount, ["default": events]) { running in
             let all = try await clients(3, running)
             let ids = all.map(\.1)
             var direct = Message(namespace: "default", event: "dm", body: "psst")
@@ -80,12 +80,12 @@ struct BroadcastTests {
         }
     }
 
-    @Test("inside handlers: broadcast includes the sender, broadcastOthers leaves it out")
-    func fromHandlers() async throws {
+    @Test("inside handlers: broadcast includes the sender, broadcastOthers leaves it out", arguments: Mount.allCases)
+    func fromHandlers(on mount: Mount) async throws {
         var events = Events()
         events.on("all") { ns, m in ns.broadcast(m) }
         events.on("others") { ns, m in ns.broadcastOthers(m) }
-        try await withServer(["default": events]) { running in
+        try await withServer(on: mount, ["default": events]) { running in
             let all = try await clients(2, running)
             try await all[0].0.send("$7;default;;all;0;0;everyone")
             #expect(try await all[0].0.nextText() == ";default;;all;0;0;everyone", "a broadcast carries no wait token")
@@ -97,10 +97,10 @@ struct BroadcastTests {
         }
     }
 
-    @Test("a client that stops reading never slows the others: its frames are dropped and counted, then it is closed")
-    func slowClient() async throws {
+    @Test("a client that stops reading never slows the others: its frames are dropped and counted, then it is closed", arguments: Mount.allCases)
+    func slowClient(on mount: Mount) async throws {
         let log = Log()
-        try await withServer(["default": Events()], configure: { config in
+        try await withServer(on: mount, ["default": Events()], configure: { config in
             config.transport.maxOutboxBytes = 64 * 1024
             config.transport.writeTimeout = .milliseconds(300)
             config.onDisconnect = { conn in log.append("gone:\(conn.id)") }
@@ -130,12 +130,12 @@ struct BroadcastTests {
         }
     }
 
-    @Test("a reply to the client's own request is never dropped behind a full outbox")
-    func replyNotDroppedByFullOutbox() async throws {
+    @Test("a reply to the client's own request is never dropped behind a full outbox", arguments: Mount.allCases)
+    func replyNotDroppedByFullOutbox(on mount: Mount) async throws {
         let log = Log()
         var events = Events()
         events.on(.roomLeft) { _, m in log.append("left:\(m.room)") }
-        try await withServer(["default": events], configure: { config in
+        try await withServer(on: mount, ["default": events], configure: { config in
             config.transport.maxOutboxBytes = 64 * 1024
             config.transport.writeTimeout = .seconds(30)
         }) { running in
@@ -165,13 +165,13 @@ struct BroadcastTests {
         }
     }
 
-    @Test("a client that keeps asking and never reads is closed once its replies pass twice the outbox bound")
-    func repliesBounded() async throws {
+    @Test("a client that keeps asking and never reads is closed once its replies pass twice the outbox bound", arguments: Mount.allCases)
+    func repliesBounded(on mount: Mount) async throws {
         let log = Log()
         var events = Events()
         let big = String(repeating: "y", count: 32 * 1024)
         events.answer("big") { _, _ in Reply(big) }
-        try await withServer(["default": events], configure: { config in
+        try await withServer(on: mount, ["default": events], configure: { config in
             config.transport.maxOutboxBytes = 64 * 1024
             config.onDisconnect = { _ in log.append("gone") }
         }) { running in
@@ -200,9 +200,9 @@ struct BroadcastTests {
         }
     }
 
-    @Test("pongs count against the outbox: a client that pings and never reads gets none queued past it, and is not read from until it reads")
-    func pongsBounded() async throws {
-        try await withServer(["default": Events()], configure: { config in
+    @Test("pongs count against the outbox: a client that pings and never reads gets none queued past it, and is not read from until it reads", arguments: Mount.allCases)
+    func pongsBounded(on mount: Mount) async throws {
+        try await withServer(on: mount, ["default": Events()], configure: { config in
             config.transport.maxOutboxBytes = 64 * 1024
             config.transport.writeTimeout = .seconds(30)
         }) { running in
@@ -238,9 +238,9 @@ struct BroadcastTests {
         }
     }
 
-    @Test("with strict ordering, every receiver sees concurrent broadcasts in the same order")
-    func strictOrdering() async throws {
-        try await withServer(["default": Events()], configure: { $0.strictBroadcastOrdering = true }) { running in
+    @Test("with strict ordering, every receiver sees concurrent broadcasts in the same order", arguments: Mount.allCases)
+    func strictOrdering(on mount: Mount) async throws {
+        try await withServer(on: mount, ["default": Events()], configure: { $0.strictBroadcastOrdering = true }) { running in
             let all = try await clients(4, running)
             let server = running.server
             await withTaskGroup(of: Void.self) { group in
@@ -268,9 +268,9 @@ struct BroadcastTests {
         }
     }
 
-    @Test("forEachConnection visits every open connection, synchronously and concurrently")
-    func forEach() async throws {
-        try await withServer(["default": Events()]) { running in
+    @Test("forEachConnection visits every open connection, synchronously and concurrently", arguments: Mount.allCases)
+    func forEach(on mount: Mount) async throws {
+        try await withServer(on: mount, ["default": Events()]) { running in
             let all = try await clients(3, running)
             var seen: [String] = []
             running.server.forEachConnection { seen.append($0.id) }

@@ -39,7 +39,7 @@ struct HTTPEndpointTests {
 
     @Test("GET without an upgrade answers 400; other paths 404; the responder serves pages")
     func plainGets() async throws {
-        let responder: HTTPResponder = { head in
+        let responder: HTTPPageResponder = { head in
             head.path == "/" ? .text("<h1>chat</h1>", contentType: "text/html") : nil
         }
         try await withServer(events, path: "/echo", responder: responder) { running in

@@ -7,9 +7,9 @@ import Testing
 
 @Suite("Handshake and lifecycle")
 struct HandshakeTests {
-    @Test("M is answered with A and a UUIDv4 by default")
-    func defaultIDs() async throws {
-        try await withServer(["default": Events()]) { running in
+    @Test("M is answered with A and a UUIDv4 by default", arguments: Mount.allCases)
+    func defaultIDs(on mount: Mount) async throws {
+        try await withServer(on: mount, ["default": Events()]) { running in
             let (socket, id) = try await handshake(running.url)
             let parts = id.split(separator: "-")
             #expect(parts.map(\.count) == [8, 4, 4, 4, 12], "\(id)")
@@ -19,9 +19,9 @@ struct HandshakeTests {
         }
     }
 
-    @Test("a custom ID generator sees the request")
-    func customIDs() async throws {
-        try await withServer(["default": Events()], configure: { config in
+    @Test("a custom ID generator sees the request", arguments: Mount.allCases)
+    func customIDs(on mount: Mount) async throws {
+        try await withServer(on: mount, ["default": Events()], configure: { config in
             config.idGenerator = { request in "user-" + (request.header("X-Username") ?? "anon") }
         }) { running in
             let (socket, id) = try await handshake(running.url + "?X-Websocket-Header-X-Username=alice")
@@ -30,10 +30,10 @@ struct HandshakeTests {
         }
     }
 
-    @Test("X-Websocket-Header-* query parameters become request headers")
-    func urlHeaders() async throws {
+    @Test("X-Websocket-Header-* query parameters become request headers", arguments: Mount.allCases)
+    func urlHeaders(on mount: Mount) async throws {
         let seen = Mutex<[String]>([])
-        try await withServer(["default": Events()], configure: { config in
+        try await withServer(on: mount, ["default": Events()], configure: { config in
             config.onConnect = { conn in
                 seen.withLock { $0 = [conn.request.header("X-Username") ?? "-", conn.request.header("x-token") ?? "-", conn.request.header("Plain") ?? "-"] }
             }
@@ -44,10 +44,10 @@ struct HandshakeTests {
         }
     }
 
-    @Test("X-Websocket-Reconnect sets the reconnect tries, as a header or through the URL")
-    func reconnectHeader() async throws {
+    @Test("X-Websocket-Reconnect sets the reconnect tries, as a header or through the URL", arguments: Mount.allCases)
+    func reconnectHeader(on mount: Mount) async throws {
         let tries = Mutex<[Int]>([])
-        try await withServer(["default": Events()], configure: { config in
+        try await withServer(on: mount, ["default": Events()], configure: { config in
             config.onConnect = { conn in tries.withLock { $0.append(conn.wasReconnected ? conn.reconnectTries : 0) } }
         }) { running in
             let (a, _) = try await handshake(running.url, headers: [("X-Websocket-Reconnect", "3")])
@@ -58,10 +58,10 @@ struct HandshakeTests {
         }
     }
 
-    @Test("a refusing on-connect hook sends H<error> then closes with 1008 and its text")
-    func refusal() async throws {
+    @Test("a refusing on-connect hook sends H<error> then closes with 1008 and its text", arguments: Mount.allCases)
+    func refusal(on mount: Mount) async throws {
         let log = Log()
-        try await withServer(["default": Events()], configure: { config in
+        try await withServer(on: mount, ["default": Events()], configure: { config in
             config.onConnect = { _ in throw TextError("banned; go away") }
             config.onDisconnect = { _ in log.append("disconnect") }
         }) { running in
@@ -77,10 +77,10 @@ struct HandshakeTests {
         }
     }
 
-    @Test("with fire-always, on-disconnect fires for refused connections too")
-    func fireAlways() async throws {
+    @Test("with fire-always, on-disconnect fires for refused connections too", arguments: Mount.allCases)
+    func fireAlways(on mount: Mount) async throws {
         let log = Log()
-        try await withServer(["default": Events()], configure: { config in
+        try await withServer(on: mount, ["default": Events()], configure: { config in
             config.onConnect = { _ in throw TextError("no") }
             config.onDisconnect = { _ in log.append("disconnect") }
             config.fireDisconnectAlways = true
@@ -92,13 +92,13 @@ struct HandshakeTests {
         }
     }
 
-    @Test("frames sent before the handshake completes are handled after it, in order")
-    func preHandshakeQueue() async throws {
+    @Test("frames sent before the handshake completes are handled after it, in order", arguments: Mount.allCases)
+    func preHandshakeQueue(on mount: Mount) async throws {
         let log = Log()
         let gate = Gate()
         var events = Events()
         events.on("chat") { _, message in log.append(message.bodyString) }
-        try await withServer(["default": events], configure: { config in
+        try await withServer(on: mount, ["default": events], configure: { config in
             config.onConnect = { _ in await gate.wait() }
         }) { running in
             let socket = try await RawWebSocket.connect(to: running.url)
@@ -116,9 +116,9 @@ struct HandshakeTests {
         }
     }
 
-    @Test("a client that never sends M is closed after the handshake timeout")
-    func handshakeTimeout() async throws {
-        try await withServer(["default": Events()], configure: { $0.handshakeTimeout = .milliseconds(200) }) { running in
+    @Test("a client that never sends M is closed after the handshake timeout", arguments: Mount.allCases)
+    func handshakeTimeout(on mount: Mount) async throws {
+        try await withServer(on: mount, ["default": Events()], configure: { $0.handshakeTimeout = .milliseconds(200) }) { running in
             let silent = try await RawWebSocket.connect(to: running.url)
             let close = try await silent.nextClose(timeout: .seconds(5))
             #expect(close.closeCode == .policyViolation)
@@ -126,15 +126,15 @@ struct HandshakeTests {
         }
     }
 
-    @Test("on-connect may force the client into a namespace; A comes first, then the ask")
-    func forcedNamespace() async throws {
+    @Test("on-connect may force the client into a namespace; A comes first, then the ask", arguments: Mount.allCases)
+    func forcedNamespace(on mount: Mount) async throws {
         let log = Log()
         var events = Events()
         events.on(.namespaceConnected) { ns, _ in
             log.append("connected:\(ns.namespace)")
             try ns.emit("welcome", "hi")
         }
-        try await withServer(["default": events], configure: { config in
+        try await withServer(on: mount, ["default": events], configure: { config in
             config.onConnect = { conn in try await conn.connect("default", timeout: .seconds(5)) }
         }) { running in
             let socket = try await RawWebSocket.connect(to: running.url)
@@ -151,14 +151,14 @@ struct HandshakeTests {
         }
     }
 
-    @Test("on close, the server fires room-left, namespace-disconnect (forced), then on-disconnect")
-    func closeEvents() async throws {
+    @Test("on close, the server fires room-left, namespace-disconnect (forced), then on-disconnect", arguments: Mount.allCases)
+    func closeEvents(on mount: Mount) async throws {
         let log = Log()
         var events = Events()
         events.on(.roomLeave) { _, m in log.append("leave:\(m.room):forced=\(m.isForced)") }
         events.on(.roomLeft) { _, m in log.append("left:\(m.room)") }
         events.on(.namespaceDisconnect) { _, m in log.append("disconnect:\(m.namespace):forced=\(m.isForced)") }
-        try await withServer(["default": events], configure: { config in
+        try await withServer(on: mount, ["default": events], configure: { config in
             config.onDisconnect = { _ in log.append("gone") }
         }) { running in
             let (socket, _) = try await handshake(running.url)
@@ -174,13 +174,13 @@ struct HandshakeTests {
         }
     }
 
-    @Test("native-only mode: no handshake, raw messages both ways")
-    func nativeOnly() async throws {
+    @Test("native-only mode: no handshake, raw messages both ways", arguments: Mount.allCases)
+    func nativeOnly(on mount: Mount) async throws {
         var events = Events()
         events.on(.nativeMessage) { ns, message in
             ns.broadcast(.native(ByteBuffer(string: "echo:" + message.bodyString)))
         }
-        try await withServer(Namespaces(events)) { running in
+        try await withServer(on: mount, Namespaces(events)) { running in
             let socket = try await RawWebSocket.connect(to: running.url)
             try await socket.send("hello;there")
             #expect(try await socket.nextText() == "echo:hello;there")

@@ -6,27 +6,32 @@ import NeffosTesting
 import Synchronization
 import Testing
 
-/// A server listening on 127.0.0.1 with a free port.
+/// A server listening on 127.0.0.1 with a free port, through one of the transports.
 struct RunningServer: Sendable {
     let server: Server
-    let listener: WebSocketListener
+    let mount: Mount
+    let port: Int
     let path: String
+    let stopTransport: @Sendable () async -> Void
 
-    var port: Int { listener.port ?? 0 }
     var url: String { "ws://127.0.0.1:\(port)\(path)" }
     var httpBase: String { "127.0.0.1:\(port)" }
 
+    /// Stops the transport (its connections close with 1001), then shuts the server down.
     func stop() async {
-        await listener.stop(timeout: .seconds(5))
+        await stopTransport()
         await server.shutdown(timeout: .seconds(5))
     }
 }
 
-/// Starts `namespaces` on a free port, runs `body`, and stops the server whatever happens.
+/// Starts `namespaces` on a free port through `mount` (the standalone listener, or mounted in
+/// a Hummingbird or a Vapor application, with the test middleware of ``Mount``), runs `body`,
+/// and stops the server whatever happens.
 func withServer(
+    on mount: Mount = .listener,
     _ namespaces: Namespaces,
     path: String = "/",
-    responder: HTTPResponder? = nil,
+    responder: HTTPPageResponder? = nil,
     configure: (inout Server.Configuration) -> Void = { _ in },
     _ body: (RunningServer) async throws -> Void
 ) async throws {
@@ -34,9 +39,7 @@ func withServer(
     configuration.logger = Logger(label: "test") { _ in SwiftLogNoOpLogHandler() }
     configure(&configuration)
     let server = try Server(namespaces: namespaces, configuration: configuration)
-    let listener = WebSocketListener(server: server, host: "127.0.0.1", port: 0, path: path, responder: responder)
-    try await listener.start()
-    let running = RunningServer(server: server, listener: listener, path: path)
+    let running = try await mount.start(server, path: path, responder: responder)
     do {
         try await body(running)
     } catch {

@@ -5,9 +5,9 @@ import Testing
 
 @Suite("Per-connection bounds")
 struct LimitsTests {
-    @Test("a client cannot join more rooms than the bound, nor a room with a name past the length bound")
-    func roomBounds() async throws {
-        try await withServer(["default": Events()], configure: { config in
+    @Test("a client cannot join more rooms than the bound, nor a room with a name past the length bound", arguments: Mount.allCases)
+    func roomBounds(on mount: Mount) async throws {
+        try await withServer(on: mount, ["default": Events()], configure: { config in
             config.maxRoomsPerConnection = 3
             config.maxNameLength = 8
         }) { running in
@@ -32,8 +32,8 @@ struct LimitsTests {
         }
     }
 
-    @Test("the Swift client receives the refusal as NeffosError.limitExceeded; the server's own joins are not bounded")
-    func clientSeesLimit() async throws {
+    @Test("the Swift client receives the refusal as NeffosError.limitExceeded; the server's own joins are not bounded", arguments: Mount.allCases)
+    func clientSeesLimit(on mount: Mount) async throws {
         let forced = Log()
         var events = Events()
         events.on("force") { ns, _ in
@@ -42,7 +42,7 @@ struct LimitsTests {
                 forced.append("joined")
             }
         }
-        try await withServer(["default": events], configure: { $0.maxRoomsPerConnection = 1 }) { running in
+        try await withServer(on: mount, ["default": events], configure: { $0.maxRoomsPerConnection = 1 }) { running in
             let client = try await Client.dial(running.url, namespaces: ["default": Events()], configuration: quietClientConfiguration())
             let ns = try await client.connect("default")
             _ = try await ns.joinRoom("one")
@@ -54,9 +54,9 @@ struct LimitsTests {
         }
     }
 
-    @Test("by default a page from another origin cannot open a WebSocket (403); the same origin and native clients can")
-    func crossSiteRefused() async throws {
-        try await withServer(["default": Events()]) { running in
+    @Test("by default a page from another origin cannot open a WebSocket (403); the same origin and native clients can", arguments: Mount.allCases)
+    func crossSiteRefused(on mount: Mount) async throws {
+        try await withServer(on: mount, ["default": Events()]) { running in
             await #expect(throws: NeffosError.dialFailed) {
                 _ = try await RawWebSocket.connect(to: running.url, headers: [("Origin", "https://evil.example")])
             }

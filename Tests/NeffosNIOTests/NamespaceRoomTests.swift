@@ -7,12 +7,12 @@ import Testing
 
 @Suite("Namespaces and rooms")
 struct NamespaceRoomTests {
-    @Test("connecting twice is answered twice and fires connected once")
-    func idempotentConnect() async throws {
+    @Test("connecting twice is answered twice and fires connected once", arguments: Mount.allCases)
+    func idempotentConnect(on mount: Mount) async throws {
         let log = Log()
         var events = Events()
         events.on(.namespaceConnected) { _, _ in log.append("connected") }
-        try await withServer(["default": events]) { running in
+        try await withServer(on: mount, ["default": events]) { running in
             let (socket, _) = try await handshake(running.url)
             try await connectNamespace(socket, "default", wait: "$1")
             try await connectNamespace(socket, "default", wait: "$2")
@@ -24,13 +24,13 @@ struct NamespaceRoomTests {
         }
     }
 
-    @Test("a client disconnects a namespace; events for it are then dropped; repeating is harmless")
-    func clientDisconnect() async throws {
+    @Test("a client disconnects a namespace; events for it are then dropped; repeating is harmless", arguments: Mount.allCases)
+    func clientDisconnect(on mount: Mount) async throws {
         let log = Log()
         var events = Events()
         events.on(.namespaceDisconnect) { _, m in log.append("disconnect:forced=\(m.isForced)") }
         events.on("chat") { _, m in log.append("chat:\(m.bodyString)") }
-        try await withServer(["default": events]) { running in
+        try await withServer(on: mount, ["default": events]) { running in
             let (socket, _) = try await handshake(running.url)
             try await connectNamespace(socket, "default")
             try await socket.send("$d;default;;_OnNamespaceDisconnect;0;0;")
@@ -47,8 +47,8 @@ struct NamespaceRoomTests {
         }
     }
 
-    @Test("the before-events refuse: connect, join and leave get the handler's error")
-    func refusals() async throws {
+    @Test("the before-events refuse: connect, join and leave get the handler's error", arguments: Mount.allCases)
+    func refusals(on mount: Mount) async throws {
         var guarded = Events()
         guarded.on(.namespaceConnect) { _, _ in throw TextError("members only") }
         var rooms = Events()
@@ -56,7 +56,7 @@ struct NamespaceRoomTests {
         rooms.on(.roomLeave) { _, m in if m.room == "jail" { throw NeffosError.badRoom } }
         var anyRefuses = Events()
         anyRefuses.on(.anyEvent) { _, m in if m.event == .namespaceConnect { throw TextError("any says no") } }
-        try await withServer(["guarded": guarded, "rooms": rooms, "any": anyRefuses]) { running in
+        try await withServer(on: mount, ["guarded": guarded, "rooms": rooms, "any": anyRefuses]) { running in
             let (socket, _) = try await handshake(running.url)
             try await socket.send("$1;guarded;;_OnNamespaceConnect;0;0;")
             #expect(try await socket.nextText() == "$1;guarded;;_OnNamespaceConnect;1;0;members only")
@@ -77,8 +77,8 @@ struct NamespaceRoomTests {
         }
     }
 
-    @Test("the server forces a join, lists members, leaves all, and disconnects the client")
-    func serverInitiated() async throws {
+    @Test("the server forces a join, lists members, leaves all, and disconnects the client", arguments: Mount.allCases)
+    func serverInitiated(on mount: Mount) async throws {
         let log = Log()
         var events = Events()
         events.on("go") { ns, _ in
@@ -91,7 +91,7 @@ struct NamespaceRoomTests {
             log.append("disconnected")
         }
         events.on(.roomLeft) { _, m in log.append("left:\(m.room)") }
-        try await withServer(["default": events]) { running in
+        try await withServer(on: mount, ["default": events]) { running in
             let (socket, _) = try await handshake(running.url)
             try await connectNamespace(socket, "default")
             try await socket.send(";default;;go;0;0;")
@@ -118,12 +118,12 @@ struct NamespaceRoomTests {
         }
     }
 
-    @Test("events for a namespace not connected are dropped; asks for one get bad namespace")
-    func unconnectedNamespace() async throws {
+    @Test("events for a namespace not connected are dropped; asks for one get bad namespace", arguments: Mount.allCases)
+    func unconnectedNamespace(on mount: Mount) async throws {
         let log = Log()
         var events = Events()
         events.on("chat") { _, m in log.append(m.bodyString) }
-        try await withServer(["default": events]) { running in
+        try await withServer(on: mount, ["default": events]) { running in
             let (socket, _) = try await handshake(running.url)
             try await socket.send(";default;;chat;0;0;early")
             try await socket.send("$1;default;;chat;0;0;ask")
@@ -136,12 +136,12 @@ struct NamespaceRoomTests {
         }
     }
 
-    @Test("unknown events go to the any-event handler, or are ignored")
-    func anyEvent() async throws {
+    @Test("unknown events go to the any-event handler, or are ignored", arguments: Mount.allCases)
+    func anyEvent(on mount: Mount) async throws {
         let log = Log()
         var withAny = Events()
         withAny.answer(.anyEvent) { _, m in "any:\(m.event)" }
-        try await withServer(["any": withAny, "plain": Events()]) { running in
+        try await withServer(on: mount, ["any": withAny, "plain": Events()]) { running in
             let (socket, _) = try await handshake(running.url)
             try await connectNamespace(socket, "any", wait: "$1")
             try await connectNamespace(socket, "plain", wait: "$2")
@@ -154,15 +154,15 @@ struct NamespaceRoomTests {
         }
     }
 
-    @Test("native messages reach the empty namespace's handler next to neffos namespaces")
-    func nativeMixed() async throws {
+    @Test("native messages reach the empty namespace's handler next to neffos namespaces", arguments: Mount.allCases)
+    func nativeMixed(on mount: Mount) async throws {
         let log = Log()
         var native = Events()
         native.on(.nativeMessage) { ns, m in
             log.append("native:\(m.bodyString):\(m.isNative)")
             try ns.conn.write(.native(ByteBuffer(string: "raw back")))
         }
-        try await withServer(["": native, "default": Events()]) { running in
+        try await withServer(on: mount, ["": native, "default": Events()]) { running in
             let (socket, _) = try await handshake(running.url)
             try await connectNamespace(socket, "")
             try await socket.send("just text")
@@ -172,15 +172,15 @@ struct NamespaceRoomTests {
         }
     }
 
-    @Test("binary frames carry the neffos layout both ways")
-    func binaryFrames() async throws {
+    @Test("binary frames carry the neffos layout both ways", arguments: Mount.allCases)
+    func binaryFrames(on mount: Mount) async throws {
         let log = Log()
         var events = Events()
         events.on("blob") { ns, m in
             log.append("blob:\(m.isBinary):\(m.bodyBytes)")
             try ns.emitBinary("blob", [0, 1, 255])
         }
-        try await withServer(["default": events]) { running in
+        try await withServer(on: mount, ["default": events]) { running in
             let (socket, _) = try await handshake(running.url)
             try await connectNamespace(socket, "default")
             var frame = ByteBuffer(string: ";default;;blob;0;0;")
@@ -196,11 +196,11 @@ struct NamespaceRoomTests {
         }
     }
 
-    @Test("the connection store keeps values across events")
-    func store() async throws {
+    @Test("the connection store keeps values across events", arguments: Mount.allCases)
+    func store(on mount: Mount) async throws {
         var events = Events()
         events.answer("count") { ns, _ in Reply("\(ns.conn.store.increment("n"))") }
-        try await withServer(["default": events]) { running in
+        try await withServer(on: mount, ["default": events]) { running in
             let (socket, _) = try await handshake(running.url)
             try await connectNamespace(socket, "default")
             for n in 1...3 {

@@ -7,12 +7,12 @@ import Testing
 
 @Suite("Protocol edges")
 struct ProtocolEdgeTests {
-    @Test("a system request marked isNoOp=1 is neither carried out nor answered")
-    func noOpRequests() async throws {
+    @Test("a system request marked isNoOp=1 is neither carried out nor answered", arguments: Mount.allCases)
+    func noOpRequests(on mount: Mount) async throws {
         let log = Log()
         var events = Events()
         events.on(.namespaceConnect) { _, m in log.append("connect:\(m.wait)") }
-        try await withServer(["default": events]) { running in
+        try await withServer(on: mount, ["default": events]) { running in
             let (socket, _) = try await handshake(running.url)
             try await socket.send("$1;default;;_OnNamespaceConnect;0;1;")
             try await socket.send("$2;default;;_OnNamespaceConnect;0;0;")
@@ -27,14 +27,14 @@ struct ProtocolEdgeTests {
         }
     }
 
-    @Test("a refused disconnect keeps the client in the namespace and reports the refusal")
-    func refusedDisconnect() async throws {
+    @Test("a refused disconnect keeps the client in the namespace and reports the refusal", arguments: Mount.allCases)
+    func refusedDisconnect(on mount: Mount) async throws {
         var events = Events()
         events.on(.namespaceDisconnect) { _, m in
             if !m.isForced { throw TextError("stay a while") }
         }
         events.answer("echo") { _, m in Reply(m.body) }
-        try await withServer(["default": events]) { running in
+        try await withServer(on: mount, ["default": events]) { running in
             let client = try await Client.dial(running.url, namespaces: ["default": Events()], configuration: quietClientConfiguration())
             let ns = try await client.connect("default")
             await #expect(throws: RemoteError.self) { try await ns.disconnect(timeout: .seconds(5)) }
@@ -44,13 +44,13 @@ struct ProtocolEdgeTests {
         }
     }
 
-    @Test("the client's binary emit arrives as a binary message; leaveAll leaves every room")
-    func clientBinaryAndLeaveAll() async throws {
+    @Test("the client's binary emit arrives as a binary message; leaveAll leaves every room", arguments: Mount.allCases)
+    func clientBinaryAndLeaveAll(on mount: Mount) async throws {
         let log = Log()
         var events = Events()
         events.on("blob") { _, m in log.append("blob:\(m.isBinary):\(Array(m.body.readableBytesView))") }
         events.on(.roomLeft) { _, m in log.append("left:\(m.room)") }
-        try await withServer(["default": events]) { running in
+        try await withServer(on: mount, ["default": events]) { running in
             let client = try await Client.dial(running.url, namespaces: ["default": Events()], configuration: quietClientConfiguration())
             let ns = try await client.connect("default")
             try ns.emitBinary("blob", [0, 0x3B, 0xFF])

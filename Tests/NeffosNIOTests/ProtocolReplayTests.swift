@@ -6,8 +6,8 @@ import Testing
 
 @Suite("Protocol replay")
 struct ProtocolReplayTests {
-    @Test("the exchange of PROTOCOL.md §3 replays frame by frame, byte for byte")
-    func replaySection3() async throws {
+    @Test("the exchange of PROTOCOL.md §3 replays frame by frame, byte for byte", arguments: Mount.allCases)
+    func replaySection3(on mount: Mount) async throws {
         let log = Log()
         var events = Events()
         events.on("chat") { _, message in log.append("chat:\(message.room):\(message.bodyString)") }
@@ -17,7 +17,7 @@ struct ProtocolReplayTests {
         escaped.on("ev") { ns, message in log.append("ev:\(ns.namespace):\(message.bodyString)") }
         let id = "0f6d9e1c-3b7a-4d4e-9a49-2f3b1c5e8a10"
 
-        try await withServer(["default": events, "a;b": escaped], configure: { $0.idGenerator = { _ in id } }) { running in
+        try await withServer(on: mount, ["default": events, "a;b": escaped], configure: { $0.idGenerator = { _ in id } }) { running in
             let socket = try await RawWebSocket.connect(to: running.url)
             try await socket.send("M")
             #expect(try await socket.nextText() == "A\(id)")

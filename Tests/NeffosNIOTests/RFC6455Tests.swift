@@ -13,9 +13,9 @@ struct RFC6455Tests {
         return events
     }
 
-    @Test("a text message that is not UTF-8 closes the sender with 1007 and reaches nobody")
-    func invalidUTF8() async throws {
-        try await withServer(["default": relay()]) { running in
+    @Test("a text message that is not UTF-8 closes the sender with 1007 and reaches nobody", arguments: Mount.allCases)
+    func invalidUTF8(on mount: Mount) async throws {
+        try await withServer(on: mount, ["default": relay()]) { running in
             let all = try await clients(2, running)
             let (sender, listener) = (all[0].0, all[1].0)
             var frame = ByteBuffer(string: ";default;;say;0;0;")
@@ -28,9 +28,9 @@ struct RFC6455Tests {
         }
     }
 
-    @Test("text that stops being UTF-8 in a fragment fails the connection with 1007 at once, before the message ends")
-    func invalidUTF8FailsFast() async throws {
-        try await withServer(["default": relay()]) { running in
+    @Test("text that stops being UTF-8 in a fragment fails the connection with 1007 at once, before the message ends", arguments: Mount.allCases)
+    func invalidUTF8FailsFast(on mount: Mount) async throws {
+        try await withServer(on: mount, ["default": relay()]) { running in
             let (socket, _) = try await clients(1, running)[0]
             // Autobahn 6.4.1 and 6.4.2: F4 90 is past U+10FFFF, whatever follows.
             for (first, second) in [([0xCE, 0xBA], [0xF4, 0x90, 0x80, 0x80]), ([0xCE, 0xBA, 0xF4], [0x90])] as [([UInt8], [UInt8])] {
@@ -59,10 +59,10 @@ struct RFC6455Tests {
         }
     }
 
-    @Test("a connection failed for a protocol error ends at once; the server does not wait for the peer's close")
-    func failureEndsAtOnce() async throws {
+    @Test("a connection failed for a protocol error ends at once; the server does not wait for the peer's close", arguments: Mount.allCases)
+    func failureEndsAtOnce(on mount: Mount) async throws {
         // A closing handshake deadline far beyond the wait below: only the failure can end it.
-        try await withServer(["default": relay()], configure: { $0.transport.closeTimeout = .seconds(60) }) { running in
+        try await withServer(on: mount, ["default": relay()], configure: { $0.transport.closeTimeout = .seconds(60) }) { running in
             let (socket, _) = try await clients(1, running)[0]
             try await socket.send(frame: WebSocketFrame(fin: true, opcode: .text, maskKey: nil, data: ByteBuffer(string: "x")))
             #expect(try await socket.nextClose().closeCode == .protocolError)
@@ -71,9 +71,9 @@ struct RFC6455Tests {
         }
     }
 
-    @Test("valid UTF-8 beyond ASCII passes, in any position")
-    func validUTF8() async throws {
-        try await withServer(["default": relay()]) { running in
+    @Test("valid UTF-8 beyond ASCII passes, in any position", arguments: Mount.allCases)
+    func validUTF8(on mount: Mount) async throws {
+        try await withServer(on: mount, ["default": relay()]) { running in
             let (socket, _) = try await clients(1, running)[0]
             for body in ["日本語", "ascii then é", "12345678é", "emoji 🎉 at the end 🎉"] {
                 try await socket.send("$1;default;;echo;0;0;\(body)")
@@ -83,9 +83,9 @@ struct RFC6455Tests {
         }
     }
 
-    @Test("an unmasked client frame fails the connection with 1002")
-    func unmasked() async throws {
-        try await withServer(["default": relay()]) { running in
+    @Test("an unmasked client frame fails the connection with 1002", arguments: Mount.allCases)
+    func unmasked(on mount: Mount) async throws {
+        try await withServer(on: mount, ["default": relay()]) { running in
             let (socket, _) = try await clients(1, running)[0]
             try await socket.send(frame: WebSocketFrame(fin: true, opcode: .text, maskKey: nil, data: ByteBuffer(string: "$1;default;;echo;0;0;x")))
             let close = try await socket.nextClose()
@@ -95,9 +95,9 @@ struct RFC6455Tests {
         }
     }
 
-    @Test("reserved bits without a negotiated extension fail the connection with 1002")
-    func reservedBits() async throws {
-        try await withServer(["default": relay()]) { running in
+    @Test("reserved bits without a negotiated extension fail the connection with 1002", arguments: Mount.allCases)
+    func reservedBits(on mount: Mount) async throws {
+        try await withServer(on: mount, ["default": relay()]) { running in
             let (socket, _) = try await clients(1, running)[0]
             try await socket.send(frame: WebSocketFrame(fin: true, rsv1: true, opcode: .text, maskKey: .random(), data: ByteBuffer(string: "$1;default;;echo;0;0;x")))
             let close = try await socket.nextClose()
@@ -105,9 +105,9 @@ struct RFC6455Tests {
         }
     }
 
-    @Test("close codes: valid ones are echoed, reserved or unknown ones and a 1-byte payload get 1002, a non-UTF-8 reason 1007")
-    func closeCodes() async throws {
-        try await withServer(["default": relay()]) { running in
+    @Test("close codes: valid ones are echoed, reserved or unknown ones and a 1-byte payload get 1002, a non-UTF-8 reason 1007", arguments: Mount.allCases)
+    func closeCodes(on mount: Mount) async throws {
+        try await withServer(on: mount, ["default": relay()]) { running in
             var payloads: [(ByteBuffer, CloseCode?)] = []
             for code: UInt16 in [1000, 1001, 3000, 4999] {
                 var data = ByteBuffer()

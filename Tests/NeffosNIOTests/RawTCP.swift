@@ -14,10 +14,13 @@ func rawTCP(_ port: Int, _ request: String) async throws -> String {
     try await rawTCPSession(port, request).text
 }
 
-/// Writes `request` to 127.0.0.1:`port` and collects everything until the server closes or
-/// `deadline` passes; says which.
-func rawTCPSession(_ port: Int, _ request: String, deadline: Duration = .seconds(5)) async throws -> (text: String, closedByServer: Bool) {
-    let collected = Collector()
+/// Writes `request` to 127.0.0.1:`port` and collects everything until the server closes,
+/// `deadline` passes, or what was collected satisfies `enough` (then this side closes); says
+/// whether the server closed first.
+func rawTCPSession(
+    _ port: Int, _ request: String, deadline: Duration = .seconds(5), until enough: (@Sendable (String) -> Bool)? = nil
+) async throws -> (text: String, closedByServer: Bool) {
+    let collected = Collector(enough: enough)
     let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
         .channelInitializer { channel in
             channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(collected) }
@@ -37,10 +40,17 @@ func rawTCPSession(_ port: Int, _ request: String, deadline: Duration = .seconds
 final class Collector: ChannelInboundHandler, Sendable {
     typealias InboundIn = ByteBuffer
     private let buffer = Mutex(ByteBuffer())
+    private let enough: (@Sendable (String) -> Bool)?
     var text: String { buffer.withLock { String(buffer: $0) } }
+
+    init(enough: (@Sendable (String) -> Bool)? = nil) {
+        self.enough = enough
+    }
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         var incoming = unwrapInboundIn(data)
         buffer.withLock { _ = $0.writeBuffer(&incoming) }
+        if let enough, enough(text) { context.close(promise: nil) }
     }
 }
 

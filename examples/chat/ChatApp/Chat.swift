@@ -22,6 +22,28 @@ public enum Chat {
         }
     }
 
+    /// The name an upgrade request asks for (the `X-Username` header, or the
+    /// `?X-Websocket-Header-X-Username=…` query parameter browsers send), trimmed; `nil` when
+    /// there is none. The Hummingbird and Vapor chats refuse connections without one.
+    public static func requestedName(_ request: UpgradeRequest) -> String? {
+        let name = request.header("X-Username")?.trimmingCharacters(in: .whitespaces) ?? ""
+        return name.isEmpty ? nil : String(name.prefix(32))
+    }
+
+    /// An announcement to a room, as `POST /announce` takes it (`{"room": "lobby", "text": "…"}`).
+    public struct Announcement: Codable, Sendable {
+        /// The room.
+        public var room: String
+        /// What to say.
+        public var text: String
+    }
+
+    /// Says `announcement` to its room, on every node (a `system` line, as joins and leaves).
+    public static func announce(_ announcement: Announcement, on server: Server) {
+        _ = server.broadcast(Message(namespace: "default", room: announcement.room, event: "system",
+                                 body: "announcement: \(announcement.text.prefix(2000))"))
+    }
+
     /// The name a connection chose (`?X-Websocket-Header-X-Username=…`), or a guest name.
     public static func name(of conn: Conn) -> String {
         if let name = conn.store.get("name", as: String.self) { return name }
@@ -70,7 +92,7 @@ public enum Chat {
     }
 
     /// Serves the page, the JavaScript client and `/healthz` next to the listener's endpoint.
-    public static let responder: HTTPResponder = { request in
+    public static let responder: HTTPPageResponder = { request in
         guard request.method == .get || request.method == .head else { return nil }
         let path = request.path ?? "/"
         if path.split(separator: "?").first == "/healthz" { return .text("ok\n") }
