@@ -7,7 +7,7 @@ import Testing
 
 @Suite("Ask and reply")
 struct AskTests {
-    @Test("an asynchronous handler answers an ask; a synchronous one too", arguments: Mount.allCases)
+    @Test("an asynchronous handler answers an ask; a synchronous one too", .serialized, arguments: Mount.allCases)
     func handlersAnswer(on mount: Mount) async throws {
         var events = Events()
         events.answer("slow") { _, m in
@@ -27,7 +27,7 @@ struct AskTests {
         }
     }
 
-    @Test("a failing handler sends an error frame, for asks and for plain emits", arguments: Mount.allCases)
+    @Test("a failing handler sends an error frame, for asks and for plain emits", .serialized, arguments: Mount.allCases)
     func errorReplies(on mount: Mount) async throws {
         var events = Events()
         events.on("fail") { _, _ in throw TextError("nope") }
@@ -43,7 +43,7 @@ struct AskTests {
         }
     }
 
-    @Test("the server asks one connection by ID; a second reply is ignored", arguments: Mount.allCases)
+    @Test("the server asks one connection by ID; a second reply is ignored", .serialized, arguments: Mount.allCases)
     func serverAskToID(on mount: Mount) async throws {
         try await withServer(on: mount, ["default": Events()]) { running in
             let (a, idA) = try await handshake(running.url)
@@ -64,7 +64,7 @@ struct AskTests {
         }
     }
 
-    @Test("a server ask to everyone is won by the first reply", arguments: Mount.allCases)
+    @Test("a server ask to everyone is won by the first reply", .serialized, arguments: Mount.allCases)
     func serverAskFirstResponder(on mount: Mount) async throws {
         try await withServer(on: mount, ["default": Events()]) { running in
             let (a, _) = try await handshake(running.url)
@@ -85,7 +85,7 @@ struct AskTests {
         }
     }
 
-    @Test("an unanswered server ask ends at its deadline; an error reply is thrown", arguments: Mount.allCases)
+    @Test("an unanswered server ask ends at its deadline; an error reply is thrown", .serialized, arguments: Mount.allCases)
     func serverAskTimeoutAndError(on mount: Mount) async throws {
         try await withServer(on: mount, ["default": Events()], configure: { $0.askTimeout = .milliseconds(150) }) { running in
             let (socket, id) = try await handshake(running.url)
@@ -112,7 +112,7 @@ struct AskTests {
         }
     }
 
-    @Test("a handler may ask its own connection and get the reply while it waits", arguments: Mount.allCases)
+    @Test("a handler may ask its own connection and get the reply while it waits", .serialized, arguments: Mount.allCases)
     func askFromInsideHandler(on mount: Mount) async throws {
         var events = Events()
         events.answer("order") { ns, m in
@@ -132,7 +132,7 @@ struct AskTests {
         }
     }
 
-    @Test("a connection ask times out, leaves no waiter, and its late reply is dropped", arguments: Mount.allCases)
+    @Test("a connection ask times out, leaves no waiter, and its late reply is dropped", .serialized, arguments: Mount.allCases)
     func connAskTimeoutAndLateReply(on mount: Mount) async throws {
         let log = Log()
         let conn = Mutex<Conn?>(nil)
@@ -162,7 +162,7 @@ struct AskTests {
         }
     }
 
-    @Test("asks pending when the connection closes fail at once with write closed", arguments: Mount.allCases)
+    @Test("asks pending when the connection closes fail at once with write closed", .serialized, arguments: Mount.allCases)
     func asksFailOnClose(on mount: Mount) async throws {
         let log = Log()
         var events = Events()
@@ -183,7 +183,7 @@ struct AskTests {
         }
     }
 
-    @Test("a server ask is answered only by a connection it went to; another's reply with its token is dropped", arguments: Mount.allCases)
+    @Test("a server ask is answered only by a connection it went to; another's reply with its token is dropped", .serialized, arguments: Mount.allCases)
     func askAnsweredOnlyByReceivers(on mount: Mount) async throws {
         try await withServer(on: mount, ["default": Events()]) { running in
             let (asked, askedID) = try await handshake(running.url)
@@ -204,7 +204,7 @@ struct AskTests {
         }
     }
 
-    @Test("a client's request with a numeric token is dispatched even after the server has asked; a late reply is still dropped", arguments: Mount.allCases)
+    @Test("a client's request with a numeric token is dispatched even after the server has asked; a late reply is still dropped", .serialized, arguments: Mount.allCases)
     func numericClientTokens(on mount: Mount) async throws {
         var events = Events()
         events.answer("echo") { _, m in Reply(m.body) }

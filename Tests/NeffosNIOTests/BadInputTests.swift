@@ -20,7 +20,7 @@ struct BadInputTests {
         return ["default": events]
     }
 
-    @Test("malformed frames are dropped and counted; the connection and its neighbours go on", arguments: Mount.allCases)
+    @Test("malformed frames are dropped and counted; the connection and its neighbours go on", .serialized, arguments: Mount.allCases)
     func malformedFrames(on mount: Mount) async throws {
         try await withServer(on: mount, events) { running in
             let (bad, _) = try await handshake(running.url)
@@ -42,7 +42,7 @@ struct BadInputTests {
         }
     }
 
-    @Test("random frames never crash the server", arguments: Mount.allCases)
+    @Test("random frames never crash the server", .serialized, arguments: Mount.allCases)
     func fuzz(on mount: Mount) async throws {
         try await withServer(on: mount, events) { running in
             let (fuzzer, _) = try await handshake(running.url)
@@ -68,7 +68,7 @@ struct BadInputTests {
         }
     }
 
-    @Test("an oversized frame closes that connection with 1009, others go on", arguments: Mount.allCases)
+    @Test("an oversized frame closes that connection with 1009, others go on", .serialized, arguments: Mount.allCases)
     func oversizedFrame(on mount: Mount) async throws {
         try await withServer(on: mount, events, configure: { config in
             config.transport.maxFrameSize = 1024
@@ -86,7 +86,7 @@ struct BadInputTests {
         }
     }
 
-    @Test("an oversized message sent in fragments closes with 1009", arguments: Mount.allCases)
+    @Test("an oversized message sent in fragments closes with 1009", .serialized, arguments: Mount.allCases)
     func oversizedMessage(on mount: Mount) async throws {
         try await withServer(on: mount, events, configure: { config in
             config.transport.maxFrameSize = 1024
@@ -106,7 +106,7 @@ struct BadInputTests {
         }
     }
 
-    @Test("a message in fragments within the limits is reassembled", arguments: Mount.allCases)
+    @Test("a message in fragments within the limits is reassembled", .serialized, arguments: Mount.allCases)
     func fragmentedMessage(on mount: Mount) async throws {
         try await withServer(on: mount, events) { running in
             let (socket, _) = try await handshake(running.url)
@@ -119,7 +119,7 @@ struct BadInputTests {
         }
     }
 
-    @Test("a flood of events behind a slow handler is throttled, not buffered without bound", arguments: Mount.allCases)
+    @Test("a flood of events behind a slow handler is throttled, not buffered without bound", .serialized, arguments: Mount.allCases)
     func backpressure(on mount: Mount) async throws {
         let gate = Gate()
         let flooderConn = Mutex<Conn?>(nil)
@@ -139,6 +139,7 @@ struct BadInputTests {
             // Reading stopped at the limit; what NIO had already read in that burst (at most
             // 16 reads of 64 KiB, so 16 × 16 frames of 4 KB) is queued too, the rest waits in
             // the socket.
+            try await running.server.waitForStatistics("the flooder's reading paused") { $0.readPauses >= 1 }
             let queued = try #require(flooderConn.withLock { $0 }).queuedEventCount
             #expect(queued >= 8 && queued <= 8 + 16 * 16 + 1, "queued: \(queued)")
             gate.open()
@@ -148,7 +149,7 @@ struct BadInputTests {
         }
     }
 
-    @Test("queued events are bounded in bytes too: large messages behind a slow handler stop the reading early", arguments: Mount.allCases)
+    @Test("queued events are bounded in bytes too: large messages behind a slow handler stop the reading early", .serialized, arguments: Mount.allCases)
     func byteBackpressure(on mount: Mount) async throws {
         let gate = Gate()
         let flooderConn = Mutex<Conn?>(nil)
@@ -168,6 +169,7 @@ struct BadInputTests {
             let sending = Task { for _ in 0..<1_500 { try await flooder.send(";default;;slow;0;0;\(padding)") } }
             // The server stops reading once 4 × 16 KB are queued (not at the count bound).
             try await running.server.waitForStatistics("reading paused at the byte bound", timeout: .seconds(20)) { $0.readPauses >= 1 }
+            try await running.server.waitForStatistics("the flooder's reading paused") { $0.readPauses >= 1 }
             let queued = try #require(flooderConn.withLock { $0 }).queuedEventCount
             // What NIO had already read in that burst (at most 16 reads of 64 KiB, so about 64
             // messages of 16 KB) is queued too; the rest waits in the socket and the sender.

@@ -23,7 +23,7 @@ func join(_ socket: RawWebSocket, _ room: String, namespace: String = "default")
 
 @Suite("Broadcast")
 struct BroadcastTests {
-    @Test("a namespace broadcast reaches its connections only", arguments: Mount.allCases)
+    @Test("a namespace broadcast reaches its connections only", .serialized, arguments: Mount.allCases)
     func namespaceBroadcast(on mount: Mount) async throws {
         try await withServer(on: mount, ["default": Events(), "other": Events()]) { running in
             let members = try await clients(2, running)
@@ -36,7 +36,7 @@ struct BroadcastTests {
         }
     }
 
-    @Test("a room broadcast reaches the room's members only", arguments: Mount.allCases)
+    @Test("a room broadcast reaches the room's members only", .serialized, arguments: Mount.allCases)
     func roomBroadcast(on mount: Mount) async throws {
         try await withServer(on: mount, ["default": Events()]) { running in
             let all = try await clients(3, running)
@@ -51,7 +51,7 @@ struct BroadcastTests {
         }
     }
 
-    @Test("to an ID, and to all but an excluded sender (conn, namespace conn, room or ID)", arguments: Mount.allCases)
+    @Test("to an ID, and to all but an excluded sender (conn, namespace conn, room or ID)", .serialized, arguments: Mount.allCases)
     func targetedAndExcluded(on mount: Mount) async throws {
         let handles = Mutex<[String: NSConn]>([:])
         var events = Events()
@@ -80,7 +80,7 @@ struct BroadcastTests {
         }
     }
 
-    @Test("inside handlers: broadcast includes the sender, broadcastOthers leaves it out", arguments: Mount.allCases)
+    @Test("inside handlers: broadcast includes the sender, broadcastOthers leaves it out", .serialized, arguments: Mount.allCases)
     func fromHandlers(on mount: Mount) async throws {
         var events = Events()
         events.on("all") { ns, m in ns.broadcast(m) }
@@ -97,7 +97,7 @@ struct BroadcastTests {
         }
     }
 
-    @Test("a client that stops reading never slows the others: its frames are dropped and counted, then it is closed", arguments: Mount.allCases)
+    @Test("a client that stops reading never slows the others: its frames are dropped and counted, then it is closed", .serialized, arguments: Mount.allCases)
     func slowClient(on mount: Mount) async throws {
         let log = Log()
         try await withServer(on: mount, ["default": Events()], configure: { config in
@@ -130,7 +130,7 @@ struct BroadcastTests {
         }
     }
 
-    @Test("a reply to the client's own request is never dropped behind a full outbox", arguments: Mount.allCases)
+    @Test("a reply to the client's own request is never dropped behind a full outbox", .serialized, arguments: Mount.allCases)
     func replyNotDroppedByFullOutbox(on mount: Mount) async throws {
         let log = Log()
         var events = Events()
@@ -165,7 +165,7 @@ struct BroadcastTests {
         }
     }
 
-    @Test("a client that keeps asking and never reads is closed once its replies pass twice the outbox bound", arguments: Mount.allCases)
+    @Test("a client that keeps asking and never reads is closed once its replies pass twice the outbox bound", .serialized, arguments: Mount.allCases)
     func repliesBounded(on mount: Mount) async throws {
         let log = Log()
         var events = Events()
@@ -200,7 +200,7 @@ struct BroadcastTests {
         }
     }
 
-    @Test("pongs count against the outbox: a client that pings and never reads gets none queued past it, and is not read from until it reads", arguments: Mount.allCases)
+    @Test("pongs count against the outbox: a client that pings and never reads gets none queued past it, and is not read from until it reads", .serialized, arguments: Mount.allCases)
     func pongsBounded(on mount: Mount) async throws {
         try await withServer(on: mount, ["default": Events()], configure: { config in
             config.transport.maxOutboxBytes = 64 * 1024
@@ -238,7 +238,7 @@ struct BroadcastTests {
         }
     }
 
-    @Test("with strict ordering, every receiver sees concurrent broadcasts in the same order", arguments: Mount.allCases)
+    @Test("with strict ordering, every receiver sees concurrent broadcasts in the same order", .serialized, arguments: Mount.allCases)
     func strictOrdering(on mount: Mount) async throws {
         try await withServer(on: mount, ["default": Events()], configure: { $0.strictBroadcastOrdering = true }) { running in
             let all = try await clients(4, running)
@@ -268,7 +268,7 @@ struct BroadcastTests {
         }
     }
 
-    @Test("forEachConnection visits every open connection, synchronously and concurrently", arguments: Mount.allCases)
+    @Test("forEachConnection visits every open connection, synchronously and concurrently", .serialized, arguments: Mount.allCases)
     func forEach(on mount: Mount) async throws {
         try await withServer(on: mount, ["default": Events()]) { running in
             let all = try await clients(3, running)

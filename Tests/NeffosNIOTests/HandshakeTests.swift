@@ -7,7 +7,7 @@ import Testing
 
 @Suite("Handshake and lifecycle")
 struct HandshakeTests {
-    @Test("M is answered with A and a UUIDv4 by default", arguments: Mount.allCases)
+    @Test("M is answered with A and a UUIDv4 by default", .serialized, arguments: Mount.allCases)
     func defaultIDs(on mount: Mount) async throws {
         try await withServer(on: mount, ["default": Events()]) { running in
             let (socket, id) = try await handshake(running.url)
@@ -19,7 +19,7 @@ struct HandshakeTests {
         }
     }
 
-    @Test("a custom ID generator sees the request", arguments: Mount.allCases)
+    @Test("a custom ID generator sees the request", .serialized, arguments: Mount.allCases)
     func customIDs(on mount: Mount) async throws {
         try await withServer(on: mount, ["default": Events()], configure: { config in
             config.idGenerator = { request in "user-" + (request.header("X-Username") ?? "anon") }
@@ -30,7 +30,7 @@ struct HandshakeTests {
         }
     }
 
-    @Test("X-Websocket-Header-* query parameters become request headers", arguments: Mount.allCases)
+    @Test("X-Websocket-Header-* query parameters become request headers", .serialized, arguments: Mount.allCases)
     func urlHeaders(on mount: Mount) async throws {
         let seen = Mutex<[String]>([])
         try await withServer(on: mount, ["default": Events()], configure: { config in
@@ -44,7 +44,7 @@ struct HandshakeTests {
         }
     }
 
-    @Test("X-Websocket-Reconnect sets the reconnect tries, as a header or through the URL", arguments: Mount.allCases)
+    @Test("X-Websocket-Reconnect sets the reconnect tries, as a header or through the URL", .serialized, arguments: Mount.allCases)
     func reconnectHeader(on mount: Mount) async throws {
         let tries = Mutex<[Int]>([])
         try await withServer(on: mount, ["default": Events()], configure: { config in
@@ -58,7 +58,7 @@ struct HandshakeTests {
         }
     }
 
-    @Test("a refusing on-connect hook sends H<error> then closes with 1008 and its text", arguments: Mount.allCases)
+    @Test("a refusing on-connect hook sends H<error> then closes with 1008 and its text", .serialized, arguments: Mount.allCases)
     func refusal(on mount: Mount) async throws {
         let log = Log()
         try await withServer(on: mount, ["default": Events()], configure: { config in
@@ -77,7 +77,7 @@ struct HandshakeTests {
         }
     }
 
-    @Test("with fire-always, on-disconnect fires for refused connections too", arguments: Mount.allCases)
+    @Test("with fire-always, on-disconnect fires for refused connections too", .serialized, arguments: Mount.allCases)
     func fireAlways(on mount: Mount) async throws {
         let log = Log()
         try await withServer(on: mount, ["default": Events()], configure: { config in
@@ -92,7 +92,7 @@ struct HandshakeTests {
         }
     }
 
-    @Test("frames sent before the handshake completes are handled after it, in order", arguments: Mount.allCases)
+    @Test("frames sent before the handshake completes are handled after it, in order", .serialized, arguments: Mount.allCases)
     func preHandshakeQueue(on mount: Mount) async throws {
         let log = Log()
         let gate = Gate()
@@ -116,7 +116,7 @@ struct HandshakeTests {
         }
     }
 
-    @Test("a client that never sends M is closed after the handshake timeout", arguments: Mount.allCases)
+    @Test("a client that never sends M is closed after the handshake timeout", .serialized, arguments: Mount.allCases)
     func handshakeTimeout(on mount: Mount) async throws {
         try await withServer(on: mount, ["default": Events()], configure: { $0.handshakeTimeout = .milliseconds(200) }) { running in
             let silent = try await RawWebSocket.connect(to: running.url)
@@ -126,7 +126,7 @@ struct HandshakeTests {
         }
     }
 
-    @Test("on-connect may force the client into a namespace; A comes first, then the ask", arguments: Mount.allCases)
+    @Test("on-connect may force the client into a namespace; A comes first, then the ask", .serialized, arguments: Mount.allCases)
     func forcedNamespace(on mount: Mount) async throws {
         let log = Log()
         var events = Events()
@@ -151,7 +151,7 @@ struct HandshakeTests {
         }
     }
 
-    @Test("on close, the server fires room-left, namespace-disconnect (forced), then on-disconnect", arguments: Mount.allCases)
+    @Test("on close, the server fires room-left, namespace-disconnect (forced), then on-disconnect", .serialized, arguments: Mount.allCases)
     func closeEvents(on mount: Mount) async throws {
         let log = Log()
         var events = Events()
@@ -174,7 +174,7 @@ struct HandshakeTests {
         }
     }
 
-    @Test("native-only mode: no handshake, raw messages both ways", arguments: Mount.allCases)
+    @Test("native-only mode: no handshake, raw messages both ways", .serialized, arguments: Mount.allCases)
     func nativeOnly(on mount: Mount) async throws {
         var events = Events()
         events.on(.nativeMessage) { ns, message in

@@ -76,7 +76,7 @@ final class Log: Sendable {
 
     /// Waits until `predicate` holds for the log, up to `timeout`.
     func wait(
-        for what: String, timeout: Duration = .seconds(5),
+        for what: String, timeout: Duration = .seconds(10),
         until predicate: @escaping @Sendable ([String]) -> Bool
     ) async throws {
         _ = try await state.wait(
@@ -85,7 +85,7 @@ final class Log: Sendable {
     }
 
     /// Waits until the log contains `entry`.
-    func wait(for entry: String, timeout: Duration = .seconds(5)) async throws {
+    func wait(for entry: String, timeout: Duration = .seconds(10)) async throws {
         try await wait(for: "\"\(entry)\"", timeout: timeout) { $0.contains(entry) }
     }
 }

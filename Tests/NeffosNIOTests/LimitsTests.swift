@@ -5,7 +5,7 @@ import Testing
 
 @Suite("Per-connection bounds")
 struct LimitsTests {
-    @Test("a client cannot join more rooms than the bound, nor a room with a name past the length bound", arguments: Mount.allCases)
+    @Test("a client cannot join more rooms than the bound, nor a room with a name past the length bound", .serialized, arguments: Mount.allCases)
     func roomBounds(on mount: Mount) async throws {
         try await withServer(on: mount, ["default": Events()], configure: { config in
             config.maxRoomsPerConnection = 3
@@ -32,7 +32,7 @@ struct LimitsTests {
         }
     }
 
-    @Test("the Swift client receives the refusal as NeffosError.limitExceeded; the server's own joins are not bounded", arguments: Mount.allCases)
+    @Test("the Swift client receives the refusal as NeffosError.limitExceeded; the server's own joins are not bounded", .serialized, arguments: Mount.allCases)
     func clientSeesLimit(on mount: Mount) async throws {
         let forced = Log()
         var events = Events()
@@ -54,7 +54,7 @@ struct LimitsTests {
         }
     }
 
-    @Test("by default a page from another origin cannot open a WebSocket (403); the same origin and native clients can", arguments: Mount.allCases)
+    @Test("by default a page from another origin cannot open a WebSocket (403); the same origin and native clients can", .serialized, arguments: Mount.allCases)
     func crossSiteRefused(on mount: Mount) async throws {
         try await withServer(on: mount, ["default": Events()]) { running in
             await #expect(throws: NeffosError.dialFailed) {

@@ -31,7 +31,7 @@ struct MountTests {
         return try await rawTCPSession(port, lines.joined(separator: "\r\n") + "\r\n\r\n", until: { $0.contains("\r\n\r\n") }).text
     }
 
-    @Test("the application's middleware refuses an upgrade with its own answer (401), counted", arguments: mounted)
+    @Test("the application's middleware refuses an upgrade with its own answer (401), counted", .serialized, arguments: mounted)
     func middlewareRefuses(on mount: Mount) async throws {
         try await withServer(on: mount, Self.events, path: "/echo") { running in
             let refused = try await Self.upgradeRequest(running.port, extra: ["X-Refuse: yes"])
@@ -47,7 +47,7 @@ struct MountTests {
         }
     }
 
-    @Test("the identity middleware established reaches the ID generator and the connection", arguments: mounted)
+    @Test("the identity middleware established reaches the ID generator and the connection", .serialized, arguments: mounted)
     func identityFromMiddleware(on mount: Mount) async throws {
         let identities = Log()
         try await withServer(on: mount, Self.events, path: "/echo", configure: { configuration in
@@ -65,7 +65,7 @@ struct MountTests {
         }
     }
 
-    @Test("the application's routes answer next to neffos; a plain GET on the neffos path is 400", arguments: mounted)
+    @Test("the application's routes answer next to neffos; a plain GET on the neffos path is 400", .serialized, arguments: mounted)
     func routesNextToNeffos(on mount: Mount) async throws {
         try await withServer(on: mount, Self.events, path: "/echo") { running in
             let hello = try await httpRequest(running.port, "GET", "/hello")
@@ -77,7 +77,7 @@ struct MountTests {
         }
     }
 
-    @Test("graceful shutdown closes each connection once with 1001 and runs its hooks", arguments: Mount.allCases)
+    @Test("graceful shutdown closes each connection once with 1001 and runs its hooks", .serialized, arguments: Mount.allCases)
     func gracefulShutdown(on mount: Mount) async throws {
         let log = Log()
         var configuration = Server.Configuration()
@@ -95,7 +95,7 @@ struct MountTests {
         await #expect(throws: NeffosError.dialFailed) { _ = try await RawWebSocket.connect(to: running.url, timeout: .seconds(1)) }
     }
 
-    @Test("the Swift client talks to every mount: ask, broadcast, reply", arguments: Mount.allCases)
+    @Test("the Swift client talks to every mount: ask, broadcast, reply", .serialized, arguments: Mount.allCases)
     func swiftClient(on mount: Mount) async throws {
         try await withServer(on: mount, Self.events, path: "/echo") { running in
             let heard = Log()

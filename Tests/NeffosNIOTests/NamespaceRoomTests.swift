@@ -7,7 +7,7 @@ import Testing
 
 @Suite("Namespaces and rooms")
 struct NamespaceRoomTests {
-    @Test("connecting twice is answered twice and fires connected once", arguments: Mount.allCases)
+    @Test("connecting twice is answered twice and fires connected once", .serialized, arguments: Mount.allCases)
     func idempotentConnect(on mount: Mount) async throws {
         let log = Log()
         var events = Events()
@@ -24,7 +24,7 @@ struct NamespaceRoomTests {
         }
     }
 
-    @Test("a client disconnects a namespace; events for it are then dropped; repeating is harmless", arguments: Mount.allCases)
+    @Test("a client disconnects a namespace; events for it are then dropped; repeating is harmless", .serialized, arguments: Mount.allCases)
     func clientDisconnect(on mount: Mount) async throws {
         let log = Log()
         var events = Events()
@@ -47,7 +47,7 @@ struct NamespaceRoomTests {
         }
     }
 
-    @Test("the before-events refuse: connect, join and leave get the handler's error", arguments: Mount.allCases)
+    @Test("the before-events refuse: connect, join and leave get the handler's error", .serialized, arguments: Mount.allCases)
     func refusals(on mount: Mount) async throws {
         var guarded = Events()
         guarded.on(.namespaceConnect) { _, _ in throw TextError("members only") }
@@ -77,7 +77,7 @@ struct NamespaceRoomTests {
         }
     }
 
-    @Test("the server forces a join, lists members, leaves all, and disconnects the client", arguments: Mount.allCases)
+    @Test("the server forces a join, lists members, leaves all, and disconnects the client", .serialized, arguments: Mount.allCases)
     func serverInitiated(on mount: Mount) async throws {
         let log = Log()
         var events = Events()
@@ -118,7 +118,7 @@ struct NamespaceRoomTests {
         }
     }
 
-    @Test("events for a namespace not connected are dropped; asks for one get bad namespace", arguments: Mount.allCases)
+    @Test("events for a namespace not connected are dropped; asks for one get bad namespace", .serialized, arguments: Mount.allCases)
     func unconnectedNamespace(on mount: Mount) async throws {
         let log = Log()
         var events = Events()
@@ -136,7 +136,7 @@ struct NamespaceRoomTests {
         }
     }
 
-    @Test("unknown events go to the any-event handler, or are ignored", arguments: Mount.allCases)
+    @Test("unknown events go to the any-event handler, or are ignored", .serialized, arguments: Mount.allCases)
     func anyEvent(on mount: Mount) async throws {
         let log = Log()
         var withAny = Events()
@@ -154,7 +154,7 @@ struct NamespaceRoomTests {
         }
     }
 
-    @Test("native messages reach the empty namespace's handler next to neffos namespaces", arguments: Mount.allCases)
+    @Test("native messages reach the empty namespace's handler next to neffos namespaces", .serialized, arguments: Mount.allCases)
     func nativeMixed(on mount: Mount) async throws {
         let log = Log()
         var native = Events()
@@ -172,7 +172,7 @@ struct NamespaceRoomTests {
         }
     }
 
-    @Test("binary frames carry the neffos layout both ways", arguments: Mount.allCases)
+    @Test("binary frames carry the neffos layout both ways", .serialized, arguments: Mount.allCases)
     func binaryFrames(on mount: Mount) async throws {
         let log = Log()
         var events = Events()
@@ -196,7 +196,7 @@ struct NamespaceRoomTests {
         }
     }
 
-    @Test("the connection store keeps values across events", arguments: Mount.allCases)
+    @Test("the connection store keeps values across events", .serialized, arguments: Mount.allCases)
     func store(on mount: Mount) async throws {
         var events = Events()
         events.answer("count") { ns, _ in Reply("\(ns.conn.store.increment("n"))") }

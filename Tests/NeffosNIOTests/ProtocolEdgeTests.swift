@@ -7,7 +7,7 @@ import Testing
 
 @Suite("Protocol edges")
 struct ProtocolEdgeTests {
-    @Test("a system request marked isNoOp=1 is neither carried out nor answered", arguments: Mount.allCases)
+    @Test("a system request marked isNoOp=1 is neither carried out nor answered", .serialized, arguments: Mount.allCases)
     func noOpRequests(on mount: Mount) async throws {
         let log = Log()
         var events = Events()
@@ -27,7 +27,7 @@ struct ProtocolEdgeTests {
         }
     }
 
-    @Test("a refused disconnect keeps the client in the namespace and reports the refusal", arguments: Mount.allCases)
+    @Test("a refused disconnect keeps the client in the namespace and reports the refusal", .serialized, arguments: Mount.allCases)
     func refusedDisconnect(on mount: Mount) async throws {
         var events = Events()
         events.on(.namespaceDisconnect) { _, m in
@@ -44,7 +44,7 @@ struct ProtocolEdgeTests {
         }
     }
 
-    @Test("the client's binary emit arrives as a binary message; leaveAll leaves every room", arguments: Mount.allCases)
+    @Test("the client's binary emit arrives as a binary message; leaveAll leaves every room", .serialized, arguments: Mount.allCases)
     func clientBinaryAndLeaveAll(on mount: Mount) async throws {
         let log = Log()
         var events = Events()

@@ -6,7 +6,7 @@ import Testing
 
 @Suite("Protocol replay")
 struct ProtocolReplayTests {
-    @Test("the exchange of PROTOCOL.md §3 replays frame by frame, byte for byte", arguments: Mount.allCases)
+    @Test("the exchange of PROTOCOL.md §3 replays frame by frame, byte for byte", .serialized, arguments: Mount.allCases)
     func replaySection3(on mount: Mount) async throws {
         let log = Log()
         var events = Events()

@@ -13,7 +13,7 @@ struct RFC6455Tests {
         return events
     }
 
-    @Test("a text message that is not UTF-8 closes the sender with 1007 and reaches nobody", arguments: Mount.allCases)
+    @Test("a text message that is not UTF-8 closes the sender with 1007 and reaches nobody", .serialized, arguments: Mount.allCases)
     func invalidUTF8(on mount: Mount) async throws {
         try await withServer(on: mount, ["default": relay()]) { running in
             let all = try await clients(2, running)
@@ -28,7 +28,7 @@ struct RFC6455Tests {
         }
     }
 
-    @Test("text that stops being UTF-8 in a fragment fails the connection with 1007 at once, before the message ends", arguments: Mount.allCases)
+    @Test("text that stops being UTF-8 in a fragment fails the connection with 1007 at once, before the message ends", .serialized, arguments: Mount.allCases)
     func invalidUTF8FailsFast(on mount: Mount) async throws {
         try await withServer(on: mount, ["default": relay()]) { running in
             let (socket, _) = try await clients(1, running)[0]
@@ -59,7 +59,7 @@ struct RFC6455Tests {
         }
     }
 
-    @Test("a connection failed for a protocol error ends at once; the server does not wait for the peer's close", arguments: Mount.allCases)
+    @Test("a connection failed for a protocol error ends at once; the server does not wait for the peer's close", .serialized, arguments: Mount.allCases)
     func failureEndsAtOnce(on mount: Mount) async throws {
         // A closing handshake deadline far beyond the wait below: only the failure can end it.
         try await withServer(on: mount, ["default": relay()], configure: { $0.transport.closeTimeout = .seconds(60) }) { running in
@@ -71,7 +71,7 @@ struct RFC6455Tests {
         }
     }
 
-    @Test("valid UTF-8 beyond ASCII passes, in any position", arguments: Mount.allCases)
+    @Test("valid UTF-8 beyond ASCII passes, in any position", .serialized, arguments: Mount.allCases)
     func validUTF8(on mount: Mount) async throws {
         try await withServer(on: mount, ["default": relay()]) { running in
             let (socket, _) = try await clients(1, running)[0]
@@ -83,7 +83,7 @@ struct RFC6455Tests {
         }
     }
 
-    @Test("an unmasked client frame fails the connection with 1002", arguments: Mount.allCases)
+    @Test("an unmasked client frame fails the connection with 1002", .serialized, arguments: Mount.allCases)
     func unmasked(on mount: Mount) async throws {
         try await withServer(on: mount, ["default": relay()]) { running in
             let (socket, _) = try await clients(1, running)[0]
@@ -95,7 +95,7 @@ struct RFC6455Tests {
         }
     }
 
-    @Test("reserved bits without a negotiated extension fail the connection with 1002", arguments: Mount.allCases)
+    @Test("reserved bits without a negotiated extension fail the connection with 1002", .serialized, arguments: Mount.allCases)
     func reservedBits(on mount: Mount) async throws {
         try await withServer(on: mount, ["default": relay()]) { running in
             let (socket, _) = try await clients(1, running)[0]
@@ -105,7 +105,7 @@ struct RFC6455Tests {
         }
     }
 
-    @Test("close codes: valid ones are echoed, reserved or unknown ones and a 1-byte payload get 1002, a non-UTF-8 reason 1007", arguments: Mount.allCases)
+    @Test("close codes: valid ones are echoed, reserved or unknown ones and a 1-byte payload get 1002, a non-UTF-8 reason 1007", .serialized, arguments: Mount.allCases)
     func closeCodes(on mount: Mount) async throws {
         try await withServer(on: mount, ["default": relay()]) { running in
             var payloads: [(ByteBuffer, CloseCode?)] = []
