@@ -42,6 +42,10 @@ extension RouterMethods {
     /// let app = Application(router: router, server: .neffos(server, router: router))
     /// ```
     ///
+    /// The upgrade must be the first request on its TCP connection (browsers and neffos
+    /// clients open a fresh connection for a WebSocket); an upgrade request that follows
+    /// other requests on a kept-alive connection is answered like a plain `GET`.
+    ///
     /// A plain `GET` (no upgrade) is answered `400`; `HEAD` is answered `302 Found`, as the
     /// standalone listener does (neffos.js probes with it before it redials).
     @discardableResult

@@ -173,10 +173,11 @@ struct BrowserTests {
     }
 
     @Test(
-        "two pages on the Hummingbird chat; POST /announce reaches them; a page without a name is refused by the middleware",
-        .enabled(if: Browser.available, "needs chromium and chromium-driver (scripts/test installs them)"))
-    func hummingbirdChat() async throws {
-        let chat = try ChildProcess.start(try ChildProcess.sibling("neffos-hummingbird-chat"), ["--port", "0"])
+        "the chat mounted in Hummingbird and in Vapor: two pages chat; POST /announce reaches them; a page without a name is refused by the middleware",
+        .enabled(if: Browser.available, "needs chromium and chromium-driver (scripts/test installs them)"),
+        arguments: ["neffos-hummingbird-chat", "neffos-vapor-chat"])
+    func mountedChat(executable: String) async throws {
+        let chat = try ChildProcess.start(try ChildProcess.sibling(executable), ["--port", "0"])
         var browsers: [Browser] = []
         do {
             let line = try await chat.waitForOutput(containing: "chat page on", timeout: .seconds(60))

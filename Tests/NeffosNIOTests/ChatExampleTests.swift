@@ -46,4 +46,32 @@ struct ChatExampleTests {
         #expect(chat.text.contains("no exchange is registered for \"redis://\""))
         #expect(chat.text.contains("memory://"))
     }
+
+    @Test("the chat mounted in Hummingbird and in Vapor: page, REST announce, name required, graceful stop", arguments: ["neffos-hummingbird-chat", "neffos-vapor-chat"])
+    func mountedChats(executable: String) async throws {
+        let chat = try ChildProcess.start(try ChildProcess.sibling(executable), ["--port", "0"])
+        defer { chat.terminate(signal: SIGKILL) }
+        let line = try await chat.waitForOutput(containing: "chat page on http://127.0.0.1:", timeout: .seconds(30))
+        let port = try #require(Int(line.split(separator: ":").last?.split(separator: "/").first ?? ""))
+        let page = try await httpRequest(port, "GET", "/")
+        #expect(page.hasPrefix("HTTP/1.1 200") && page.contains("neffos-client.js"))
+
+        await #expect(throws: NeffosError.dialFailed, "no name: the middleware refuses") {
+            _ = try await Client.dial("ws://127.0.0.1:\(port)/echo", namespaces: [:], configuration: quietClientConfiguration())
+        }
+        let received = Received()
+        var configuration = quietClientConfiguration()
+        configuration.headers = [("X-Username", "tester")]
+        let client = try await Client.dial("ws://127.0.0.1:\(port)/echo", namespaces: ["default": received.events()], configuration: configuration)
+        let ns = try await client.connect("default")
+        _ = try await ns.joinRoom("lobby")
+        let announced = try await LoopbackHTTP.request("POST", port: port, path: "/announce", body: #"{"room":"lobby","text":"deploy at five"}"#)
+        #expect(announced.status == 202, "got \(announced.status) \(announced.body)")
+        try await received.wait("the announcement") { $0.contains { $0.event == "system" && $0.bodyString == "announcement: deploy at five" } }
+        #expect(try await ns.ask("members", "lobby").bodyString == "[\"tester\"]")
+
+        await client.close()
+        chat.terminate()
+        #expect(await chat.waitForExit() == 0, "SIGTERM shuts it down gracefully")
+    }
 }
