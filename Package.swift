@@ -35,6 +35,11 @@ let package = Package(
         .plugin(name: "NeffosClusterPlugin", targets: ["NeffosClusterPlugin"]),
     ],
     traits: [
+        .default(enabledTraits: ["Mounts"]),
+        .trait(
+            name: "Mounts",
+            description: "The Hummingbird and Vapor mounts (NeffosHummingbird, NeffosVapor), their examples and tests; on by default. `--disable-default-traits` leaves Hummingbird and Vapor out of the build."
+        ),
         .trait(
             name: "NATS",
             description: "Links the NATS exchange (nats.c, Debian's libnats-dev) into the examples and the tool."
@@ -93,8 +98,8 @@ let package = Package(
             dependencies: [
                 "Neffos",
                 "NeffosNIO",
-                .product(name: "Hummingbird", package: "hummingbird"),
-                .product(name: "HummingbirdCore", package: "hummingbird"),
+                .product(name: "Hummingbird", package: "hummingbird", condition: .when(traits: ["Mounts"])),
+                .product(name: "HummingbirdCore", package: "hummingbird", condition: .when(traits: ["Mounts"])),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -110,7 +115,7 @@ let package = Package(
             dependencies: [
                 "Neffos",
                 "NeffosNIO",
-                .product(name: "Vapor", package: "vapor"),
+                .product(name: "Vapor", package: "vapor", condition: .when(traits: ["Mounts"])),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -185,8 +190,8 @@ let package = Package(
             dependencies: [
                 "ChatApp",
                 "Neffos",
-                "NeffosHummingbird",
-                .product(name: "Hummingbird", package: "hummingbird"),
+                .target(name: "NeffosHummingbird", condition: .when(traits: ["Mounts"])),
+                .product(name: "Hummingbird", package: "hummingbird", condition: .when(traits: ["Mounts"])),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -200,8 +205,8 @@ let package = Package(
             dependencies: [
                 "ChatApp",
                 "Neffos",
-                "NeffosVapor",
-                .product(name: "Vapor", package: "vapor"),
+                .target(name: "NeffosVapor", condition: .when(traits: ["Mounts"])),
+                .product(name: "Vapor", package: "vapor", condition: .when(traits: ["Mounts"])),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
@@ -238,10 +243,10 @@ let package = Package(
             dependencies: [
                 "Neffos",
                 "NeffosNIO",
-                "NeffosHummingbird",
-                "NeffosVapor",
-                .product(name: "Hummingbird", package: "hummingbird"),
-                .product(name: "Vapor", package: "vapor"),
+                .target(name: "NeffosHummingbird", condition: .when(traits: ["Mounts"])),
+                .target(name: "NeffosVapor", condition: .when(traits: ["Mounts"])),
+                .product(name: "Hummingbird", package: "hummingbird", condition: .when(traits: ["Mounts"])),
+                .product(name: "Vapor", package: "vapor", condition: .when(traits: ["Mounts"])),
                 .target(name: "NeffosNATS", condition: .when(traits: ["NATS"])),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -291,10 +296,10 @@ let package = Package(
             dependencies: [
                 "Neffos",
                 "NeffosNIO",
-                "NeffosHummingbird",
-                "NeffosVapor",
-                .product(name: "Hummingbird", package: "hummingbird"),
-                .product(name: "Vapor", package: "vapor"),
+                .target(name: "NeffosHummingbird", condition: .when(traits: ["Mounts"])),
+                .target(name: "NeffosVapor", condition: .when(traits: ["Mounts"])),
+                .product(name: "Hummingbird", package: "hummingbird", condition: .when(traits: ["Mounts"])),
+                .product(name: "Vapor", package: "vapor", condition: .when(traits: ["Mounts"])),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 "NeffosProcess",
                 "NeffosTesting",

@@ -1,12 +1,15 @@
 import Foundation
-import Hummingbird
 import Logging
 import Neffos
-import NeffosHummingbird
 import NeffosNIO
-import NeffosVapor
 import ServiceLifecycle
+
+#if Mounts
+import Hummingbird
+import NeffosHummingbird
+import NeffosVapor
 import Vapor
+#endif
 
 #if NATS
 import NeffosNATS
@@ -88,6 +91,7 @@ case "listener":
     let listener = WebSocketListener(server: server, host: "127.0.0.1", port: port)
     transport = listener
     Task { announce(await listener.boundPort()) }
+#if Mounts
 case "hummingbird":
     let router = Router()
     router.neffos("/")
@@ -103,8 +107,9 @@ case "vapor":
     let service = VaporApplicationService(app, address: .hostname("127.0.0.1", port: port))
     transport = service
     Task { announce(await service.boundPort()) }
+#endif
 default:
-    FileHandle.standardError.write(Data("neffos-bench-server: unknown mount \(mount) (listener, hummingbird or vapor)\n".utf8))
+    FileHandle.standardError.write(Data("neffos-bench-server: unknown mount \(mount) (listener, or hummingbird and vapor with the Mounts trait)\n".utf8))
     exit(2)
 }
 let group = ServiceGroup(configuration: .init(services: [server, transport], gracefulShutdownSignals: [.sigterm, .sigint], logger: configuration.logger))

@@ -1,3 +1,6 @@
+// Built with the Mounts trait (on by default): without it this file is empty and the target
+// has no Hummingbird or Vapor to import.
+#if Mounts
 import HTTPTypes
 import Hummingbird
 import HummingbirdCore
@@ -218,3 +221,4 @@ where UpgradeResponder.Context: InitializableFromSource<ApplicationRequestContex
         return .refuse(.text("\(refusal.status.reasonPhrase): \(refusal.reason)\n", status: refusal.status, headerFields: fields))
     }
 }
+#endif

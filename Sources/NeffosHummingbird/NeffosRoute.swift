@@ -1,3 +1,6 @@
+// Built with the Mounts trait (on by default): without it this file is empty and the target
+// has no Hummingbird or Vapor to import.
+#if Mounts
 import HTTPTypes
 import Hummingbird
 import NIOCore
@@ -73,3 +76,4 @@ extension Response {
         return Response(status: status, headers: fields, body: .init(byteBuffer: ByteBuffer(string: text)))
     }
 }
+#endif

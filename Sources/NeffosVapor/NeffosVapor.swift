@@ -1,3 +1,6 @@
+// Built with the Mounts trait (on by default): without it this file is empty and the target
+// has no Hummingbird or Vapor to import.
+#if Mounts
 import HTTPTypes
 import NIOCore
 import NIOHTTP1
@@ -167,3 +170,4 @@ public final class VaporApplicationService: Service, Sendable {
         try await app.asyncShutdown()
     }
 }
+#endif

@@ -47,6 +47,7 @@ struct ChatExampleTests {
         #expect(chat.text.contains("memory://"))
     }
 
+    #if Mounts
     @Test("the chat mounted in Hummingbird and in Vapor: page, REST announce, name required, graceful stop", arguments: ["neffos-hummingbird-chat", "neffos-vapor-chat"])
     func mountedChats(executable: String) async throws {
         let chat = try ChildProcess.start(try ChildProcess.sibling(executable), ["--port", "0"])
@@ -74,4 +75,5 @@ struct ChatExampleTests {
         chat.terminate()
         #expect(await chat.waitForExit() == 0, "SIGTERM shuts it down gracefully")
     }
+    #endif
 }

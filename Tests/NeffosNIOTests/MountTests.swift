@@ -19,7 +19,11 @@ struct MountTests {
         return ["default": events]
     }()
 
+    #if Mounts
     static let mounted: [Mount] = [.hummingbird, .vapor]
+    #else
+    static let mounted: [Mount] = []
+    #endif
 
     /// A raw upgrade request (what a browser sends), plus `extra` header lines.
     static func upgradeRequest(_ port: Int, path: String = "/echo", extra: [String] = []) async throws -> String {
@@ -36,7 +40,7 @@ struct MountTests {
         try await withServer(on: mount, Self.events, path: "/echo") { running in
             let refused = try await Self.upgradeRequest(running.port, extra: ["X-Refuse: yes"])
             #expect(refused.hasPrefix("HTTP/1.1 401"), "got: \(refused.prefix(80))")
-            if mount == .hummingbird {
+            if mount.rawValue == "hummingbird" {
                 // The mount ran the router itself; in Vapor the middleware answers before the
                 // neffos route, so the app counts what it refuses.
                 #expect(running.server.statistics.refusedConnections == 1)
@@ -112,7 +116,8 @@ struct MountTests {
         }
     }
 
-    @Test("one server behind a listener, a Hummingbird app and a Vapor app: broadcasts reach all, one shutdown closes all")
+    @Test("one server behind a listener, a Hummingbird app and a Vapor app: broadcasts reach all, one shutdown closes all",
+          .enabled(if: Mount.allCases.count == 3, "the mounts come with the Mounts trait"))
     func oneServerManyTransports() async throws {
         let log = Log()
         var configuration = Server.Configuration()
@@ -121,13 +126,14 @@ struct MountTests {
         let server = try Server(namespaces: Self.events, configuration: configuration)
         var running: [RunningServer] = []
         for mount in Mount.allCases { running.append(try await mount.start(server, path: "/echo")) }
+        #expect(running.count == Mount.allCases.count)
         var sockets: [RawWebSocket] = []
         for transport in running {
             let (socket, _) = try await handshake(transport.url)
             try await connectNamespace(socket, "default")
             sockets.append(socket)
         }
-        #expect(server.connectionCount == 3)
+        #expect(server.connectionCount == running.count)
         try await sockets[0].send(";default;;say;0;0;to all")
         for socket in sockets {
             let text = try await socket.nextText()
@@ -139,7 +145,7 @@ struct MountTests {
             #expect(try await socket.nextClose().closeCode == .goingAway)
             #expect(await socket.waitClosed())
         }
-        #expect(log.entries.count == 3)
+        #expect(log.entries.count == running.count)
         for transport in running { await transport.stop() }
     }
 }

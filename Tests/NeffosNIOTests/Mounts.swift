@@ -1,15 +1,17 @@
 import Foundation
 import HTTPTypes
-import Hummingbird
 import Logging
 import NIOCore
 import Neffos
-import NeffosHummingbird
 import NeffosNIO
-import NeffosVapor
 import ServiceLifecycle
 import Testing
+#if Mounts
+import Hummingbird
+import NeffosHummingbird
+import NeffosVapor
 import Vapor
+#endif
 
 /// The ways a neffos server is served in the tests: the suites that take a `Mount` run against
 /// each.
@@ -19,8 +21,10 @@ import Vapor
 /// connection's identity (through the request context in Hummingbird, `req.storage` in Vapor).
 enum Mount: String, CaseIterable, Sendable, CustomTestStringConvertible {
     case listener
+    #if Mounts
     case hummingbird
     case vapor
+    #endif
 
     var testDescription: String { rawValue }
 
@@ -34,12 +38,14 @@ enum Mount: String, CaseIterable, Sendable, CustomTestStringConvertible {
             return RunningServer(server: server, mount: self, port: listener.port ?? 0, path: path) {
                 await listener.stop(timeout: .seconds(5))
             }
+        #if Mounts
         case .hummingbird:
             let app = HummingbirdMount.application(server, path: path)
             return try await RunningGroup.start(server, mount: self, path: path, app: app.service, port: app.port)
         case .vapor:
             let app = try await VaporMount.application(server, path: path)
             return try await RunningGroup.start(server, mount: self, path: path, app: app, port: { await app.boundPort() })
+        #endif
         }
     }
 }
@@ -64,6 +70,8 @@ enum RunningGroup {
         }
     }
 }
+
+#if Mounts
 
 // MARK: Hummingbird
 
@@ -130,3 +138,4 @@ enum VaporMount {
         return VaporApplicationService(app, address: .hostname("127.0.0.1", port: 0))
     }
 }
+#endif

@@ -1,3 +1,5 @@
+// Hummingbird comes with the Mounts trait, on by default (see Package.swift).
+#if Mounts
 import ChatApp
 import Foundation
 import HTTPTypes
@@ -78,3 +80,9 @@ let app = Application(
     logger: logger)
 let group = ServiceGroup(configuration: .init(services: [server, app], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
 try await group.run()
+#else
+import Foundation
+
+FileHandle.standardError.write(Data("neffos-hummingbird-chat: built without the Mounts trait (on by default); build with `--traits Mounts`\n".utf8))
+exit(2)
+#endif

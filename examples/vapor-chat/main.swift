@@ -1,3 +1,5 @@
+// Vapor comes with the Mounts trait, on by default (see Package.swift).
+#if Mounts
 import ChatApp
 import Foundation
 import Logging
@@ -81,3 +83,9 @@ Task {
 }
 let group = ServiceGroup(configuration: .init(services: [server, service], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
 try await group.run()
+#else
+import Foundation
+
+FileHandle.standardError.write(Data("neffos-vapor-chat: built without the Mounts trait (on by default); build with `--traits Mounts`\n".utf8))
+exit(2)
+#endif
