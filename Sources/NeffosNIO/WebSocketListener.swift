@@ -1,6 +1,6 @@
+import HTTPTypes
 import Logging
 import NIOCore
-import HTTPTypes
 import NIOHTTP1
 import NIOPosix
 import NIOWebSocket

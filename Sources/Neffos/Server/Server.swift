@@ -147,7 +147,6 @@ public final class Server: Sendable {
         return true
     }
 
-    /// Whether the server is shutting down (it accepts no new connections).
     /// Whether ``shutdown(timeout:)`` has begun: transports refuse new connections (`503`).
     public var isShuttingDown: Bool { lifecycle.withLock { $0.shuttingDown } }
 
