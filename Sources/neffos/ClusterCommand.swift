@@ -20,6 +20,10 @@ struct ClusterCommand: AsyncParsableCommand {
     @Option(help: "The first node's port; the others follow it (0 picks free ports).") var port = 8080
     @Option(help: "The address the nodes listen on.") var host = "127.0.0.1"
     @Option(help: "Stop by itself after this many seconds (default: run until Ctrl-C or SIGTERM).") var duration: Int?
+    /// Set by the cluster plugin: SwiftPM starts a plugin in a process group of its own and,
+    /// on Ctrl-C, ends the plugin, not what the plugin started; so the tool stops everything,
+    /// as on Ctrl-C, when its standard input (a pipe from the plugin) ends.
+    @Flag(help: .hidden) var stopWithParent = false
 
     func validate() throws {
         guard (1...16).contains(nodes) else { throw ValidationError("--nodes must be 1…16") }
@@ -30,6 +34,7 @@ struct ClusterCommand: AsyncParsableCommand {
     func run() async throws {
         _ = try NATSServer.executable()  // Says how to install it when missing.
         let stop = StopSignals()
+        if stopWithParent { stop.stopWhenInputEnds() }
         var servers: [NATSServer] = []
         var children: [(name: String, process: ChildProcess)] = []
         var failure: (any Error)?
@@ -121,12 +126,25 @@ final class StopSignals: Sendable {
 
     init() {
         sources = Locked([])
+        // Output may go to a pipe that closes first (the cluster plugin relays it and may be
+        // stopped by the same Ctrl-C): a failed write must not kill the tool before it has
+        // stopped its children.
+        signal(SIGPIPE, SIG_IGN)
         for number in [SIGINT, SIGTERM] {
             signal(number, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
             source.setEventHandler { [weak self] in self?.fire() }
             source.resume()
             sources.withLock { $0.append(source) }
+        }
+    }
+
+    /// Stops as on Ctrl-C when standard input ends: the cluster plugin holds the other end of
+    /// a pipe, which closes when the plugin ends, however it ends.
+    func stopWhenInputEnds() {
+        Thread.detachNewThread { [self] in
+            _ = FileHandle.standardInput.readDataToEndOfFile()
+            fire()
         }
     }
 

@@ -45,6 +45,20 @@ func isAlive(_ pid: Int32) -> Bool {
 
 @Suite("neffos cluster")
 struct ClusterToolTests {
+    @Test("with --stop-with-parent (the plugin's), the end of its input stops every process, as Ctrl-C does")
+    func stopsWhenInputEnds() async throws {
+        // ChildProcess gives /dev/null as input: it ends at once, as the plugin's pipe does when
+        // SwiftPM ends the plugin.
+        let tool = try ChildProcess.start(try ChildProcess.sibling("neffos"), ["cluster", "--nodes", "1", "--port", "0", "--stop-with-parent"])
+        #expect(await tool.waitForExit(timeout: .seconds(60)) == 0)
+        #expect(tool.text.contains("cluster stopped"), "output: \(tool.text)")
+        let pids = tool.text.split(separator: "\n").compactMap { line -> Int32? in
+            guard line.hasPrefix("nats-") || line.hasPrefix("node-") else { return nil }
+            return Int32(line.split(separator: " ").last?.filter(\.isNumber) ?? "")
+        }
+        for pid in pids { #expect(!isAlive(pid), "process \(pid) outlived the cluster") }
+    }
+
     @Test("brings up 3 NATS servers and 3 chat nodes; a room message crosses nodes; Ctrl-C stops every process")
     func clusterUpAndDown() async throws {
         let cluster = try await LocalCluster.start(nodes: 3)
