@@ -54,6 +54,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
         .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
+        // The Prometheus backend of swift-metrics, bootstrapped by the programs (the chat, the
+        // tool), never by the library.
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
         // NIOHTTPTypesHTTP1 only: NIO's HTTP/1 heads to and from swift-http-types.
         .package(url: "https://github.com/apple/swift-nio-extras", from: "1.35.2"),
         // The mounts (NeffosHummingbird, NeffosVapor) and their examples only: `swift run
@@ -168,6 +171,8 @@ let package = Package(
                 "NeffosNIO",
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             path: "examples/chat/ChatApp",
@@ -181,6 +186,8 @@ let package = Package(
                 "Neffos",
                 .target(name: "NeffosNATS", condition: .when(traits: ["NATS"])),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
             ],
             path: "examples/chat/Main",
             swiftSettings: strict
@@ -231,6 +238,8 @@ let package = Package(
                 "NeffosProcess",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

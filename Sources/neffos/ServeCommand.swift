@@ -1,15 +1,17 @@
 import ArgumentParser
 import ChatApp
 import Logging
+import Metrics
 import Neffos
 import NeffosNATS
+import Prometheus
 
 /// `neffos serve`: the chat example server, on any exchange.
 struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run the chat example server (page at /, WebSocket at /echo) on a chosen exchange.",
         discussion: """
-            The exchange comes from --exchange, else the NEFFOS_EXCHANGE environment variable, else \
+            Prometheus metrics are served at /metrics. The exchange comes from --exchange, else the NEFFOS_EXCHANGE environment variable, else \
             the `exchange = …` line of --config, else memory:// (this process only). Registered: \
             \(Serve.registry.schemes.map { "\($0)://" }.joined(separator: ", ")).
             """)
@@ -33,6 +35,8 @@ struct Serve: AsyncParsableCommand {
             handler.logLevel = .info
             return handler
         }
+        let metrics = PrometheusCollectorRegistry()
+        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: metrics))
         var configuration = Server.Configuration()
         configuration.logger = Logger(label: "neffos-serve")
         configuration.nodeName = node
@@ -40,6 +44,6 @@ struct Serve: AsyncParsableCommand {
         configuration.exchange = try Self.registry.exchange(for: url)
         let parsed = try ExchangeURL(url)
         configuration.logger.info("exchange \(parsed)")
-        try await Chat.serve(host: host, port: port, configuration: configuration)
+        try await Chat.serve(host: host, port: port, configuration: configuration, metrics: metrics)
     }
 }

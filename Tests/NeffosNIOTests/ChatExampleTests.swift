@@ -39,6 +39,40 @@ struct ChatExampleTests {
         #expect(await chat.waitForExit() == 0, "SIGTERM shuts it down gracefully")
     }
 
+    @Test("/metrics lists the neffos_ series (Prometheus text), and the message counters move when a client chats")
+    func metrics() async throws {
+        let chat = try ChildProcess.start(try ChildProcess.sibling("neffos-chat"), ["--port", "0"])
+        defer { chat.terminate(signal: SIGKILL) }
+        let line = try await chat.waitForOutput(containing: "chat page on http://127.0.0.1:")
+        let port = try #require(Int(line.split(separator: ":").last?.split(separator: "/").first ?? ""))
+        let before = try await LoopbackHTTP.request("GET", port: port, path: "/metrics")
+        #expect(before.status == 200)
+        #expect(before.body.contains("# TYPE neffos_connections_accepted counter"), "got: \(before.body.prefix(400))")
+        #expect(Self.value("neffos_messages_in", in: before.body) == 0)
+
+        let received = Received()
+        var configuration = quietClientConfiguration()
+        configuration.headers = [("X-Username", "counted")]
+        let client = try await Client.dial("ws://127.0.0.1:\(port)/echo", namespaces: ["default": received.events()], configuration: configuration)
+        let room = try await client.connect("default").joinRoom("lobby")
+        try room.emit("chat", "hello")
+        try await received.wait(for: 1, of: "chat")
+        let after = try await LoopbackHTTP.request("GET", port: port, path: "/metrics")
+        #expect((Self.value("neffos_messages_in", in: after.body) ?? 0) >= 3, "connect, join and chat: \(after.body)")
+        #expect((Self.value("neffos_messages_out", in: after.body) ?? 0) >= 1)
+        #expect(Self.value("neffos_connections_accepted", in: after.body) == 1)
+        await client.close()
+        chat.terminate()
+        #expect(await chat.waitForExit() == 0)
+    }
+
+    /// The value of the first sample of `series` in a Prometheus text exposition.
+    static func value(_ series: String, in text: String) -> Double? {
+        text.split(separator: "\n")
+            .first { $0.hasPrefix(series + " ") || $0.hasPrefix(series + "{") }
+            .flatMap { $0.split(separator: " ").last.flatMap { Double($0) } }
+    }
+
     @Test("an unknown exchange scheme stops it at start-up, naming the registered schemes")
     func unknownScheme() async throws {
         let chat = try ChildProcess.start(try ChildProcess.sibling("neffos-chat"), ["--port", "0"], environment: ["NEFFOS_EXCHANGE": "redis://localhost:6379"])

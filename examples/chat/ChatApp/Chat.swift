@@ -1,8 +1,10 @@
 import Foundation
 import HTTPTypes
 import Logging
+import NIOCore
 import Neffos
 import NeffosNIO
+import Prometheus
 import ServiceLifecycle
 
 /// The chat application: its namespace and events, and the page it serves. The `neffos-chat`
@@ -91,6 +93,11 @@ public enum Chat {
         return (file.type, data)
     }
 
+    /// The Prometheus text exposition of `registry`, as `/metrics` serves it.
+    public static func metricsPage(_ registry: PrometheusCollectorRegistry) -> HTTPPage {
+        HTTPPage(contentType: "text/plain; version=0.0.4; charset=utf-8", body: ByteBuffer(bytes: registry.emitToBuffer()))
+    }
+
     /// Serves the page, the JavaScript client and `/healthz` next to the listener's endpoint.
     public static let responder: HTTPPageResponder = { request in
         guard request.method == .get || request.method == .head else { return nil }
@@ -111,10 +118,20 @@ extension Chat {
     ///   - host: the address to listen on.
     ///   - port: the port (0 picks a free one).
     ///   - configuration: the server's configuration (its exchange, node name, logger).
-    public static func serve(host: String, port: Int, configuration: Server.Configuration) async throws {
+    ///   - metrics: a Prometheus registry to serve at `/metrics` (the program bootstraps
+    ///     swift-metrics with it; the library never does).
+    public static func serve(
+        host: String, port: Int, configuration: Server.Configuration, metrics: PrometheusCollectorRegistry? = nil
+    ) async throws {
         let logger = configuration.logger
         let server = try Server(namespaces: namespaces, configuration: configuration)
-        let listener = WebSocketListener(server: server, host: host, port: port, path: "/echo", responder: responder)
+        let pages = responder
+        let listener = WebSocketListener(server: server, host: host, port: port, path: "/echo") { request in
+            if let metrics, request.method == .get, request.path?.split(separator: "?").first == "/metrics" {
+                return metricsPage(metrics)
+            }
+            return pages(request)
+        }
         let services = ServiceGroup(
             configuration: .init(services: [server, listener], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         Task {

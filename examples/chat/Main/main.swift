@@ -1,10 +1,12 @@
 import ChatApp
 import Foundation
 import Logging
+import Metrics
 import Neffos
+import Prometheus
 
 // The chat example: a neffos server with a browser page at `/` and its WebSocket endpoint at
-// `/echo`.
+// `/echo`, and its Prometheus metrics at `/metrics`.
 //
 //   swift run neffos-chat [--host 127.0.0.1] [--port 8080] [--exchange URL] [--config FILE]
 //
@@ -17,6 +19,9 @@ LoggingSystem.bootstrap { label in
     return handler
 }
 let logger = Logger(label: "neffos-chat")
+// The program, not the library, picks the metrics backend: Prometheus, served at /metrics.
+let metrics = PrometheusCollectorRegistry()
+MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: metrics))
 
 var host = "127.0.0.1"
 var port = 8080
@@ -54,7 +59,7 @@ do {
 }
 
 do {
-    try await Chat.serve(host: host, port: port, configuration: configuration)
+    try await Chat.serve(host: host, port: port, configuration: configuration, metrics: metrics)
 } catch {
     logger.error("stopped: \(error)")
     exit(1)
