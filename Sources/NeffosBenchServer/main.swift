@@ -20,7 +20,7 @@ import NeffosNATS
 // body) and a `broadcast` event that re-broadcasts its body as `tick` to the namespace, or to
 // the message's room.
 //
-//   neffos-bench-server [--port 0] [--exchange URL] [--mount listener|hummingbird|vapor]
+//   neffos-bench-server [--port 0] [--exchange URL] [--mount listener|hummingbird|vapor] [--log-level L]
 //
 // --mount picks the transport, all serving the same events at `/`: the standalone
 // `WebSocketListener` (the default), a Hummingbird application (`NeffosHummingbird`), or a
@@ -28,13 +28,8 @@ import NeffosNATS
 //
 // It prints `listening on <port> pid <pid>` once ready, and stops gracefully on SIGTERM or SIGINT.
 
-LoggingSystem.bootstrap { label in
-    var handler = StreamLogHandler.standardError(label: label)
-    handler.logLevel = .warning
-    return handler
-}
-
 var port = 0
+var logLevel = Logger.Level.warning
 var exchangeFlag: String?
 var mount = "listener"
 var arguments = CommandLine.arguments.dropFirst().makeIterator()
@@ -43,10 +38,17 @@ while let argument = arguments.next() {
     case "--port": port = arguments.next().flatMap(Int.init) ?? port
     case "--exchange": exchangeFlag = arguments.next()
     case "--mount": mount = arguments.next() ?? mount
+    case "--log-level": logLevel = arguments.next().flatMap(Logger.Level.init(rawValue:)) ?? logLevel
     default:
-        FileHandle.standardError.write(Data("usage: neffos-bench-server [--port N] [--exchange URL] [--mount listener|hummingbird|vapor]\n".utf8))
+        FileHandle.standardError.write(Data("usage: neffos-bench-server [--port N] [--exchange URL] [--mount listener|hummingbird|vapor] [--log-level trace|debug|info|warning]\n".utf8))
         exit(2)
     }
+}
+let chosenLevel = logLevel
+LoggingSystem.bootstrap { label in
+    var handler = StreamLogHandler.standardError(label: label)
+    handler.logLevel = chosenLevel
+    return handler
 }
 
 var events = Events()

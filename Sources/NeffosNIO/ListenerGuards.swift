@@ -163,11 +163,14 @@ final class AcceptBackoff: ChannelInboundHandler {
 
     private let delay: Duration
     private let onError: (IOError) -> Void
+    private let onResume: () -> Void
     private var paused = false
 
-    init(delay: Duration, onError: @escaping (IOError) -> Void) {
+    /// `onError` is called for each failed accept, `onResume` each time a pause ends.
+    init(delay: Duration, onError: @escaping (IOError) -> Void, onResume: @escaping () -> Void = {}) {
         self.delay = delay
         self.onError = onError
+        self.onResume = onResume
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
@@ -184,6 +187,7 @@ final class AcceptBackoff: ChannelInboundHandler {
             let (handler, context) = bound.value
             handler.paused = false
             try? context.channel.syncOptions?.setOption(.autoRead, value: true)
+            handler.onResume()
         }
     }
 

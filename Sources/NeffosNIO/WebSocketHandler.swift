@@ -16,36 +16,39 @@ final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias OutboundIn = WebSocketFrame
     typealias OutboundOut = WebSocketFrame
 
-    private enum CloseState {
+    // The state below is internal, not private, only for the extension in
+    // WebSocketHandler+Control.swift (pongs, closing, heartbeat); nothing else touches it.
+
+    enum CloseState {
         case open
         case closeSent(code: CloseCode, reason: String)
         case closed
     }
 
     let eventLoop: any EventLoop
-    private let settings: WebSocketSettings
+    let settings: WebSocketSettings
     /// Creates the neffos connection once the handler is in the pipeline.
-    private let makeConn: (WebSocketTransport) -> Conn?
+    let makeConn: (WebSocketTransport) -> Conn?
 
-    private var context: ChannelHandlerContext?
+    var context: ChannelHandlerContext?
     private(set) var conn: Conn?
-    private var inReadBurst = false
-    private var flushPending = false
-    private var closeState = CloseState.open
-    private var receivedClose: (code: CloseCode?, reason: String)?
-    private var closeError: (any Error)?
-    private var heartbeatState = Heartbeat()
-    private var heartbeat: Scheduled<Void>?
-    private var readWatch: Scheduled<Void>?
-    private var writeTimer: Scheduled<Void>?
-    private var closeFallback: Scheduled<Void>?
-    private var readingPaused = false
+    var inReadBurst = false
+    var flushPending = false
+    var closeState = CloseState.open
+    var receivedClose: (code: CloseCode?, reason: String)?
+    var closeError: (any Error)?
+    var heartbeatState = Heartbeat()
+    var heartbeat: Scheduled<Void>?
+    var readWatch: Scheduled<Void>?
+    var writeTimer: Scheduled<Void>?
+    var closeFallback: Scheduled<Void>?
+    var readingPaused = false
     /// How pings are answered (at most one pong on its way, a bounded rate).
-    private var pongs = PongPolicy(now: .now())
+    var pongs = PongPolicy(now: .now())
     /// Reading stopped until a held ping can be answered (``PongPolicy``).
-    private var readingHeldForPing = false
-    private var pingHoldTimer: Scheduled<Void>?
-    private var readRequestedWhilePaused = false
+    var readingHeldForPing = false
+    var pingHoldTimer: Scheduled<Void>?
+    var readRequestedWhilePaused = false
 
     init(eventLoop: any EventLoop, settings: WebSocketSettings, makeConn: @escaping (WebSocketTransport) -> Conn?) {
         self.eventLoop = eventLoop
@@ -236,56 +239,6 @@ final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler {
         }
     }
 
-    // MARK: Pongs
-
-    private func sendPong(_ payload: ByteBuffer, context: ChannelHandlerContext) {
-        var pong = WebSocketFrame(fin: true, opcode: .pong, data: payload)
-        if settings.isClient { pong.maskKey = .random() }
-        context.write(wrapOutboundOut(pong)).assumeIsolated().whenComplete { [self] _ in
-            pongs.pongSent()
-            resumeReadingHeldForPing()
-        }
-        if inReadBurst { flushPending = true } else { context.flush() }
-    }
-
-    /// Stops reading until the held ping can be answered: at `until`, or (when `nil`) when
-    /// the pong on its way has left or the outbox has room.
-    private func holdReadingForPing(until: NIODeadline?, context: ChannelHandlerContext) {
-        readingHeldForPing = true
-        guard let until, pingHoldTimer == nil else { return }
-        pingHoldTimer = context.eventLoop.assumeIsolated().scheduleTask(deadline: until) { [self] in
-            pingHoldTimer = nil
-            resumeReadingHeldForPing()
-        }
-    }
-
-    /// Answers the held ping and reads again, when the pong policy lets it.
-    private func resumeReadingHeldForPing() {
-        guard readingHeldForPing, let context else { return }
-        switch pongs.resume(now: .now(), writable: context.channel.isWritable) {
-        case .stillHeld(let until):
-            holdReadingForPing(until: until, context: context)
-        case .resume(let answer):
-            // Once this side's close frame is sent, nothing follows it: a held ping goes
-            // unanswered (found by `neffos-fuzz frames`).
-            if let answer, case .open = closeState { sendPong(answer, context: context) }
-            readingHeldForPing = false
-            if !readingPaused && readRequestedWhilePaused {
-                readRequestedWhilePaused = false
-                context.read()
-            }
-        }
-    }
-
-    func setReadingPaused(_ paused: Bool) {
-        guard paused != readingPaused else { return }
-        readingPaused = paused
-        if !paused && !readingHeldForPing && readRequestedWhilePaused {
-            readRequestedWhilePaused = false
-            context?.read()
-        }
-    }
-
     // MARK: Writing (ConnTransport)
 
     func write(_ frame: ByteBuffer, binary: Bool, reliable: Bool) -> Bool {
@@ -329,85 +282,4 @@ final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler {
         context.fireChannelWritabilityChanged()
     }
 
-    // MARK: Closing (ConnTransport)
-
-    func close(code: CloseCode, reason: String) {
-        guard let context, sendClose(code: code, reason: reason, context: context) != nil else { return }
-        // Wait for the peer's close frame, but not forever.
-        scheduleCloseFallback(context)
-    }
-
-    /// Fails the connection (RFC 6455 §7.1.7), for a peer that broke the protocol: sends a
-    /// close frame with `code`, then ends the socket's output at once, so that the peer sees
-    /// the end whether or not it answers (frames after the violation are not read). The
-    /// socket closes when the peer closes its side, or at the closing-handshake deadline.
-    private func fail(code: CloseCode, reason: String) {
-        guard let context, let sent = sendClose(code: code, reason: reason, context: context) else { return }
-        sent.assumeIsolated().whenComplete { [self] _ in
-            self.context?.close(mode: .output, promise: nil)
-        }
-        scheduleCloseFallback(context)
-    }
-
-    /// Sends a close frame, once: `nil` when the connection is already closing.
-    private func sendClose(code: CloseCode, reason: String, context: ChannelHandlerContext) -> EventLoopFuture<Void>? {
-        guard case .open = closeState else { return nil }
-        closeState = .closeSent(code: code, reason: reason)
-        var data = context.channel.allocator.buffer(capacity: 2 + reason.utf8.count)
-        data.writeInteger(code.rawValue)
-        // A control frame carries at most 125 bytes: the code and 123 of the reason.
-        data.writeString(String(decoding: reason.utf8.prefix(123), as: UTF8.self))
-        var frame = WebSocketFrame(fin: true, opcode: .connectionClose, data: data)
-        if settings.isClient { frame.maskKey = .random() }
-        return context.writeAndFlush(wrapOutboundOut(frame))
-    }
-
-    /// Closes the socket if the closing handshake has not ended within the settings'
-    /// `closeTimeout` (a peer that never answers, or never reads our close).
-    private func scheduleCloseFallback(_ context: ChannelHandlerContext) {
-        guard closeFallback == nil else { return }
-        closeFallback = context.eventLoop.assumeIsolated().scheduleTask(in: settings.closeTimeout.timeAmount) { [self] in
-            self.context?.close(promise: nil)
-        }
-    }
-
-    // MARK: Heartbeat and read timeout
-
-    /// Schedules the next heartbeat tick (each tick schedules the next).
-    private func scheduleBeat() {
-        guard let interval = settings.pingInterval else { return }
-        heartbeat = eventLoop.assumeIsolated().scheduleTask(in: interval.timeAmount) { [self] in
-            beat()
-            if case .open = closeState { scheduleBeat() }
-        }
-    }
-
-    /// Schedules the next read-timeout check.
-    private func scheduleReadCheck() {
-        guard let timeout = settings.readTimeout else { return }
-        readWatch = eventLoop.assumeIsolated().scheduleTask(in: timeout.timeAmount) { [self] in
-            checkRead()
-            if case .open = closeState { scheduleReadCheck() }
-        }
-    }
-
-    private func beat() {
-        guard case .open = closeState, let context else { return }
-        guard heartbeatState.beat() == .ping else {
-            settings.logger.debug("closing a connection that answered none of the last two pings")
-            close(code: .policyViolation, reason: "heartbeat timeout")
-            return
-        }
-        var ping = WebSocketFrame(fin: true, opcode: .ping, data: context.channel.allocator.buffer(capacity: 0))
-        if settings.isClient { ping.maskKey = .random() }
-        context.writeAndFlush(wrapOutboundOut(ping), promise: nil)
-    }
-
-    private func checkRead() {
-        guard case .open = closeState else { return }
-        if heartbeatState.readTimeoutElapsed() {
-            settings.logger.debug("closing a connection that sent nothing within the read timeout")
-            close(code: .policyViolation, reason: "read timeout")
-        }
-    }
 }

@@ -117,6 +117,8 @@ public final class WebSocketListener: Service, Sendable {
                 let backoff = AcceptBackoff(delay: Self.acceptBackoff) { error in
                     server.countAcceptError()
                     acceptFailed.log(server.logger, "accept failed (\(error)); pausing accepts for \(Self.acceptBackoff)")
+                } onResume: {
+                    server.logger.debug("accepting again after a pause")
                 }
                 return channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(backoff) }
             }
