@@ -10,22 +10,32 @@ extension Client {
     /// ```
     ///
     /// - Parameters:
-    ///   - url: a `ws://host:port/path` URL (`wss://` is not supported: this client carries no
-    ///     TLS).
+    ///   - url: a `ws://host:port/path` or `wss://host:port/path` URL.
     ///   - namespaces: the namespaces and handlers this side declares.
     ///   - configuration: headers, timeouts, reconnection and limits.
+    ///   - tls: how a `wss://` server is checked. Default: the system's trust roots and the
+    ///     URL's host name (``ClientTLS/systemTrust``). Unused for `ws://`.
     ///   - group: the event loops. Default: NIO's shared group.
-    /// - Throws: ``NeffosError/dialFailed`` (bad URL, refused TCP connection, an HTTP status
-    ///   instead of the upgrade), ``NeffosError/handshakeRefused`` carrying the server's text
-    ///   as its detail, ``NeffosError/handshakeTimeout``.
+    /// - Throws: ``NeffosError/dialFailed`` (bad URL, refused TCP connection, a ``TLSFailure``
+    ///   as its `underlying` error, an HTTP status instead of the upgrade),
+    ///   ``NeffosError/handshakeRefused`` carrying the server's text as its detail,
+    ///   ``NeffosError/handshakeTimeout``.
     public static func dial(
         _ url: String,
         namespaces: Namespaces,
         configuration: Configuration = Configuration(),
+        tls: ClientTLS = .systemTrust,
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
     ) async throws -> Client {
         try namespaces.validateNames()
-        let connector = NIOClientConnector(url: try WebSocketURL(url), configuration: configuration, group: group)
+        let url = try WebSocketURL(url)
+        let session: ClientTLSSession?
+        do {
+            session = url.isSecure ? try ClientTLSSession(tls, host: url.host) : nil
+        } catch {
+            throw NeffosError.dialFailed.with(detail: url.text).with(underlying: error)
+        }
+        let connector = NIOClientConnector(url: url, tls: session, configuration: configuration, group: group)
         let client = Client(namespaces: namespaces, configuration: configuration, connector: connector)
         try await client.start()
         return client
@@ -35,6 +45,7 @@ extension Client {
 /// Dials WebSocket connections for a ``Client``.
 struct NIOClientConnector: ClientConnector {
     let url: WebSocketURL
+    let tls: ClientTLSSession?
     let configuration: Client.Configuration
     let group: any EventLoopGroup
 
@@ -50,7 +61,7 @@ struct NIOClientConnector: ClientConnector {
             logger: configuration.logger)
         let handshakeTimeout = configuration.handshakeTimeout
         _ = try await WebSocketDialer.connect(
-            to: url, headers: headers, group: group, timeout: handshakeTimeout,
+            to: url, tls: tls, headers: headers, group: group, timeout: handshakeTimeout,
             maxFrameSize: configuration.maxMessageSize, maxMessageSize: configuration.maxMessageSize,
             outboxBytes: settings.maxOutboxBytes, validatesFrames: true
         ) { channel in

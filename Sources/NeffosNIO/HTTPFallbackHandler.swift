@@ -2,6 +2,7 @@ import HTTPTypes
 import NIOCore
 import NIOHTTP1
 import NIOHTTPTypesHTTP1
+import NIOSSL
 import Neffos
 
 /// A plain HTTP response, for the pages a ``WebSocketListener`` serves next to its WebSocket
@@ -96,6 +97,14 @@ final class HTTPFallbackHandler: ChannelInboundHandler, RemovableChannelHandler 
         // answered 400; nothing more can be read from this connection.
         if error is HTTPParserError {
             server.countRefusedConnection()
+            context.close(promise: nil)
+            return
+        }
+        // A TLS handshake that failed (a client that does not trust the chain, or does not
+        // speak TLS): NIOSSL closes the connection; it is counted as refused.
+        if let error = error as? NIOSSLError, case .handshakeFailed = error {
+            server.countRefusedConnection()
+            server.logger.debug("TLS handshake failed", metadata: ["error": "\(error)"])
             context.close(promise: nil)
             return
         }

@@ -5,8 +5,10 @@ import NIOPosix
 import NIOWebSocket
 import Neffos
 
-/// Where a `ws://` URL points.
+/// Where a `ws://` or `wss://` URL points.
 package struct WebSocketURL: Sendable, Equatable {
+    /// Whether the URL is `wss://` (or `https://`): TLS over TCP.
+    package var isSecure: Bool
     /// The host to connect to.
     package var host: String
     /// The TCP port.
@@ -16,30 +18,32 @@ package struct WebSocketURL: Sendable, Equatable {
     /// The `Host` header.
     package var hostHeader: String
 
-    /// Parses a `ws://host[:port][/path][?query]` URL.
+    /// Parses a `ws[s]://host[:port][/path][?query]` URL (`http` and `https` are taken as
+    /// `ws` and `wss`).
     ///
-    /// - Throws: ``NeffosError/dialFailed`` for anything else, `wss://` included (this client
-    ///   carries no TLS: terminate TLS in front of the server, or use a TLS-capable client).
+    /// - Throws: ``NeffosError/dialFailed`` for anything else.
     package init(_ text: String) throws(NeffosError) {
         guard let components = URLComponents(string: text), let scheme = components.scheme?.lowercased() else {
             throw NeffosError.dialFailed.with(detail: "\"\(text)\" is not a URL")
         }
         switch scheme {
-        case "ws", "http": break
-        case "wss", "https":
-            throw NeffosError.dialFailed.with(detail: "\(scheme):// needs TLS, which this client does not include; dial ws:// behind a TLS terminator")
+        case "ws", "http": isSecure = false
+        case "wss", "https": isSecure = true
         default:
-            throw NeffosError.dialFailed.with(detail: "unsupported scheme \"\(scheme)\" in \"\(text)\"; use ws://host:port/path")
+            throw NeffosError.dialFailed.with(detail: "unsupported scheme \"\(scheme)\" in \"\(text)\"; use ws://host:port/path or wss://")
         }
         guard let host = components.host, !host.isEmpty else {
             throw NeffosError.dialFailed.with(detail: "\"\(text)\" has no host")
         }
         self.host = host
-        self.port = components.port ?? 80
+        self.port = components.port ?? (isSecure ? 443 : 80)
         let path = components.percentEncodedPath.isEmpty ? "/" : components.percentEncodedPath
         self.requestURI = components.percentEncodedQuery.map { "\(path)?\($0)" } ?? path
         self.hostHeader = components.port.map { "\(host):\($0)" } ?? host
     }
+
+    /// The URL, for messages.
+    package var text: String { "\(isSecure ? "wss" : "ws")://\(hostHeader)\(requestURI)" }
 }
 
 /// Opens WebSocket connections: TCP connect, HTTP upgrade, then the caller's handlers.
@@ -49,10 +53,14 @@ package enum WebSocketDialer {
     /// before them (a real client's pipeline; test tools that must see what the server sends,
     /// valid or not, go without).
     ///
-    /// - Throws: ``NeffosError/dialFailed`` carrying the cause (refused connection, HTTP
-    ///   status instead of 101, timeout).
+    /// With `tls`, the connection is TLS first (a `wss://` URL); without it, a `wss://` URL is
+    /// refused.
+    ///
+    /// - Throws: ``NeffosError/dialFailed`` carrying the cause (refused connection, a
+    ///   ``TLSFailure``, HTTP status instead of 101, timeout).
     package static func connect(
         to url: WebSocketURL,
+        tls: ClientTLSSession? = nil,
         headers: [(name: String, value: String)],
         group: any EventLoopGroup,
         timeout: Duration,
@@ -63,6 +71,9 @@ package enum WebSocketDialer {
         validatesFrames: Bool = false,
         install: @escaping @Sendable (any Channel) throws -> Void
     ) async throws -> any Channel {
+        guard !url.isSecure || tls != nil else {
+            throw NeffosError.dialFailed.with(detail: "\(url.text) needs TLS, which this dialler was not given")
+        }
         let loop = group.next()
         let upgraded = loop.makePromise(of: Void.self)
         let upgrader = NIOWebSocketClientUpgrader(
@@ -101,6 +112,7 @@ package enum WebSocketDialer {
                 .channelOption(.writeBufferWaterMark, value: .init(low: max(1024, outboxBytes) / 2, high: max(1024, outboxBytes)))
                 .channelInitializer { channel in
                     do {
+                        if let tls { try channel.pipeline.syncOperations.addHandler(try tls.makeHandler()) }
                         try channel.pipeline.syncOperations.addHTTPClientHandlers(
                             leftOverBytesStrategy: .forwardBytes,
                             withClientUpgrade: (upgraders: [upgrader], completionHandler: { _ in }))
@@ -114,7 +126,7 @@ package enum WebSocketDialer {
                 .connect(host: url.host, port: url.port).get()
         } catch {
             upgraded.fail(error)
-            throw NeffosError.dialFailed.with(detail: "ws://\(url.hostHeader)\(url.requestURI)").with(underlying: error)
+            throw NeffosError.dialFailed.with(detail: url.text).with(underlying: error)
         }
         var requestHeaders = HTTPHeaders([("Host", url.hostHeader)])
         for (name, value) in headers { requestHeaders.add(name: name, value: value) }
@@ -134,8 +146,12 @@ package enum WebSocketDialer {
         } catch {
             timer.cancel()
             try? await channel.close()
+            // A failed TLS check closes the connection too: the check's reason is the cause.
+            if let failure = tls?.failureCause(of: error) {
+                throw NeffosError.dialFailed.with(detail: url.text).with(underlying: failure)
+            }
             if let error = error as? NeffosError, error == .dialFailed || error == .handshakeTimeout { throw error }
-            throw NeffosError.dialFailed.with(detail: "ws://\(url.hostHeader)\(url.requestURI)").with(underlying: error)
+            throw NeffosError.dialFailed.with(detail: url.text).with(underlying: error)
         }
     }
 }

@@ -41,6 +41,8 @@ public final class WebSocketListener: Service, Sendable {
     private let requestedPort: Int
     private let group: any EventLoopGroup
     private let responder: HTTPPageResponder?
+    /// The certificate chain and key for `wss://`; `nil` serves plain `ws://`.
+    public let tls: ServerTLS?
     private let state = Watched(ListenerState())
 
     private struct ListenerState {
@@ -59,14 +61,19 @@ public final class WebSocketListener: Service, Sendable {
     ///   - path: the WebSocket endpoint; `nil` (the default) accepts upgrades on any path.
     ///   - group: the event loops. Default: NIO's shared group (one loop per core).
     ///   - responder: answers plain HTTP requests (pages, health checks).
+    ///   - tls: serves `wss://` (and `https://` pages) with this certificate chain and key;
+    ///     `nil` (the default) serves plain `ws://`. ``ServerTLS/reload()`` changes the chain
+    ///     for new connections without a restart.
     public init(
         server: Server,
         host: String = "127.0.0.1",
         port: Int = 8080,
         path: String? = nil,
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
-        responder: HTTPPageResponder? = nil
+        responder: HTTPPageResponder? = nil,
+        tls: ServerTLS? = nil
     ) {
+        self.tls = tls
         self.server = server
         self.host = host
         self.requestedPort = port
@@ -99,6 +106,7 @@ public final class WebSocketListener: Service, Sendable {
         let transport = server.configuration.transport
         let path = self.path
         let responder = self.responder
+        let tls = self.tls
         let outbox = max(1024, transport.maxOutboxBytes)
         let limit = ProcessLimits.connectionLimit(configured: transport.maxConnections)
         if let limit, limit < transport.maxConnections ?? .max {
@@ -129,6 +137,13 @@ public final class WebSocketListener: Service, Sendable {
                 guard Self.track(channel, in: state) else {
                     return channel.eventLoop.makeFailedFuture(ChannelError.ioOnClosedChannel)
                 }
+                if let tls {
+                    do {
+                        try channel.pipeline.syncOperations.addHandler(tls.makeHandler())
+                    } catch {
+                        return channel.eventLoop.makeFailedFuture(error)
+                    }
+                }
                 if let limit {
                     guard server.reserveConnectionSlot(limit: limit) else {
                         server.countRefusedConnection()
@@ -149,7 +164,9 @@ public final class WebSocketListener: Service, Sendable {
             throw error
         }
         state.update { $0.channel = channel }
-        server.logger.info("neffos listening", metadata: ["address": "\(channel.localAddress.map { "\($0)" } ?? "?")", "path": "\(path ?? "*")"])
+        server.logger.info("neffos listening", metadata: [
+            "address": "\(channel.localAddress.map { "\($0)" } ?? "?")", "path": "\(path ?? "*")", "scheme": "\(tls == nil ? "ws" : "wss")",
+        ])
     }
 
     /// Stops accepting, closes the connections this listener brought with 1001 (going away),

@@ -160,7 +160,10 @@ struct ClientTests {
         await #expect(throws: NeffosError.dialFailed) {
             _ = try await Client.dial("ws://127.0.0.1:\(reserved.port)/", namespaces: [:], configuration: quietClientConfiguration())
         }
-        await #expect(throws: NeffosError.dialFailed) { _ = try await Client.dial("wss://example.com/", namespaces: [:]) }
+        await #expect(throws: NeffosError.dialFailed) {
+            _ = try await Client.dial("wss://127.0.0.1:\(reserved.port)/", namespaces: [:], configuration: quietClientConfiguration())
+        }
+        await #expect(throws: NeffosError.dialFailed) { _ = try await Client.dial("ftp://127.0.0.1/", namespaces: [:]) }
         await #expect(throws: NeffosError.dialFailed) { _ = try await Client.dial("not a url", namespaces: [:]) }
     }
 
