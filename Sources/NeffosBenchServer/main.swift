@@ -74,8 +74,7 @@ do {
     #else
     let registry = ExchangeRegistry.standard
     #endif
-    let url = try ExchangeRegistry.configuredURL(flag: exchangeFlag, fallback: "")
-    if !url.isEmpty { configuration.exchange = try registry.exchange(for: url) }
+    if let url = exchangeFlag, !url.isEmpty { configuration.exchange = try registry.exchange(for: url) }
 } catch {
     FileHandle.standardError.write(Data("neffos-bench-server: \(error)\n".utf8))
     exit(2)

@@ -13,7 +13,7 @@ enum FuzzTarget: String, CaseIterable, Sendable {
     /// The cluster envelope decoder; what decodes must encode and decode back to the same
     /// envelope.
     case envelope
-    /// Exchange URLs (`ExchangeURL`) and configuration files (`ExchangeRegistry.configuredURL`).
+    /// Exchange URLs (`ExchangeURL`) and configuration values (`ConfigParsing`).
     case url
     /// Raw bytes from a client into a server-side WebSocket connection: the listener's
     /// pipeline after the upgrade, on a test channel, with a server answering asks and

@@ -3,13 +3,13 @@ import Neffos
 
 /// The `url` target: exchange URLs as applications configure them.
 ///
-/// An input that starts with a NUL byte is the text of a configuration file (the rest of the
-/// input), read by `ExchangeRegistry.configuredURL(file:)`; any other input is UTF-8 text
-/// parsed as an exchange URL (invalid UTF-8 repaired, as a `String` would be).
+/// An input that starts with a NUL byte is a configuration value (the rest of the input), as
+/// `Server.Configuration(config:)` parses it; any other input is UTF-8 text parsed as an
+/// exchange URL (invalid UTF-8 repaired, as a `String` would be).
 enum URLFuzzing {
     static func check(_ bytes: UnsafeRawBufferPointer) {
         if bytes.first == 0 {
-            checkConfigurationFile(UnsafeRawBufferPointer(rebasing: bytes.dropFirst()))
+            checkConfigurationValue(UnsafeRawBufferPointer(rebasing: bytes.dropFirst()))
         } else {
             checkURL(String(decoding: bytes, as: UTF8.self))
         }
@@ -42,30 +42,18 @@ enum URLFuzzing {
             "the description of \(text.debugDescription) says another URL: \(url.description.debugDescription)")
     }
 
-    /// Where configuration files are written, one per process.
-    private static let file = FileManager.default.temporaryDirectory
-        .appendingPathComponent("neffos-fuzz-\(ProcessInfo.processInfo.processIdentifier).conf").path
-
-    /// Reads `bytes` as a configuration file. Its `exchange` value, when there is one, is
-    /// trimmed, not empty, holds no comment and no line break; it is then checked as a URL.
-    static func checkConfigurationFile(_ bytes: UnsafeRawBufferPointer) {
-        // An empty file is left out: Foundation's `String(contentsOfFile:)` leaks a 4 KiB read
-        // buffer on an empty file (FoundationEssentials of Swift 6.3.1, in `readBytesFromFile`), which the leak
-        // detector would report on every run. Its result is the fallback anyway.
-        guard !bytes.isEmpty else { return }
-        guard FileManager.default.createFile(atPath: file, contents: Data(bytes)) else {
-            fatalError("cannot write \(file)")
+    /// Parses `bytes` as a configuration value, as `neffos.*` keys read them (durations, byte
+    /// counts, switches). A duration is never negative nor beyond a year; a byte count never
+    /// negative; a value that switches a setting off is not also a number.
+    static func checkConfigurationValue(_ bytes: UnsafeRawBufferPointer) {
+        let text = String(decoding: bytes, as: UTF8.self)
+        if let duration = ConfigParsing.duration(text) {
+            require(duration >= .zero && duration <= .seconds(365 * 86_400), "duration \(duration) from \(text.debugDescription)")
+            require(!ConfigParsing.isOff(text), "\(text.debugDescription) is both off and a duration")
         }
-        defer { try? FileManager.default.removeItem(atPath: file) }
-        let fallback = "fallback://"
-        guard let value = try? ExchangeRegistry.configuredURL(environment: [:], file: file, fallback: fallback) else {
-            return  // not UTF-8: the file cannot be read, which is an error value
+        if let count = ConfigParsing.byteCount(text) {
+            require(count >= 0, "byte count \(count) from \(text.debugDescription)")
         }
-        guard value != fallback else { return }
-        require(!value.isEmpty, "an empty exchange value")
-        require(!value.contains("#"), "a comment in the exchange value \(value.debugDescription)")
-        require(!value.contains(where: \.isNewline), "a line break in the exchange value \(value.debugDescription)")
-        require(value.first?.isWhitespace == false && value.last?.isWhitespace == false, "an untrimmed exchange value \(value.debugDescription)")
-        checkURL(value)
+        _ = ConfigParsing.bool(text)
     }
 }

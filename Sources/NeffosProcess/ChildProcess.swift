@@ -11,7 +11,7 @@ import Synchronization
 /// waits for a line (with a deadline) instead of sleeping.
 ///
 /// ```swift
-/// let chat = try ChildProcess.start("/path/to/neffos-chat", ["--port", "0"], environment: ["NEFFOS_EXCHANGE": "memory://"])
+/// let chat = try ChildProcess.start("/path/to/neffos-chat", ["--port", "0"], environment: ["NEFFOS_EXCHANGE_URL": "memory://"])
 /// let line = try await chat.waitForOutput(containing: "chat page on")
 /// chat.terminate()
 /// let status = try await chat.waitForExit()

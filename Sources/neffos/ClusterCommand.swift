@@ -19,6 +19,7 @@ struct ClusterCommand: AsyncParsableCommand {
     @Option(help: "Nodes, and NATS servers (1…16).") var nodes = 3
     @Option(help: "The first node's port; the others follow it (0 picks free ports).") var port = 8080
     @Option(help: "The address the nodes listen on.") var host = "127.0.0.1"
+    @Option(help: "A configuration file (JSON or YAML) every node reads, as `neffos serve --config`; each node's port, exchange and name come from the cluster.") var config: String?
     @Option(help: "Stop by itself after this many seconds (default: run until Ctrl-C or SIGTERM).") var duration: Int?
     /// Set by the cluster plugin: SwiftPM starts a plugin in a process group of its own and,
     /// on Ctrl-C, ends the plugin, not what the plugin started; so the tool stops everything,
@@ -46,11 +47,11 @@ struct ClusterCommand: AsyncParsableCommand {
                 let arguments = [
                     "serve", "--host", host, "--port", "\(port == 0 ? 0 : port + index)",
                     "--exchange", nats.url, "--node", name,
-                ]
+                ] + (config.map { ["--config", $0] } ?? [])
                 let process = try ChildProcess.start(Self.executablePath, arguments, ownProcessGroup: true)
                 children.append((name, process))
                 let line = try await process.waitForOutput(containing: "chat page on", timeout: .seconds(30))
-                guard let page = line.split(separator: " ").first(where: { $0.hasPrefix("http://") }) else {
+                guard let page = line.split(separator: " ").first(where: { $0.hasPrefix("http://") || $0.hasPrefix("https://") }) else {
                     throw ToolError("unexpected line from \(name): \(line)")
                 }
                 let socket = "ws" + page.dropFirst(4) + "echo"

@@ -11,22 +11,37 @@ struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run the chat example server (page at /, WebSocket at /echo) on a chosen exchange.",
         discussion: """
-            Prometheus metrics are served at /metrics. The exchange comes from --exchange, else the NEFFOS_EXCHANGE environment variable, else \
-            the `exchange = …` line of --config, else memory:// (this process only). Registered: \
-            \(Serve.registry.schemes.map { "\($0)://" }.joined(separator: ", ")).
+            Prometheus metrics are served at /metrics. Every setting is read from the flags, then from NEFFOS_* environment \
+            variables, then from --config (JSON or YAML), under the keys of Server.Configuration(config:) and the listener \
+            (neffos.exchange.url, neffos.listener.port, neffos.listener.tls.certificate, neffos.limits.rooms, …); the \
+            environment variable of a key is its name in capitals with _ (NEFFOS_LIMITS_ROOMS). A wrong value stops \
+            start-up with a line naming its key. With a certificate, the page and the endpoint are served over TLS \
+            (https://, wss://), and SIGHUP reads the certificate files again. Exchanges: \
+            \(Serve.registry.schemes.map { "\($0)://" }.joined(separator: ", ")); none: this process only.
             """)
 
     /// The exchanges the tool links.
     static let registry = ExchangeRegistry([.memory, .nats, .natsTLS])
 
-    @Option(help: "The address to listen on.") var host = "127.0.0.1"
-    @Option(help: "The port (0 picks a free one).") var port = 8080
+    @Option(help: "The address to listen on (default 127.0.0.1).") var host: String?
+    @Option(help: "The port, 0 picks a free one (default 8080).") var port: Int?
     @Option(help: "The exchange URL, e.g. nats://127.0.0.1:4222.") var exchange: String?
-    @Option(help: "A configuration file with an `exchange = URL` line.") var config: String?
+    @Option(help: "A configuration file, JSON or YAML.") var config: String?
     @Option(help: "This node's name in a cluster (default: a random one).") var node: String?
+    @Option(name: .customLong("tls-cert"), help: "A PEM certificate chain: serve https:// and wss://.") var tlsCertificate: String?
+    @Option(name: .customLong("tls-key"), help: "The PEM private key of --tls-cert.") var tlsKey: String?
 
     func validate() throws {
-        guard (0...65_535).contains(port) else { throw ValidationError("--port must be 0…65535") }
+        if let port, !(0...65_535).contains(port) { throw ValidationError("--port must be 0…65535") }
+    }
+
+    /// The flags given, by the configuration key each sets.
+    var overrides: [String: String] {
+        let flags: [(Chat.Flag, String?)] = [
+            (.host, host), (.port, port.map(String.init)), (.exchange, exchange), (.node, node),
+            (.tlsCertificate, tlsCertificate), (.tlsKey, tlsKey),
+        ]
+        return Dictionary(uniqueKeysWithValues: flags.compactMap { flag, value in value.map { (flag.key, $0) } })
     }
 
     func run() async throws {
@@ -37,13 +52,14 @@ struct Serve: AsyncParsableCommand {
         }
         let metrics = PrometheusCollectorRegistry()
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: metrics))
-        var configuration = Server.Configuration()
-        configuration.logger = Logger(label: "neffos-serve")
-        configuration.nodeName = node
-        let url = try ExchangeRegistry.configuredURL(flag: exchange, file: config)
-        configuration.exchange = try Self.registry.exchange(for: url)
-        let parsed = try ExchangeURL(url)
-        configuration.logger.info("exchange \(parsed)")
-        try await Chat.serve(host: host, port: port, configuration: configuration, metrics: metrics)
+        let logger = Logger(label: "neffos-serve")
+        do {
+            let reader = try await Server.Configuration.reader(overrides: overrides, file: config)
+            try await Chat.serve(config: reader, exchanges: Self.registry, logger: logger, metrics: metrics)
+        } catch let error as NeffosError where error == .invalidConfiguration {
+            // One line naming the key, and a status for scripts.
+            logger.error("cannot start: \(error)")
+            throw ExitCode(2)
+        }
     }
 }

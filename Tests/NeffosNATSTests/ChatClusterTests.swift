@@ -8,7 +8,7 @@ import Testing
 @Suite("Chat as a cluster over NATS")
 struct ChatClusterTests {
     func startChat(_ exchange: String) async throws -> (ChildProcess, Int) {
-        let chat = try ChildProcess.start(try ChildProcess.sibling("neffos-chat"), ["--port", "0"], environment: ["NEFFOS_EXCHANGE": exchange])
+        let chat = try ChildProcess.start(try ChildProcess.sibling("neffos-chat"), ["--port", "0"], environment: ["NEFFOS_EXCHANGE_URL": exchange])
         do {
             _ = try await chat.waitForOutput(containing: "exchange connected")
             let line = try await chat.waitForOutput(containing: "chat page on http://127.0.0.1:")

@@ -7,9 +7,9 @@ import Testing
 
 @Suite("Chat example")
 struct ChatExampleTests {
-    @Test("NEFFOS_EXCHANGE picks the exchange; the page and the endpoint are served")
+    @Test("NEFFOS_EXCHANGE_URL picks the exchange; the page and the endpoint are served")
     func picksExchangeFromEnvironment() async throws {
-        let chat = try ChildProcess.start(try ChildProcess.sibling("neffos-chat"), ["--port", "0"], environment: ["NEFFOS_EXCHANGE": "memory://chat-test"])
+        let chat = try ChildProcess.start(try ChildProcess.sibling("neffos-chat"), ["--port", "0"], environment: ["NEFFOS_EXCHANGE_URL": "memory://chat-test"])
         defer { chat.terminate(signal: SIGKILL) }
         _ = try await chat.waitForOutput(containing: "exchange memory://chat-test")
         let line = try await chat.waitForOutput(containing: "chat page on http://127.0.0.1:")
@@ -75,7 +75,7 @@ struct ChatExampleTests {
 
     @Test("an unknown exchange scheme stops it at start-up, naming the registered schemes")
     func unknownScheme() async throws {
-        let chat = try ChildProcess.start(try ChildProcess.sibling("neffos-chat"), ["--port", "0"], environment: ["NEFFOS_EXCHANGE": "redis://localhost:6379"])
+        let chat = try ChildProcess.start(try ChildProcess.sibling("neffos-chat"), ["--port", "0"], environment: ["NEFFOS_EXCHANGE_URL": "redis://localhost:6379"])
         #expect(await chat.waitForExit() == 2)
         #expect(chat.text.contains("no exchange is registered for \"redis://\""))
         #expect(chat.text.contains("memory://"))

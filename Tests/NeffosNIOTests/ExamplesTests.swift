@@ -23,7 +23,7 @@ struct ExamplesTests {
 
     @Test("the Swift chat client says a line in a room of the chat server and sees it come back")
     func chatClient() async throws {
-        let chat = try ChildProcess.start(try ChildProcess.sibling("neffos-chat"), ["--port", "0"], environment: ["NEFFOS_EXCHANGE": "memory://"])
+        let chat = try ChildProcess.start(try ChildProcess.sibling("neffos-chat"), ["--port", "0"], environment: ["NEFFOS_EXCHANGE_URL": "memory://"])
         defer { chat.terminate(signal: SIGKILL) }
         let line = try await chat.waitForOutput(containing: "chat page on http://127.0.0.1:")
         let port = try #require(line.split(separator: ":").last?.split(separator: "/").first.flatMap { Int($0) })

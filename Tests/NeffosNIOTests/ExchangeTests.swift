@@ -63,21 +63,6 @@ struct ExchangeTests {
         #expect(throws: NeffosError.invalidConfiguration) { try registry.exchange(for: "not a url") }
     }
 
-    @Test("the exchange URL comes from the flag, then NEFFOS_EXCHANGE, then the file, then the default")
-    func configuredURL() throws {
-        let file = FileManager.default.temporaryDirectory.appendingPathComponent("neffos-\(UUID().uuidString).conf")
-        try "# cluster\nname = x\nexchange = nats://from-file:4222  # comment\n".write(to: file, atomically: true, encoding: .utf8)
-        defer { try? FileManager.default.removeItem(at: file) }
-        let env = ["NEFFOS_EXCHANGE": "nats://from-env:4222"]
-        #expect(try ExchangeRegistry.configuredURL(flag: "memory://flag", environment: env, file: file.path) == "memory://flag")
-        #expect(try ExchangeRegistry.configuredURL(environment: env, file: file.path) == "nats://from-env:4222")
-        #expect(try ExchangeRegistry.configuredURL(environment: [:], file: file.path) == "nats://from-file:4222")
-        #expect(try ExchangeRegistry.configuredURL(environment: [:]) == "memory://")
-        #expect(throws: NeffosError.invalidConfiguration) {
-            try ExchangeRegistry.configuredURL(environment: [:], file: "/nonexistent/neffos.conf")
-        }
-    }
-
     @Test("a node subscribes on first interest and unsubscribes on the last, by reference count")
     func interestReferenceCounts() async throws {
         let bus = LoopbackExchange()

@@ -1,6 +1,7 @@
 // Hummingbird comes with the Mounts trait, on by default (see Package.swift).
 #if Mounts
 import ChatApp
+import Configuration
 import Foundation
 import HTTPTypes
 import Hummingbird
@@ -12,7 +13,7 @@ import ServiceLifecycle
 // The chat, served by a Hummingbird application: the page and its script, a REST route, and
 // the neffos endpoint on one port, with the upgrade going through the app's middleware.
 //
-//   swift run neffos-hummingbird-chat [--host 127.0.0.1] [--port 8080]
+//   swift run neffos-hummingbird-chat [--host 127.0.0.1] [--port 8080] [--config FILE.yaml]
 //
 // Open http://127.0.0.1:8080/ in two tabs. Announce to a room from anywhere:
 //   curl -d '{"room":"lobby","text":"hello"}' http://127.0.0.1:8080/announce
@@ -24,18 +25,10 @@ LoggingSystem.bootstrap { label in
 }
 let logger = Logger(label: "neffos-hummingbird-chat")
 
-var host = "127.0.0.1"
-var port = 8080
-var arguments = CommandLine.arguments.dropFirst().makeIterator()
-while let argument = arguments.next() {
-    switch argument {
-    case "--host": host = arguments.next() ?? host
-    case "--port": port = arguments.next().flatMap(Int.init) ?? port
-    default:
-        print("usage: neffos-hummingbird-chat [--host HOST] [--port PORT]")
-        exit(argument == "--help" || argument == "-h" ? 0 : 2)
-    }
-}
+// --host and --port (or NEFFOS_LISTENER_HOST/PORT, or neffos.listener.* in --config), and the
+// server's settings (neffos.limits.*, neffos.timeouts.*) from the same places.
+let config = await Chat.configuration(program: "neffos-hummingbird-chat", flags: [.host, .port])
+let (host, port) = Chat.address(config)
 
 /// Refuses a WebSocket connection that does not say who it is (`401`), and hands the name on as
 /// the connection's identity.
@@ -48,8 +41,7 @@ struct NameRequired<Context: RequestContext>: RouterMiddleware {
     }
 }
 
-var configuration = Server.Configuration()
-configuration.logger = logger
+let configuration = Chat.serverConfiguration(config, logger: logger)
 let server = try Server(namespaces: Chat.namespaces, configuration: configuration)
 
 let router = Router()

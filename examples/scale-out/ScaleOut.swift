@@ -12,7 +12,7 @@ import Synchronization
 //   nats-server -a 127.0.0.1 -p 4222 &
 //   swift run neffos-example-scale-out [--nats nats://127.0.0.1:4222]
 //
-// The URL comes from --nats, else NEFFOS_EXCHANGE, else nats://127.0.0.1:4222.
+// The URL comes from --nats, else NEFFOS_EXCHANGE_URL, else nats://127.0.0.1:4222.
 
 /// What one client received, in arrival order.
 final class Inbox: Sendable {
@@ -48,7 +48,7 @@ struct ScaleOutExample {
         }
         let watchdog = startWatchdog(.seconds(30))
         do {
-            let url = try ExchangeRegistry.configuredURL(flag: flag, fallback: "nats://127.0.0.1:4222")
+            let url = flag ?? ProcessInfo.processInfo.environment["NEFFOS_EXCHANGE_URL"] ?? "nats://127.0.0.1:4222"
             try await run(natsURL: url)
         } catch {
             fail("unexpected error: \(error)")

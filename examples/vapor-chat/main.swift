@@ -1,6 +1,7 @@
 // Vapor comes with the Mounts trait, on by default (see Package.swift).
 #if Mounts
 import ChatApp
+import Configuration
 import Foundation
 import Logging
 import Neffos
@@ -11,7 +12,7 @@ import Vapor
 // The chat, served by a Vapor application: the page and its script, a REST route, and the
 // neffos endpoint on one port, with the upgrade going through the app's middleware.
 //
-//   swift run neffos-vapor-chat [--host 127.0.0.1] [--port 8080]
+//   swift run neffos-vapor-chat [--host 127.0.0.1] [--port 8080] [--config FILE.yaml]
 //
 // Open http://127.0.0.1:8080/ in two tabs. Announce to a room from anywhere:
 //   curl -H 'Content-Type: application/json' -d '{"room":"lobby","text":"hello"}' http://127.0.0.1:8080/announce
@@ -23,18 +24,10 @@ LoggingSystem.bootstrap { label in
 }
 let logger = Logger(label: "neffos-vapor-chat")
 
-var host = "127.0.0.1"
-var port = 8080
-var arguments = CommandLine.arguments.dropFirst().makeIterator()
-while let argument = arguments.next() {
-    switch argument {
-    case "--host": host = arguments.next() ?? host
-    case "--port": port = arguments.next().flatMap(Int.init) ?? port
-    default:
-        print("usage: neffos-vapor-chat [--host HOST] [--port PORT]")
-        exit(argument == "--help" || argument == "-h" ? 0 : 2)
-    }
-}
+// --host and --port (or NEFFOS_LISTENER_HOST/PORT, or neffos.listener.* in --config), and the
+// server's settings (neffos.limits.*, neffos.timeouts.*) from the same places.
+let config = await Chat.configuration(program: "neffos-vapor-chat", flags: [.host, .port])
+let (host, port) = Chat.address(config)
 
 /// Refuses a WebSocket connection that does not say who it is (`401`).
 struct NameRequired: AsyncMiddleware {
@@ -50,8 +43,7 @@ struct NameRequired: AsyncMiddleware {
     }
 }
 
-var configuration = Neffos.Server.Configuration()
-configuration.logger = logger
+let configuration = Chat.serverConfiguration(config, logger: logger)
 let server = try Neffos.Server(namespaces: Chat.namespaces, configuration: configuration)
 
 // Vapor's own command line and signal handling stay out: the service group runs the app.

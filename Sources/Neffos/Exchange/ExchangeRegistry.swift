@@ -27,7 +27,9 @@ public struct ExchangePlugin: Sendable {
 ///
 /// ```swift
 /// let registry = ExchangeRegistry([.memory, LoopbackExchange.plugin, .nats])
-/// configuration.exchange = try registry.exchange(for: ExchangeRegistry.configuredURL())
+/// configuration.exchange = try registry.exchange(for: "nats://10.0.0.1:4222")
+/// // or, from configuration (neffos.exchange.url):
+/// let configured = try Server.Configuration(config: reader, exchanges: registry)
 /// ```
 ///
 /// An unknown scheme or a malformed URL is a start-up error that names the registered schemes.

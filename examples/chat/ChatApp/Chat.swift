@@ -6,6 +6,8 @@ import Neffos
 import NeffosNIO
 import Prometheus
 import ServiceLifecycle
+import UnixSignals
+import Configuration
 
 /// The chat application: its namespace and events, and the page it serves. The `neffos-chat`
 /// example and the `neffos serve` command run it.
@@ -112,31 +114,54 @@ public enum Chat {
 
 extension Chat {
     /// Runs the chat server until SIGTERM or SIGINT: the page at `/`, the WebSocket endpoint at
-    /// `/echo`. Logs `chat page on http://HOST:PORT/ …` once it listens.
+    /// `/echo` (`ws://`, or `wss://` when `neffos.listener.tls.*` name a certificate chain and
+    /// key; SIGHUP reads those files again). Logs `chat page on http://HOST:PORT/ …` once it
+    /// listens.
     ///
     /// - Parameters:
-    ///   - host: the address to listen on.
-    ///   - port: the port (0 picks a free one).
-    ///   - configuration: the server's configuration (its exchange, node name, logger).
+    ///   - config: the settings (``Neffos/Server/Configuration/init(config:scope:exchanges:)``
+    ///     and the listener's `neffos.listener.*`); the port defaults to 8080.
+    ///   - exchanges: the exchanges `neffos.exchange.url` may name.
+    ///   - logger: where the server logs.
     ///   - metrics: a Prometheus registry to serve at `/metrics` (the program bootstraps
     ///     swift-metrics with it; the library never does).
+    /// - Throws: ``Neffos/NeffosError/invalidConfiguration`` naming the key of a wrong value,
+    ///   before anything starts; then the listener's bind error.
     public static func serve(
-        host: String, port: Int, configuration: Server.Configuration, metrics: PrometheusCollectorRegistry? = nil
+        config: ConfigReader, exchanges: ExchangeRegistry, logger: Logger, metrics: PrometheusCollectorRegistry? = nil
     ) async throws {
-        let logger = configuration.logger
+        var configuration = try Server.Configuration(config: config, exchanges: exchanges)
+        configuration.logger = logger
         let server = try Server(namespaces: namespaces, configuration: configuration)
         let pages = responder
-        let listener = WebSocketListener(server: server, host: host, port: port, path: "/echo") { request in
+        let listener = try WebSocketListener(server: server, config: config, port: 8080, path: "/echo") { request in
             if let metrics, request.method == .get, request.path?.split(separator: "?").first == "/metrics" {
                 return metricsPage(metrics)
             }
             return pages(request)
         }
+        // The URL as logged: its password hidden.
+        let exchangeURL = ConfigValues(config, scope: "neffos").text("exchange.url").flatMap { try? ExchangeURL($0) }
+        logger.info("exchange \(exchangeURL.map { "\($0)" } ?? "none (this node only)")")
         let services = ServiceGroup(
             configuration: .init(services: [server, listener], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        let scheme = listener.tls == nil ? "http" : "https"
         Task {
             if let bound = await listener.boundPort() {
-                logger.info("chat page on http://\(host):\(bound)/ (WebSocket endpoint /echo, node \(server.nodeName))")
+                logger.info("chat page on \(scheme)://\(listener.host):\(bound)/ (WebSocket endpoint /echo, node \(server.nodeName))")
+            }
+        }
+        if let tls = listener.tls {
+            // SIGHUP: the renewed certificate files, for new connections.
+            Task {
+                for await _ in await UnixSignalsSequence(trapping: .sighup) {
+                    do {
+                        try tls.reload()
+                        logger.info("TLS certificate reloaded from \(tls.certificateChainPath)")
+                    } catch {
+                        logger.error("TLS certificate not reloaded, the previous one stays: \(error)")
+                    }
+                }
             }
         }
         try await services.run()

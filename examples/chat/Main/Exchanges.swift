@@ -1,3 +1,4 @@
+import Configuration
 import Neffos
 
 #if NATS
@@ -16,11 +17,12 @@ enum ChatExchanges {
     }()
 
     /// What to do when a scheme this build lacks is asked for.
-    static func hint(for url: String) -> String? {
+    static func hint(for config: ConfigReader) -> String? {
         #if NATS
         nil
         #else
-        url.lowercased().hasPrefix("nats://") || url.lowercased().hasPrefix("tls://")
+        let url = config.string(forKey: "neffos.exchange.url") ?? ""
+        return url.lowercased().hasPrefix("nats://") || url.lowercased().hasPrefix("tls://")
             ? "this build has no NATS exchange: run it with `swift run --traits NATS neffos-chat` (needs libnats-dev)"
             : nil
         #endif

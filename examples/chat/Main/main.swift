@@ -8,10 +8,12 @@ import Prometheus
 // The chat example: a neffos server with a browser page at `/` and its WebSocket endpoint at
 // `/echo`, and its Prometheus metrics at `/metrics`.
 //
-//   swift run neffos-chat [--host 127.0.0.1] [--port 8080] [--exchange URL] [--config FILE]
+//   swift run neffos-chat [--host 127.0.0.1] [--port 8080] [--exchange URL] [--node NAME]
+//                         [--tls-cert FILE --tls-key FILE] [--config FILE.yaml]
 //
-// The exchange comes from --exchange, else NEFFOS_EXCHANGE, else the `exchange = …` line of
-// --config, else memory:// (this process only). Open http://127.0.0.1:8080/ in two tabs.
+// Settings come from the flags, then NEFFOS_* environment variables (NEFFOS_EXCHANGE_URL,
+// NEFFOS_LIMITS_ROOMS…), then --config; the exchange defaults to none (this process only).
+// Open http://127.0.0.1:8080/ in two tabs.
 
 LoggingSystem.bootstrap { label in
     var handler = StreamLogHandler.standardOutput(label: label)
@@ -23,43 +25,14 @@ let logger = Logger(label: "neffos-chat")
 let metrics = PrometheusCollectorRegistry()
 MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: metrics))
 
-var host = "127.0.0.1"
-var port = 8080
-var exchangeFlag: String?
-var configFile: String?
-var arguments = CommandLine.arguments.dropFirst().makeIterator()
-while let argument = arguments.next() {
-    switch argument {
-    case "--host": host = arguments.next() ?? host
-    case "--port": port = arguments.next().flatMap(Int.init) ?? port
-    case "--exchange": exchangeFlag = arguments.next()
-    case "--config": configFile = arguments.next()
-    case "--help", "-h":
-        print("usage: neffos-chat [--host 127.0.0.1] [--port 8080] [--exchange URL] [--config FILE]")
-        print("exchanges: " + ChatExchanges.registry.schemes.map { "\($0)://" }.joined(separator: ", "))
-        exit(0)
-    default:
-        logger.error("unknown argument \(argument); try --help")
-        exit(2)
-    }
-}
-
-var configuration = Server.Configuration()
-configuration.logger = logger
-var exchangeURL = "memory://"
+let config = await Chat.configuration(
+    program: "neffos-chat", flags: [.host, .port, .exchange, .node, .tlsCertificate, .tlsKey])
 do {
-    exchangeURL = try ExchangeRegistry.configuredURL(flag: exchangeFlag, file: configFile)
-    configuration.exchange = try ChatExchanges.registry.exchange(for: exchangeURL)
-    let parsed = try ExchangeURL(exchangeURL)
-    logger.info("exchange \(parsed)")
-} catch {
+    try await Chat.serve(config: config, exchanges: ChatExchanges.registry, logger: logger, metrics: metrics)
+} catch let error as NeffosError where error == .invalidConfiguration {
     logger.error("cannot start: \(error)")
-    if let hint = ChatExchanges.hint(for: exchangeURL) { logger.error("\(hint)") }
+    if let hint = ChatExchanges.hint(for: config) { logger.error("\(hint)") }
     exit(2)
-}
-
-do {
-    try await Chat.serve(host: host, port: port, configuration: configuration, metrics: metrics)
 } catch {
     logger.error("stopped: \(error)")
     exit(1)

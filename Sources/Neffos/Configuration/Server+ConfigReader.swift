@@ -1,0 +1,113 @@
+import Configuration
+
+extension Server.Configuration {
+    /// A configuration read from `config` under `scope` (by default the keys start with
+    /// `neffos.`), every key optional, every value checked: a value that is present but wrong
+    /// throws, naming the key.
+    ///
+    /// ```swift
+    /// let config = try await Server.Configuration.reader(overrides: ["neffos.listener.port": "9000"], file: "neffos.yaml")
+    /// var configuration = try Server.Configuration(config: config, exchanges: ExchangeRegistry([.memory, .nats]))
+    /// configuration.logger = logger  // what code sets is not configuration
+    /// ```
+    ///
+    /// ## Keys
+    /// Durations are seconds (`10`, `0.5`) or carry a unit (`500ms`, `10s`, `2m`, `1h`); byte
+    /// counts may carry one (`512KiB`, `4MiB`); `none` or `off` switches off the settings
+    /// that accept `nil`. Environment variables name the keys in capitals with `_`
+    /// (`neffos.limits.pendingAsks` is `NEFFOS_LIMITS_PENDING_ASKS`).
+    ///
+    /// | key | setting | default |
+    /// |---|---|---|
+    /// | `neffos.exchange.url` | ``exchange``, made by `exchanges` (an unknown scheme lists the registered ones) | none: this node only |
+    /// | `neffos.node.name` | ``nodeName`` | random |
+    /// | `neffos.cluster.name` | ``clusterName`` | `default` |
+    /// | `neffos.metrics.name` | ``metricsName`` | none |
+    /// | `neffos.timeouts.ask` | ``askTimeout`` | 10 s |
+    /// | `neffos.timeouts.handshake` | ``handshakeTimeout`` (`none` waits forever) | 10 s |
+    /// | `neffos.timeouts.shutdown` | ``shutdownTimeout`` | 10 s |
+    /// | `neffos.limits.queuedEvents` | ``maxQueuedEvents`` | 1024 |
+    /// | `neffos.limits.queuedBytes` | ``maxQueuedBytes`` | 512 KiB |
+    /// | `neffos.limits.rooms` | ``maxRoomsPerConnection`` | 1024 |
+    /// | `neffos.limits.nameLength` | ``maxNameLength`` | 256 |
+    /// | `neffos.limits.pendingAsks` | ``maxPendingAsks`` | 1024 |
+    /// | `neffos.limits.pendingServerAsks` | ``maxPendingServerAsks`` | 65536 |
+    /// | `neffos.broadcast.strictOrdering` | ``strictBroadcastOrdering`` | false |
+    /// | `neffos.limits.messageBytes` | ``Server/TransportConfiguration/maxMessageSize`` | 512 KiB |
+    /// | `neffos.limits.frameBytes` | ``Server/TransportConfiguration/maxFrameSize`` | 512 KiB |
+    /// | `neffos.limits.outboxBytes` | ``Server/TransportConfiguration/maxOutboxBytes`` | 512 KiB |
+    /// | `neffos.limits.connections` | ``Server/TransportConfiguration/maxConnections`` (`none`: the open-file limit only) | 10000 |
+    /// | `neffos.limits.requestHeaderBytes` | ``Server/TransportConfiguration/maxRequestHeaderBytes`` | 16 KiB |
+    /// | `neffos.timeouts.request` | ``Server/TransportConfiguration/requestTimeout`` | 10 s |
+    /// | `neffos.timeouts.idle` | ``Server/TransportConfiguration/idleTimeout`` | 30 s |
+    /// | `neffos.timeouts.read` | ``Server/TransportConfiguration/readTimeout`` | none |
+    /// | `neffos.timeouts.write` | ``Server/TransportConfiguration/writeTimeout`` | 30 s |
+    /// | `neffos.timeouts.close` | ``Server/TransportConfiguration/closeTimeout`` | 2 s |
+    /// | `neffos.heartbeat.interval` | ``Server/TransportConfiguration/pingInterval`` (`off`: no heartbeat) | 30 s |
+    /// | `neffos.origins` | ``Server/TransportConfiguration/allowedOrigins``: `same-origin`, `any`, or origins separated by commas | `same-origin` |
+    ///
+    /// The standalone listener reads its own keys (`neffos.listener.*`, see `WebSocketListener`
+    /// in NeffosNIO) from the same reader.
+    ///
+    /// - Parameters:
+    ///   - config: where the values come from.
+    ///   - scope: the first part of every key. Default: `neffos`; `""` reads the keys bare.
+    ///   - exchanges: the exchanges `neffos.exchange.url` may name. Default: `memory://` only.
+    /// - Throws: ``NeffosError/invalidConfiguration``, its detail naming the key and what is
+    ///   wrong (`neffos.limits.rooms: must be at least 1, got -5`).
+    public init(config: ConfigReader, scope: String = "neffos", exchanges: ExchangeRegistry = .standard) throws(NeffosError) {
+        self.init()
+        let values = ConfigValues(config, scope: scope)
+        if let url = try values.string("exchange.url") {
+            do {
+                exchange = try exchanges.exchange(for: url)
+            } catch let error as NeffosError {
+                throw values.invalid("exchange.url", error.detail ?? error.text)
+            } catch {
+                throw values.invalid("exchange.url", "\(error)")
+            }
+        }
+        nodeName = try values.string("node.name") ?? nodeName
+        clusterName = try values.string("cluster.name") ?? clusterName
+        metricsName = try values.string("metrics.name") ?? metricsName
+        askTimeout = try values.duration("timeouts.ask") ?? askTimeout
+        handshakeTimeout = try values.optionalDuration("timeouts.handshake") ?? handshakeTimeout
+        shutdownTimeout = try values.duration("timeouts.shutdown") ?? shutdownTimeout
+        maxQueuedEvents = try values.int("limits.queuedEvents", minimum: 1) ?? maxQueuedEvents
+        maxQueuedBytes = try values.int("limits.queuedBytes", minimum: 1, bytes: true) ?? maxQueuedBytes
+        maxRoomsPerConnection = try values.int("limits.rooms", minimum: 1) ?? maxRoomsPerConnection
+        maxNameLength = try values.int("limits.nameLength", minimum: 1) ?? maxNameLength
+        maxPendingAsks = try values.int("limits.pendingAsks", minimum: 1) ?? maxPendingAsks
+        maxPendingServerAsks = try values.int("limits.pendingServerAsks", minimum: 1) ?? maxPendingServerAsks
+        strictBroadcastOrdering = try values.bool("broadcast.strictOrdering") ?? strictBroadcastOrdering
+        try transport.read(values)
+    }
+}
+
+extension Server.TransportConfiguration {
+    fileprivate mutating func read(_ values: ConfigValues) throws(NeffosError) {
+        maxMessageSize = try values.int("limits.messageBytes", minimum: 1, bytes: true) ?? maxMessageSize
+        maxFrameSize = try values.int("limits.frameBytes", minimum: 125, bytes: true) ?? maxFrameSize
+        maxOutboxBytes = try values.int("limits.outboxBytes", minimum: 1024, bytes: true) ?? maxOutboxBytes
+        maxConnections = try values.optionalInt("limits.connections") ?? maxConnections
+        maxRequestHeaderBytes = try values.int("limits.requestHeaderBytes", minimum: 1024, bytes: true) ?? maxRequestHeaderBytes
+        requestTimeout = try values.optionalDuration("timeouts.request") ?? requestTimeout
+        idleTimeout = try values.optionalDuration("timeouts.idle") ?? idleTimeout
+        readTimeout = try values.optionalDuration("timeouts.read") ?? readTimeout
+        writeTimeout = try values.optionalDuration("timeouts.write") ?? writeTimeout
+        closeTimeout = try values.duration("timeouts.close") ?? closeTimeout
+        pingInterval = try values.optionalDuration("heartbeat.interval") ?? pingInterval
+        if let origins = try values.string("origins") {
+            switch origins.lowercased() {
+            case "same-origin", "same": allowedOrigins = .sameOrigin
+            case "any", "*": allowedOrigins = .any
+            default:
+                let list = origins.split(separator: ",").map { String($0).trimmed }.filter { !$0.isEmpty }
+                guard list.allSatisfy({ $0.hasPrefix("http://") || $0.hasPrefix("https://") }) else {
+                    throw values.invalid("origins", "expected same-origin, any, or origins such as https://example.com separated by commas, got \"\(origins)\"")
+                }
+                allowedOrigins = .only(list)
+            }
+        }
+    }
+}
