@@ -41,6 +41,10 @@ let package = Package(
             description: "The Hummingbird and Vapor mounts (NeffosHummingbird, NeffosVapor), their examples and tests; on by default. `--disable-default-traits` leaves Hummingbird and Vapor out of the build."
         ),
         .trait(
+            name: "OTel",
+            description: "Links swift-otel into the neffos tool: `neffos serve` exports its spans to an OpenTelemetry collector (OTLP/HTTP) when OTEL_EXPORTER_OTLP_ENDPOINT is set. Off by default: swift-otel takes minutes to build."
+        ),
+        .trait(
             name: "NATS",
             description: "Links the NATS exchange (nats.c, Debian's libnats-dev) into the examples and the tool."
         ),
@@ -63,6 +67,10 @@ let package = Package(
         // Settings from flags, the environment and JSON or YAML files (ConfigReader).
         .package(url: "https://github.com/apple/swift-configuration", from: "1.4.0", traits: ["JSON", "YAML"]),
         .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
+        // Spans across nodes (the API; a backend such as swift-otel is the program's choice).
+        .package(url: "https://github.com/apple/swift-distributed-tracing", from: "1.7.3"),
+        // The OpenTelemetry backend of the tool, with the OTel trait only.
+        .package(url: "https://github.com/swift-otel/swift-otel", from: "1.6.0", traits: ["OTLPHTTP"]),
         // The Prometheus backend of swift-metrics, bootstrapped by the programs (the chat, the
         // tool), never by the library.
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
@@ -89,6 +97,7 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Configuration", package: "swift-configuration"),
                 .product(name: "SystemPackage", package: "swift-system"),
+                .product(name: "Tracing", package: "swift-distributed-tracing"),
             ],
             swiftSettings: strict
         ),
@@ -187,6 +196,7 @@ let package = Package(
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
@@ -221,6 +231,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Configuration", package: "swift-configuration"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
             ],
             path: "examples/hummingbird-chat",
             exclude: ["README.md"],
@@ -236,6 +247,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Configuration", package: "swift-configuration"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
             ],
             path: "examples/vapor-chat",
             exclude: ["README.md"],
@@ -261,6 +273,8 @@ let package = Package(
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
+                .product(name: "OTel", package: "swift-otel", condition: .when(traits: ["OTel"])),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOWebSocket", package: "swift-nio"),
@@ -341,6 +355,8 @@ let package = Package(
                 .product(name: "SwiftASN1", package: "swift-asn1"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Configuration", package: "swift-configuration"),
+                .product(name: "Tracing", package: "swift-distributed-tracing"),
+                .product(name: "InMemoryTracing", package: "swift-distributed-tracing"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strict

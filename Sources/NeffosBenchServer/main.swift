@@ -30,6 +30,8 @@ import NeffosNATS
 
 var port = 0
 var logLevel = Logger.Level.warning
+var tlsCertificate: String?
+var tlsKey: String?
 var exchangeFlag: String?
 var mount = "listener"
 var arguments = CommandLine.arguments.dropFirst().makeIterator()
@@ -38,9 +40,11 @@ while let argument = arguments.next() {
     case "--port": port = arguments.next().flatMap(Int.init) ?? port
     case "--exchange": exchangeFlag = arguments.next()
     case "--mount": mount = arguments.next() ?? mount
+    case "--tls-cert": tlsCertificate = arguments.next()
+    case "--tls-key": tlsKey = arguments.next()
     case "--log-level": logLevel = arguments.next().flatMap(Logger.Level.init(rawValue:)) ?? logLevel
     default:
-        FileHandle.standardError.write(Data("usage: neffos-bench-server [--port N] [--exchange URL] [--mount listener|hummingbird|vapor] [--log-level trace|debug|info|warning]\n".utf8))
+        FileHandle.standardError.write(Data("usage: neffos-bench-server [--port N] [--exchange URL] [--mount listener|hummingbird|vapor] [--tls-cert FILE --tls-key FILE] [--log-level trace|debug|info|warning]\n".utf8))
         exit(2)
     }
 }
@@ -89,7 +93,17 @@ let announce: @Sendable (Int?) -> Void = { bound in
 let transport: any Service
 switch mount {
 case "listener":
-    let listener = WebSocketListener(server: server, host: "127.0.0.1", port: port)
+    // --tls-cert and --tls-key: wss:// (the cost of TLS, measured in BENCHMARKS.md).
+    var tls: ServerTLS?
+    if let tlsCertificate, let tlsKey {
+        do {
+            tls = try ServerTLS(certificateChain: tlsCertificate, privateKey: tlsKey)
+        } catch {
+            FileHandle.standardError.write(Data("neffos-bench-server: \(error)\n".utf8))
+            exit(2)
+        }
+    }
+    let listener = WebSocketListener(server: server, host: "127.0.0.1", port: port, tls: tls)
     transport = listener
     Task { announce(await listener.boundPort()) }
 #if Mounts

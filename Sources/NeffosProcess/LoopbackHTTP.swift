@@ -11,6 +11,14 @@ import Neffos
 /// #expect(varz.status == 200)
 /// ```
 public enum LoopbackHTTP {
+    /// The value of the first sample of `series` (a name, or a name with its labels,
+    /// `neffos_limits_exceeded{limit="rooms"}`) in a Prometheus text exposition.
+    public static func metric(_ series: String, in text: String) -> Double? {
+        text.split(separator: "\n")
+            .first { $0.hasPrefix(series + " ") || $0.hasPrefix(series + "{") }
+            .flatMap { $0.split(separator: " ").last.flatMap { Double($0) } }
+    }
+
     /// A response: status code and body text.
     public struct Response: Sendable {
         /// The status code (0 when the status line could not be read).

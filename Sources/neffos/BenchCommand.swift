@@ -31,8 +31,11 @@ struct BenchOptions: ParsableArguments {
     @Flag(help: "Run against both servers and print our figure as a ratio of the raw one.")
     var compare = false
 
-    @Option(help: "Drive a server already running at this ws:// URL (loopback only) instead of starting one.")
+    @Option(help: "Drive a server already running at this ws:// or wss:// URL (loopback only) instead of starting one.")
     var url: String?
+
+    @Option(name: .customLong("tls-ca"), help: "For a wss:// --url: the CA certificate (PEM) its chain ends at (default: the system's roots).")
+    var tlsCA: String?
 
     @Option(help: "The exchange URL for the started neffos server (for example nats://127.0.0.1:4222).")
     var exchange: String?
@@ -64,6 +67,14 @@ struct BenchOptions: ParsableArguments {
     }
 }
 
+extension BenchOptions {
+    /// The TLS of a `wss://` `--url`, shared by every load connection; `nil` for `ws://`.
+    func tlsSession() throws -> ClientTLSSession? {
+        guard let url, let parsed = try? WebSocketURL(url), parsed.isSecure else { return nil }
+        return try ClientTLSSession(try tlsCA.map { try ClientTLS.trusting(certificateAuthorities: $0) } ?? .systemTrust, host: parsed.host)
+    }
+}
+
 /// Runs a scenario against the server(s) the options choose, with a watchdog and signal
 /// handling so that nothing outlives the run.
 func runScenario(
@@ -81,7 +92,7 @@ func runScenario(
             if options.progress && options.repeat > 1 {
                 FileHandle.standardError.write(Data("run \(round + 1)/\(options.repeat)\n".utf8))
             }
-            let runner = BenchRunner(threads: options.threads, progress: options.progress)
+            let runner = BenchRunner(threads: options.threads, progress: options.progress, tls: try options.tlsSession())
             let target: BenchProcesses.Server?
             let url: String
             if let given = options.url {
@@ -262,7 +273,7 @@ extension Bench {
                 let seconds = abuse == .slowAndIdle ? max(options.duration, 35) : options.duration
                 _ = BenchProcesses.raiseFileLimit()
                 let server = try await BenchProcesses.startServer(raw: false, exchange: options.exchange)
-                let runner = BenchRunner(threads: options.threads, progress: options.progress)
+                let runner = BenchRunner(threads: options.threads, progress: options.progress, tls: try options.tlsSession())
                 do {
                     let result = try await runner.abuse(
                         try WebSocketURL(server.url), server: "neffos", pid: server.pid, case: abuse,

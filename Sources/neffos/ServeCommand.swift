@@ -1,10 +1,14 @@
 import ArgumentParser
 import ChatApp
 import Logging
-import Metrics
 import Neffos
 import NeffosNATS
 import Prometheus
+import ServiceLifecycle
+#if OTel
+import Foundation
+import OTel
+#endif
 
 /// `neffos serve`: the chat example server, on any exchange.
 struct Serve: AsyncParsableCommand {
@@ -50,16 +54,31 @@ struct Serve: AsyncParsableCommand {
             handler.logLevel = .info
             return handler
         }
-        let metrics = PrometheusCollectorRegistry()
-        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: metrics))
+        let metrics = Chat.bootstrapMetrics()
         let logger = Logger(label: "neffos-serve")
         do {
             let reader = try await Server.Configuration.reader(overrides: overrides, file: config)
-            try await Chat.serve(config: reader, exchanges: Self.registry, logger: logger, metrics: metrics)
+            try await Chat.serve(config: reader, exchanges: Self.registry, logger: logger, metrics: metrics, services: try Self.tracingServices(logger))
         } catch let error as NeffosError where error == .invalidConfiguration {
             // One line naming the key, and a status for scripts.
             logger.error("cannot start: \(error)")
             throw ExitCode(2)
         }
+    }
+
+    /// With the OTel trait and OTEL_EXPORTER_OTLP_ENDPOINT set: swift-otel as the tracer,
+    /// exporting spans over OTLP/HTTP (metrics stay with Prometheus, logs on standard output).
+    static func tracingServices(_ logger: Logger) throws -> [any Service] {
+        #if OTel
+        guard ProcessInfo.processInfo.environment["OTEL_EXPORTER_OTLP_ENDPOINT"] != nil else { return [] }
+        var otel = OTel.Configuration.default
+        otel.serviceName = "neffos"
+        otel.metrics.enabled = false
+        otel.logs.enabled = false
+        logger.info("exporting spans to \(ProcessInfo.processInfo.environment["OTEL_EXPORTER_OTLP_ENDPOINT"] ?? "?") (OTLP/HTTP)")
+        return [try OTel.bootstrap(configuration: otel)]
+        #else
+        return []
+        #endif
     }
 }

@@ -127,6 +127,11 @@ final class Browser: Sendable {
 /// Browsers are heavy for a 2-core machine: one test at a time, two browsers at most.
 @Suite("The chat page in a real browser", .serialized)
 struct BrowserTests {
+    /// The port of a page URL, `http://127.0.0.1:PORT/`.
+    static func port(of page: String) -> Int? {
+        page.split(separator: ":").last?.split(separator: "/").first.flatMap { Int($0) }
+    }
+
     @Test(
         "two pages on two nodes of a local cluster join a room; a line sent in one shows in the other",
         .enabled(if: Browser.available, "needs chromium and chromium-driver (scripts/test installs them)"))
@@ -154,6 +159,17 @@ struct BrowserTests {
             #expect(delivered, "bob's page shows alice's line")
             let line = try await bob.run("return [...document.querySelectorAll('#log .line.chat')].map(l => l.textContent).join('\\n')")
             #expect((line as? String)?.contains("alice: hello bob") == true, "got \(line)")
+            // The nodes' counters moved: alice's node read her frames and published to the bus,
+            // bob's node received from the bus and wrote to bob.
+            let (alicePort, bobPort) = (try #require(Self.port(of: cluster.nodes[0].page)), try #require(Self.port(of: cluster.nodes[1].page)))
+            let aliceNode = try await LoopbackHTTP.request("GET", port: alicePort, path: "/metrics").body
+            let bobNode = try await LoopbackHTTP.request("GET", port: bobPort, path: "/metrics").body
+            #expect((LoopbackHTTP.metric("neffos_messages_in", in: aliceNode) ?? 0) >= 3, "connect, join and a chat line: \(aliceNode)")
+            #expect((LoopbackHTTP.metric("neffos_exchange_published_messages", in: aliceNode) ?? 0) >= 1)
+            #expect((LoopbackHTTP.metric("neffos_exchange_received_messages", in: bobNode) ?? 0) >= 1)
+            #expect((LoopbackHTTP.metric("neffos_messages_out", in: bobNode) ?? 0) >= 1)
+            #expect(LoopbackHTTP.metric("neffos_exchange_up", in: bobNode) == 1)
+            #expect(LoopbackHTTP.metric("neffos_rooms", in: bobNode) == 1)
 
             let png = try await bob.screenshot()
             #expect(png.starts(with: [0x89, 0x50, 0x4E, 0x47]), "a PNG")

@@ -39,7 +39,7 @@ struct ChatExampleTests {
         #expect(await chat.waitForExit() == 0, "SIGTERM shuts it down gracefully")
     }
 
-    @Test("/metrics lists the neffos_ series (Prometheus text), and the message counters move when a client chats")
+    @Test("/metrics lists the neffos_ series (Prometheus text); messages, bytes, namespaces, rooms, handler durations and limits move when a client chats")
     func metrics() async throws {
         let chat = try ChildProcess.start(try ChildProcess.sibling("neffos-chat"), ["--port", "0"])
         defer { chat.terminate(signal: SIGKILL) }
@@ -48,7 +48,7 @@ struct ChatExampleTests {
         let before = try await LoopbackHTTP.request("GET", port: port, path: "/metrics")
         #expect(before.status == 200)
         #expect(before.body.contains("# TYPE neffos_connections_accepted counter"), "got: \(before.body.prefix(400))")
-        #expect(Self.value("neffos_messages_in", in: before.body) == 0)
+        #expect(LoopbackHTTP.metric("neffos_messages_in", in: before.body) == 0)
 
         let received = Received()
         var configuration = quietClientConfiguration()
@@ -58,20 +58,24 @@ struct ChatExampleTests {
         try room.emit("chat", "hello")
         try await received.wait(for: 1, of: "chat")
         let after = try await LoopbackHTTP.request("GET", port: port, path: "/metrics")
-        #expect((Self.value("neffos_messages_in", in: after.body) ?? 0) >= 3, "connect, join and chat: \(after.body)")
-        #expect((Self.value("neffos_messages_out", in: after.body) ?? 0) >= 1)
-        #expect(Self.value("neffos_connections_accepted", in: after.body) == 1)
+        #expect((LoopbackHTTP.metric("neffos_messages_in", in: after.body) ?? 0) >= 3, "connect, join and chat: \(after.body)")
+        #expect((LoopbackHTTP.metric("neffos_messages_out", in: after.body) ?? 0) >= 1)
+        #expect(LoopbackHTTP.metric("neffos_connections_accepted", in: after.body) == 1)
+        #expect((LoopbackHTTP.metric("neffos_bytes_in", in: after.body) ?? 0) >= Double(";default;;_OnNamespaceConnect;0;0;".utf8.count))
+        #expect((LoopbackHTTP.metric("neffos_bytes_out", in: after.body) ?? 0) > 0)
+        #expect(LoopbackHTTP.metric("neffos_namespaces", in: after.body) == 1)
+        #expect(LoopbackHTTP.metric("neffos_rooms", in: after.body) == 1)
+        #expect((LoopbackHTTP.metric("neffos_handler_duration_seconds_count", in: after.body) ?? 0) >= 1, "the chat handler ran")
+        // A limit hit is counted under its name.
+        let refused = try await client.connect("default")
+        await #expect(throws: NeffosError.limitExceeded) { _ = try await refused.joinRoom(String(repeating: "x", count: 300)) }
+        let limits = try await LoopbackHTTP.request("GET", port: port, path: "/metrics")
+        #expect(LoopbackHTTP.metric("neffos_limits_exceeded{limit=\"nameLength\"}", in: limits.body) == 1, "\(limits.body)")
         await client.close()
         chat.terminate()
         #expect(await chat.waitForExit() == 0)
     }
 
-    /// The value of the first sample of `series` in a Prometheus text exposition.
-    static func value(_ series: String, in text: String) -> Double? {
-        text.split(separator: "\n")
-            .first { $0.hasPrefix(series + " ") || $0.hasPrefix(series + "{") }
-            .flatMap { $0.split(separator: " ").last.flatMap { Double($0) } }
-    }
 
     @Test("an unknown exchange scheme stops it at start-up, naming the registered schemes")
     func unknownScheme() async throws {
@@ -90,6 +94,8 @@ struct ChatExampleTests {
         let port = try #require(Int(line.split(separator: ":").last?.split(separator: "/").first ?? ""))
         let page = try await httpRequest(port, "GET", "/")
         #expect(page.hasPrefix("HTTP/1.1 200") && page.contains("neffos-client.js"))
+        let metrics = try await LoopbackHTTP.request("GET", port: port, path: "/metrics")
+        #expect(metrics.status == 200 && metrics.body.contains("# TYPE neffos_connections_accepted counter"), "\(metrics.body.prefix(300))")
 
         await #expect(throws: NeffosError.dialFailed, "no name: the middleware refuses") {
             _ = try await Client.dial("ws://127.0.0.1:\(port)/echo", namespaces: [:], configuration: quietClientConfiguration())

@@ -8,6 +8,7 @@ import Hummingbird
 import Logging
 import Neffos
 import NeffosHummingbird
+import Prometheus
 import ServiceLifecycle
 
 // The chat, served by a Hummingbird application: the page and its script, a REST route, and
@@ -24,6 +25,8 @@ LoggingSystem.bootstrap { label in
     return handler
 }
 let logger = Logger(label: "neffos-hummingbird-chat")
+// The program picks the metrics backend (Prometheus), served at /metrics below.
+let metrics = Chat.bootstrapMetrics()
 
 // --host and --port (or NEFFOS_LISTENER_HOST/PORT, or neffos.listener.* in --config), and the
 // server's settings (neffos.limits.*, neffos.timeouts.*) from the same places.
@@ -54,6 +57,11 @@ for path in ["/", "/index.html", "/neffos-client.js"] {
     }
 }
 router.get("/healthz") { _, _ in "ok\n" }
+router.get("/metrics") { _, _ in
+    Response(
+        status: .ok, headers: [.contentType: Chat.metricsContentType],
+        body: .init(byteBuffer: ByteBuffer(bytes: metrics.emitToBuffer())))
+}
 router.post("/announce") { request, context -> HTTPResponse.Status in
     let announcement = try await request.decode(as: Chat.Announcement.self, context: context)
     Chat.announce(announcement, on: server)

@@ -6,6 +6,7 @@ import Foundation
 import Logging
 import Neffos
 import NeffosVapor
+import Prometheus
 import ServiceLifecycle
 import Vapor
 
@@ -23,6 +24,8 @@ LoggingSystem.bootstrap { label in
     return handler
 }
 let logger = Logger(label: "neffos-vapor-chat")
+// The program picks the metrics backend (Prometheus), served at /metrics below.
+let metrics = Chat.bootstrapMetrics()
 
 // --host and --port (or NEFFOS_LISTENER_HOST/PORT, or neffos.listener.* in --config), and the
 // server's settings (neffos.limits.*, neffos.timeouts.*) from the same places.
@@ -58,6 +61,9 @@ for path in ["", "index.html", "neffos-client.js"] {
     }
 }
 app.get("healthz") { _ in "ok\n" }
+app.get("metrics") { _ in
+    Response(status: .ok, headers: ["Content-Type": Chat.metricsContentType], body: .init(data: Data(metrics.emitToBuffer())))
+}
 app.post("announce") { request -> HTTPStatus in
     Chat.announce(try request.content.decode(Chat.Announcement.self), on: server)
     return .accepted

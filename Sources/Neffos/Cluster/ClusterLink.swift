@@ -22,6 +22,10 @@ final class ClusterLink: Sendable {
     let cluster: String
     let connection: any ExchangeConnection
     private let logger: Logger
+    /// The node's bus counters (`neffos_exchange_*`).
+    private let metrics: ServerMetrics
+    /// The node's spans: the trace context goes out in envelopes and comes back in.
+    private let tracing: ServerTracing?
     /// Where what other nodes send is delivered (the server; weak: the server owns the link).
     private let local: Locked<WeakReference<any ClusterLocal>>
     private let interest = Locked(Interest())
@@ -43,7 +47,12 @@ final class ClusterLink: Sendable {
     /// Other nodes' asks delivered here, waiting for a first reply to forward.
     private let forwarded = Locked(ForwardedAsks())
 
-    private init(node: String, cluster: String, connection: any ExchangeConnection, local: any ClusterLocal, logger: Logger) {
+    private init(
+        node: String, cluster: String, connection: any ExchangeConnection, local: any ClusterLocal, logger: Logger, metrics: ServerMetrics,
+        tracing: ServerTracing?
+    ) {
+        self.metrics = metrics
+        self.tracing = tracing
         self.node = node
         self.cluster = cluster
         self.connection = connection
@@ -55,8 +64,8 @@ final class ClusterLink: Sendable {
     /// Opens `node`'s one connection to `exchange` and links it to `local`, which receives
     /// what other nodes send from then on.
     static func connect(
-        _ exchange: any Exchange, node: String, cluster: String, local: any ClusterLocal, logger: Logger,
-        status: @escaping @Sendable (ExchangeStatus) -> Void
+        _ exchange: any Exchange, node: String, cluster: String, local: any ClusterLocal, logger: Logger, metrics: ServerMetrics,
+        tracing: ServerTracing?, status: @escaping @Sendable (ExchangeStatus) -> Void
     ) async throws -> ClusterLink {
         // Deliveries may start before the link exists: they find it through this box.
         let box = Locked(WeakReference<ClusterLink>(nil))
@@ -64,7 +73,7 @@ final class ClusterLink: Sendable {
             node: node, logger: logger,
             deliver: { subject, payload in box.withLock { $0.value }?.receive(payload, on: subject) },
             status: status)
-        let link = ClusterLink(node: node, cluster: cluster, connection: connection, local: local, logger: logger)
+        let link = ClusterLink(node: node, cluster: cluster, connection: connection, local: local, logger: logger, metrics: metrics, tracing: tracing)
         box.withLock { $0 = WeakReference(link) }
         return link
     }
@@ -124,10 +133,18 @@ final class ClusterLink: Sendable {
             kind: kind, binary: binary, incarnation: incarnation, sequence: sequence.add(1, ordering: .relaxed).newValue,
             origin: node, target: target, token: token, deadline: deadline, frame: frame)
         (envelope.streamEpoch, envelope.streamSequence) = published.withLock { $0.next(on: subject) }
+        if let tracing { envelope.traceContext = tracing.currentContext() }
         guard let payload = envelope.encoded() else {
             logger.warning("a message was not published: a name is longer than 65,535 bytes")
             return
         }
+        publish(payload, to: subject)
+    }
+
+    /// Publishes one envelope, counted.
+    private func publish(_ payload: ByteBuffer, to subject: String) {
+        metrics.busMessagesOut.increment()
+        metrics.busBytesOut.increment(by: Int64(payload.readableBytes))
         connection.publish(payload, to: subject)
     }
 
@@ -136,6 +153,8 @@ final class ClusterLink: Sendable {
     /// An envelope from another node: delivered to the local receivers, or (a reply to one of
     /// this node's asks) handed to the waiting ask.
     func receive(_ payload: ByteBuffer, on subject: String) {
+        metrics.busMessagesIn.increment()
+        metrics.busBytesIn.increment(by: Int64(payload.readableBytes))
         guard let envelope = Envelope(decoding: payload) else {
             logger.debug("dropped a malformed envelope from the exchange", metadata: ["bytes": "\(payload.readableBytes)"])
             return
@@ -148,12 +167,24 @@ final class ClusterLink: Sendable {
         if envelope.streamSequence > 0 { countGaps(before: envelope, on: subject) }
         switch envelope.kind {
         case .broadcast:
-            _ = local.deliverLocally(envelope.frame, binary: envelope.binary, to: envelope.target)
+            deliver(envelope, to: local)
         case .ask:
             forwarded.withLock { $0.remember(envelope.token, origin: envelope.origin, target: envelope.target, deadline: envelope.deadline) }
-            _ = local.deliverLocally(envelope.frame, binary: envelope.binary, to: envelope.target)
+            deliver(envelope, to: local)
         case .reply:
             receiveReply(envelope, local: local)
+        }
+    }
+
+    /// Hands a broadcast or an ask to the local receivers (in a `neffos.deliver` span when
+    /// tracing).
+    private func deliver(_ envelope: Envelope, to local: any ClusterLocal) {
+        guard let tracing else {
+            _ = local.deliverLocally(envelope.frame, binary: envelope.binary, to: envelope.target)
+            return
+        }
+        tracing.deliver(envelope.traceContext, kind: envelope.kind == .ask ? "ask" : "broadcast", origin: envelope.origin, target: envelope.target) {
+            _ = local.deliverLocally(envelope.frame, binary: envelope.binary, to: envelope.target)
         }
     }
 
@@ -179,6 +210,7 @@ final class ClusterLink: Sendable {
         }
         guard missing > 0 else { return }
         lostTotal.add(missing, ordering: .relaxed)
+        metrics.busLost.increment(by: Int64(missing))
         logger.warning(
             "messages from another node never arrived",
             metadata: ["origin": "\(envelope.origin)", "subject": "\(subject)", "lost": "\(missing)"])
@@ -211,7 +243,7 @@ final class ClusterLink: Sendable {
                 kind: .reply, binary: reply.isBinary, incarnation: incarnation, sequence: sequence.add(1, ordering: .relaxed).newValue,
                 origin: node, token: reply.wait, frame: frame)
             if let payload = envelope.encoded() {
-                connection.publish(payload, to: Subjects.node(cluster, origin))
+                publish(payload, to: Subjects.node(cluster, origin))
             }
         } catch {
             logger.debug("could not forward a reply", metadata: ["error": "\(error)"])

@@ -13,8 +13,8 @@ package enum EnvelopeFuzzing {
         // Decoded strings are at most 65,535 bytes each on the wire, but a string that was not
         // UTF-8 is repaired (each bad byte becomes U+FFFD, 3 bytes), so it may no longer fit.
         guard let encoded = envelope.encoded() else {
-            let lengths = [envelope.origin, envelope.target.namespace, envelope.target.room, envelope.target.to,
-                           envelope.target.except ?? "", envelope.token].map(\.utf8.count)
+            let lengths = ([envelope.origin, envelope.target.namespace, envelope.target.room, envelope.target.to,
+                            envelope.target.except ?? "", envelope.token] + envelope.traceContext.flatMap { [$0.key, $0.value] }).map(\.utf8.count)
             require(lengths.contains { $0 > Int(UInt16.max) }, "a decoded envelope does not encode: \(envelope)")
             return
         }
@@ -49,6 +49,14 @@ package enum EnvelopeFuzzing {
                 target: BroadcastTarget(namespace: "default"), token: "123",
                 frame: ByteBuffer(string: "123;default;;question;0;0;yes"))),
             ("empty", Envelope(kind: .broadcast, binary: false, incarnation: 0, sequence: 0, origin: "", frame: ByteBuffer())),
+            ("traced", {
+                var envelope = Envelope(
+                    kind: .ask, binary: false, incarnation: 5, sequence: 2, origin: "node-a",
+                    target: BroadcastTarget(namespace: "default", to: "conn-3"), token: "77",
+                    deadline: 1_732_200_000_000_000_000, frame: ByteBuffer(string: "77;default;;question;0;0;traced?"))
+                envelope.traceContext = ["traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "tracestate": "neffos=1"]
+                return envelope
+            }()),
         ]
         return envelopes.compactMap { name, envelope in envelope.encoded().map { (name, $0) } }
     }

@@ -9,8 +9,10 @@ import NIOCore
 /// epoch (UInt32) and the sequence number on the envelope's subject (UInt64, 0 when not
 /// counted: receivers detect lost envelopes by its gaps); six length-prefixed (UInt16)
 /// strings: origin node, namespace, room, target ID, excluded ID, wait token; the ask deadline
-/// (Int64 Unix nanoseconds, 0 when none); then the frame, to the end. Nodes of different
-/// versions drop each other's envelopes (as malformed): upgrade a cluster all at once.
+/// (Int64 Unix nanoseconds, 0 when none); the trace context (a UInt8 count of pairs, each two
+/// length-prefixed strings, in key order; 0 when the publisher traces nothing); then the
+/// frame, to the end. Nodes of different versions drop each other's envelopes (as
+/// malformed): upgrade a cluster all at once.
 struct Envelope: Sendable, Equatable {
     enum Kind: UInt8, Sendable {
         /// A broadcast: deliver the frame to the local targets.
@@ -35,15 +37,22 @@ struct Envelope: Sendable, Equatable {
     var target: BroadcastTarget
     var token: String
     var deadline: Int64
+    /// The publisher's trace context (`traceparent`…), so that the receiving node's spans
+    /// continue its trace; empty when it traces nothing.
+    var traceContext: [String: String] = [:]
     var frame: ByteBuffer
 
-    static let version: UInt8 = 3
+    static let version: UInt8 = 4
 
     /// Encodes the envelope; `nil` when a field is longer than 65,535 bytes.
     func encoded(allocator: ByteBufferAllocator = ByteBufferAllocator()) -> ByteBuffer? {
         let fields = [origin, target.namespace, target.room, target.to, target.except ?? "", token]
-        guard fields.allSatisfy({ $0.utf8.count <= Int(UInt16.max) }) else { return nil }
-        var buffer = allocator.buffer(capacity: 39 + fields.reduce(0) { $0 + 2 + $1.utf8.count } + frame.readableBytes)
+        let trace = traceContext.sorted { $0.key < $1.key }
+        guard fields.allSatisfy({ $0.utf8.count <= Int(UInt16.max) }), trace.count <= Int(UInt8.max),
+            trace.allSatisfy({ $0.key.utf8.count <= Int(UInt16.max) && $0.value.utf8.count <= Int(UInt16.max) })
+        else { return nil }
+        let traceBytes = trace.reduce(0) { $0 + 4 + $1.key.utf8.count + $1.value.utf8.count }
+        var buffer = allocator.buffer(capacity: 40 + fields.reduce(0) { $0 + 2 + $1.utf8.count } + traceBytes + frame.readableBytes)
         buffer.writeInteger(Self.version)
         buffer.writeInteger(kind.rawValue)
         buffer.writeInteger(UInt8(binary ? 1 : 0))
@@ -56,6 +65,13 @@ struct Envelope: Sendable, Equatable {
             buffer.writeString(field)
         }
         buffer.writeInteger(deadline)
+        buffer.writeInteger(UInt8(trace.count))
+        for (key, value) in trace {
+            for text in [key, value] {
+                buffer.writeInteger(UInt16(text.utf8.count))
+                buffer.writeString(text)
+            }
+        }
         buffer.writeImmutableBuffer(frame)
         return buffer
     }
@@ -78,7 +94,15 @@ struct Envelope: Sendable, Equatable {
             else { return nil }
             fields.append(field)
         }
-        guard let deadline = buffer.readInteger(as: Int64.self) else { return nil }
+        guard let deadline = buffer.readInteger(as: Int64.self), let pairs = buffer.readInteger(as: UInt8.self) else { return nil }
+        var traceContext: [String: String] = [:]
+        for _ in 0..<pairs {
+            guard let keyLength = buffer.readInteger(as: UInt16.self), let key = buffer.readString(length: Int(keyLength)),
+                let valueLength = buffer.readInteger(as: UInt16.self), let value = buffer.readString(length: Int(valueLength))
+            else { return nil }
+            traceContext[key] = value
+        }
+        self.traceContext = traceContext
         self.kind = kind
         self.binary = flags & 1 != 0
         self.incarnation = incarnation

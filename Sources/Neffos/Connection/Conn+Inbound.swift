@@ -48,6 +48,7 @@ extension Conn {
         case .accept(let transport, let waiters, let queued):
             _ = transport.write(MessageCodec.acceptFrame(id: id), binary: false, reliable: true)
             transport.flush()
+            server?.tracing?.endHandshake(self)
             notifyOwner()
             for waiter in waiters { waiter.resume() }
             for item in queued { receiveOpen(item.frame, binary: item.binary) }
@@ -58,6 +59,7 @@ extension Conn {
             logger.debug("on-connect refused the connection", metadata: ["reason": "\(text)"])
             _ = transport.write(MessageCodec.refuseFrame(text: text), binary: false, reliable: true)
             transport.flush()
+            server?.tracing?.endHandshake(self, refusal: text)
             transport.close(code: .policyViolation, reason: text)
         case .none:
             break
@@ -120,7 +122,7 @@ extension Conn {
                 return
             }
         }
-        server?.metrics.messagesIn.increment()
+        server?.metrics.received(bytes: frame.readableBytes)
         if !message.wait.isEmpty && matchReply(message) { return }
         dispatch(message)
     }
@@ -183,7 +185,16 @@ extension Conn {
     @inline(__always)
     private func runInline(_ body: EventHandler.Sync, _ ns: NSConn, _ message: Message) {
         do {
-            if let reply = try body(ns, message) { sendReply(to: message, reply) }
+            let reply: Reply?
+            if let server {
+                reply = try server.metrics.timed {
+                    guard let tracing = server.tracing else { return try body(ns, message) }
+                    return try tracing.event(message, on: self) { try body(ns, message) }
+                }
+            } else {
+                reply = try body(ns, message)
+            }
+            if let reply { sendReply(to: message, reply) }
         } catch {
             sendError(to: message, error)
         }
@@ -237,7 +248,16 @@ extension Conn {
         }
         guard let handler = ns.events.handler(for: message.event) else { return }
         do {
-            if let reply = try await handler(ns, message) { sendReply(to: message, reply) }
+            let reply: Reply?
+            if let server {
+                reply = try await server.metrics.timed {
+                    guard let tracing = server.tracing else { return try await handler(ns, message) }
+                    return try await tracing.event(message, on: self) { try await handler(ns, message) }
+                }
+            } else {
+                reply = try await handler(ns, message)
+            }
+            if let reply { sendReply(to: message, reply) }
         } catch {
             sendError(to: message, error)
         }

@@ -31,7 +31,7 @@ extension Conn {
     /// ``ConnTransport/write(_:binary:reliable:)``); another is dropped and counted.
     @inline(__always)
     func send(_ frame: ByteBuffer, binary: Bool, reliable: Bool, via transport: any ConnTransport) {
-        server?.metrics.messagesOut.increment()
+        server?.metrics.sent(1, bytes: frame.readableBytes)
         let lane = transport.lane
         if lane.canRunInline {
             if !transport.write(frame, binary: binary, reliable: reliable) && !reliable { server?.metrics.dropped(1) }
@@ -90,7 +90,10 @@ extension Conn {
     ///   ``NeffosError/timeout`` when no reply came in time; ``NeffosError/writeClosed`` when
     ///   the connection closed meanwhile; `CancellationError` when the task was cancelled.
     public func ask(_ message: Message, timeout: Duration? = nil) async throws -> Message {
-        try await ask(message, timeout: timeout, effect: .none).reply
+        if !isClient, let tracing = server?.tracing {
+            return try await tracing.ask(message, to: id) { try await ask(message, timeout: timeout, effect: .none).reply }
+        }
+        return try await ask(message, timeout: timeout, effect: .none).reply
     }
 
     /// Sends an ask; a successful reply applies `effect` before any later frame is read.
@@ -107,7 +110,7 @@ extension Conn {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<ConnStateMachine.Answer, any Error>) in
                 switch machine.withLock({ $0.registerAsk(token, message, continuation, effect: effect, limit: settings.maxPendingAsks) }) {
                 case .failure(let error):
-                    if error == .limitExceeded { self.server?.metrics.limitExceeded() }
+                    if error == .limitExceeded { self.server?.metrics.limitExceeded(.pendingAsks) }
                     continuation.resume(throwing: error)
                 case .success(let transport):
                     let timer = transport.eventLoop.scheduleTask(in: deadline.timeAmount) {

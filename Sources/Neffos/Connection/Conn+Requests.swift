@@ -61,7 +61,7 @@ extension Conn {
             return
         }
         if let refusal = machine.withLock({ $0.checkJoin(request.room, in: request.namespace, bounds: settings.membership) }) {
-            server?.metrics.limitExceeded()
+            server?.metrics.limitExceeded(request.room.utf8.count > settings.membership.maxNameBytes ? .nameLength : .rooms)
             logger.debug("refused a join past a bound", metadata: ["room": "\(request.room.prefix(64))", "why": "\(refusal.detail ?? "")"])
             sendError(to: request, refusal)
             return

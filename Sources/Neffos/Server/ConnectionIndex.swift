@@ -111,29 +111,33 @@ struct ConnectionIndex {
         return removed
     }
 
-    /// Adds `ns` to `room`; returns whether it was not a member yet.
+    /// Adds `ns` to `room`; returns whether it was not a member yet (`joined`), and whether
+    /// the room had no member before (`newRoom`).
     @discardableResult
-    mutating func join(_ ns: NSConn, room: String) -> Bool {
+    mutating func join(_ ns: NSConn, room: String) -> (joined: Bool, newRoom: Bool) {
         let key = ObjectIdentifier(ns)
-        guard namespaces[ns.namespace] != nil else { return false }
+        guard namespaces[ns.namespace] != nil else { return (false, false) }
         return withIndex(ns.namespace) { index in
             guard let loop = index.loops[key], let member = index.members.groups[loop]?.members[key],
                 index.rooms[room]?.contains(ns, loop: loop) != true
-            else { return false }
+            else { return (false, false) }
+            let newRoom = index.rooms[room] == nil
             index.rooms[room, default: MemberSet()].insert(member)
-            return true
+            return (true, newRoom)
         }
     }
 
-    /// Removes `ns` from `room`; returns whether it was a member.
+    /// Removes `ns` from `room`; returns whether it was a member (`left`), and whether the
+    /// room has no member left (`roomGone`).
     @discardableResult
-    mutating func leave(_ ns: NSConn, room: String) -> Bool {
+    mutating func leave(_ ns: NSConn, room: String) -> (left: Bool, roomGone: Bool) {
         let key = ObjectIdentifier(ns)
-        guard namespaces[ns.namespace] != nil else { return false }
+        guard namespaces[ns.namespace] != nil else { return (false, false) }
         return withIndex(ns.namespace) { index in
-            guard let loop = index.loops[key], index.rooms[room]?.remove(ns, loop: loop) != nil else { return false }
-            if index.rooms[room]?.count == 0 { index.rooms[room] = nil }
-            return true
+            guard let loop = index.loops[key], index.rooms[room]?.remove(ns, loop: loop) != nil else { return (false, false) }
+            guard index.rooms[room]?.count == 0 else { return (true, false) }
+            index.rooms[room] = nil
+            return (true, true)
         }
     }
 

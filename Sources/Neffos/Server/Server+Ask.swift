@@ -11,6 +11,11 @@ extension Server {
     ///   time; ``NeffosError/limitExceeded`` when
     ///   ``Configuration/maxPendingServerAsks`` asks already wait; `CancellationError`.
     public func ask(_ message: Message, to id: String? = nil, timeout: Duration? = nil) async throws -> Message {
+        guard let tracing else { return try await askUntraced(message, to: id, timeout: timeout) }
+        return try await tracing.ask(message, to: id) { try await askUntraced(message, to: id, timeout: timeout) }
+    }
+
+    private func askUntraced(_ message: Message, to id: String?, timeout: Duration?) async throws -> Message {
         var message = message
         message.wait = WaitTokens.shared.serverToken()
         if let id { message.to = id }
@@ -29,7 +34,7 @@ extension Server {
                     return nil
                 }
                 if let waiting {
-                    metrics.limitExceeded()
+                    metrics.limitExceeded(.pendingServerAsks)
                     continuation.resume(throwing: NeffosError.limitExceeded.with(
                         detail: "\(waiting) server asks already wait for a reply (maxPendingServerAsks)"))
                     return

@@ -54,7 +54,7 @@ extension Server {
         } else {
             for group in groups { group.lane.run { deliver(group) } }
         }
-        metrics.messagesOut.increment(by: Int64(count))
+        metrics.sent(count, bytes: frame.readableBytes)
         return count
     }
 }

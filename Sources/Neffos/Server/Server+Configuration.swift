@@ -4,6 +4,7 @@ import FoundationEssentials
 import Foundation
 #endif
 import Logging
+import Tracing
 
 extension Server {
     /// How a server behaves; every field has a documented default.
@@ -75,6 +76,12 @@ extension Server {
         public var logger = Logger(label: "neffos")
         /// A `server` dimension added to the metrics, to tell servers apart. Default: none.
         public var metricsName: String?
+        /// Where the server's spans go: handshakes, handler invocations, asks, and deliveries
+        /// of what other nodes published (their trace continues here: the context travels in
+        /// the exchange's envelopes). Default: `nil`, the tracer bootstrapped with
+        /// swift-distributed-tracing's `InstrumentationSystem`, if any. With neither (or with
+        /// the no-op tracer) the server makes no span and pays nothing for tracing.
+        public var tracer: (any Tracer)?
 
         /// The WebSocket transport settings (used by the listener).
         public var transport = TransportConfiguration()

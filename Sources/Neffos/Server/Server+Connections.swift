@@ -12,21 +12,27 @@ extension Server: ConnDelegate {
     func conn(_ conn: Conn, didConnect ns: NSConn, transport: (any ConnTransport)?) {
         guard let transport else { return }
         let added = index.withLock { $0.add(Member(nsConn: ns, transport: transport, id: conn.id)) }
-        if added, let link { link.retain(link.namespaceSubject(ns.namespace)) }
+        guard added else { return }
+        metrics.namespaces.increment()
+        if let link { link.retain(link.namespaceSubject(ns.namespace)) }
     }
 
     func conn(_ conn: Conn, didDisconnect ns: NSConn) {
         let removed = index.withLock { $0.remove(ns) }
-        if removed, let link { link.release(link.namespaceSubject(ns.namespace)) }
+        guard removed else { return }
+        metrics.namespaces.decrement()
+        if let link { link.release(link.namespaceSubject(ns.namespace)) }
     }
 
     func conn(_ conn: Conn, didJoin room: String, in ns: NSConn) {
-        let joined = index.withLock { $0.join(ns, room: room) }
+        let (joined, newRoom) = index.withLock { $0.join(ns, room: room) }
+        if newRoom { metrics.rooms.increment() }
         if joined, let link { link.retain(link.roomSubject(ns.namespace, room)) }
     }
 
     func conn(_ conn: Conn, didLeave room: String, in ns: NSConn) {
-        let left = index.withLock { $0.leave(ns, room: room) }
+        let (left, roomGone) = index.withLock { $0.leave(ns, room: room) }
+        if roomGone { metrics.rooms.decrement() }
         if left, let link { link.release(link.roomSubject(ns.namespace, room)) }
     }
 
@@ -34,6 +40,7 @@ extension Server: ConnDelegate {
 
     func connDidClose(_ conn: Conn, reason: CloseReason) {
         live.subtract(1, ordering: .relaxed)
+        tracing?.endHandshake(conn, refusal: "closed before the handshake completed")
         let wasOpen = index.withLock { $0.close(conn) }
         if wasOpen, let link { link.release(link.connectionSubject(conn.id)) }
         if wasOpen {

@@ -4,6 +4,7 @@ import FoundationEssentials
 import Foundation
 #endif
 import Logging
+import Tracing
 import Metrics
 import NIOCore
 import ServiceLifecycle
@@ -30,6 +31,11 @@ public final class Server: Sendable {
     public var logger: Logger { configuration.logger }
 
     let metrics: ServerMetrics
+    /// The server's spans; `nil` when no tracer records anything.
+    let tracing: ServerTracing?
+    /// Whether the server makes spans (a tracer other than the no-op one is configured or
+    /// bootstrapped).
+    public var isTracing: Bool { tracing != nil }
     let settings: ConnSettings
     /// Every open connection and membership (what broadcasts read).
     let index = Locked(ConnectionIndex())
@@ -64,6 +70,7 @@ public final class Server: Sendable {
         self.configuration = configuration
         self.nodeName = configuration.nodeName ?? UUID().uuidString.lowercased()
         self.metrics = ServerMetrics(name: configuration.metricsName)
+        self.tracing = ServerTracing(configured: configuration.tracer, node: nodeName)
         var settings = ConnSettings(
             askTimeout: configuration.askTimeout,
             bodyCoder: configuration.bodyCoder,
@@ -99,16 +106,27 @@ public final class Server: Sendable {
     private func connect(_ exchange: any Exchange) async throws {
         let logger = self.logger
         let statusHook = configuration.onExchangeStatus
+        let metrics = self.metrics
         let link = try await ClusterLink.connect(
-            exchange, node: nodeName, cluster: Subjects.token(configuration.clusterName), local: self, logger: logger,
+            exchange, node: nodeName, cluster: Subjects.token(configuration.clusterName), local: self, logger: logger, metrics: metrics,
+            tracing: tracing,
             status: { status in
                 switch status {
-                case .connected, .reconnected: logger.info("exchange \(status)")
-                case .closed: logger.debug("exchange closed")
-                default: logger.warning("exchange \(status)")
+                case .connected, .reconnected:
+                    logger.info("exchange \(status)")
+                    metrics.exchangeUp.record(1)
+                case .closed:
+                    logger.debug("exchange closed")
+                    metrics.exchangeUp.record(0)
+                case .disconnected:
+                    logger.warning("exchange \(status)")
+                    metrics.exchangeUp.record(0)
+                default:
+                    logger.warning("exchange \(status)")
                 }
                 statusHook?(status)
             })
+        metrics.exchangeUp.record(1)
         if unfinished.load(ordering: .relaxed) > 0 {
             logger.warning("the exchange started after connections were accepted; their memberships are not known to the cluster (start the server before accepting)")
         }
@@ -204,6 +222,7 @@ public final class Server: Sendable {
         live.add(1, ordering: .relaxed)
         unfinished.add(1, ordering: .relaxed)
         metrics.acceptedConnection()
+        tracing?.startHandshake(conn, request: request)
         conn.startServerSide(transport: transport, handshakeTimeout: configuration.handshakeTimeout)
         if isShuttingDown {
             // Accepted by a transport that had not yet heard of the shutdown.
@@ -215,7 +234,8 @@ public final class Server: Sendable {
             if let hook = configuration.onConnect {
                 Task {
                     do {
-                        try await hook(conn)
+                        // The hook runs in the handshake's span: its own spans nest there.
+                        try await InstrumentationContext.withValue(self.tracing?.handshakeContext(conn)) { try await hook(conn) }
                         loop.execute { conn.receiveVerdict(.accepted) }
                     } catch {
                         loop.execute { conn.receiveVerdict(.refused(error)) }

@@ -98,9 +98,32 @@ extension Server {
 /// The server's counters: swift-metrics (the application bootstraps a backend) and, for the
 /// rare events, atomics behind ``Server/statistics``.
 final class ServerMetrics: Sendable {
+    /// The bounds whose refusals are counted apart (`neffos_limits_exceeded{limit=…}`).
+    enum Limit: String, CaseIterable, Sendable {
+        case rooms, nameLength, pendingAsks, pendingServerAsks
+    }
+
     let connections: Meter
-    let messagesIn: Counter
-    let messagesOut: Counter
+    private let messagesIn: Counter
+    private let messagesOut: Counter
+    private let bytesIn: Counter
+    private let bytesOut: Counter
+    /// Namespace connections open now.
+    let namespaces: Meter
+    /// Rooms with at least one member on this node.
+    let rooms: Meter
+    /// How long event handlers take, from the call to the reply.
+    let handlerDuration: Timer
+    /// 1 while the exchange is connected, 0 otherwise (no exchange: not set).
+    let exchangeUp: Gauge
+    /// Envelopes this node published to the exchange, and their bytes.
+    let busMessagesOut: Counter
+    let busBytesOut: Counter
+    /// Envelopes this node received from the exchange, and their bytes.
+    let busMessagesIn: Counter
+    let busBytesIn: Counter
+    /// Envelopes from other nodes that never arrived (gaps in their sequences).
+    let busLost: Counter
     private let accepted: Counter
     private let droppedFrames: Counter
     private let asksTimedOut: Counter
@@ -117,7 +140,8 @@ final class ServerMetrics: Sendable {
     let violationsTotal = Atomic<Int>(0)
     /// Bumped after every change of the counters above, so that tasks can wait on them.
     let changes = Watched<UInt64>(0)
-    private let limitsExceeded: Counter
+    private let limitsExceeded: [Limit: Counter]
+    private let readPauses: Counter
     private let refusedConnections: Counter
     private let httpTimeouts: Counter
     private let acceptErrors: Counter
@@ -132,11 +156,39 @@ final class ServerMetrics: Sendable {
         droppedFrames = Counter(label: "neffos_dropped_frames", dimensions: dimensions)
         asksTimedOut = Counter(label: "neffos_asks_timed_out", dimensions: dimensions)
         invalidFrames = Counter(label: "neffos_invalid_frames", dimensions: dimensions)
-        limitsExceeded = Counter(label: "neffos_limits_exceeded", dimensions: dimensions)
+        limitsExceeded = Dictionary(uniqueKeysWithValues: Limit.allCases.map {
+            ($0, Counter(label: "neffos_limits_exceeded", dimensions: dimensions + [("limit", $0.rawValue)]))
+        })
+        readPauses = Counter(label: "neffos_read_pauses", dimensions: dimensions)
+        bytesIn = Counter(label: "neffos_bytes_in", dimensions: dimensions)
+        bytesOut = Counter(label: "neffos_bytes_out", dimensions: dimensions)
+        namespaces = Meter(label: "neffos_namespaces", dimensions: dimensions)
+        rooms = Meter(label: "neffos_rooms", dimensions: dimensions)
+        handlerDuration = Timer(label: "neffos_handler_duration_seconds", dimensions: dimensions, preferredDisplayUnit: .seconds)
+        exchangeUp = Gauge(label: "neffos_exchange_up", dimensions: dimensions)
+        busMessagesOut = Counter(label: "neffos_exchange_published_messages", dimensions: dimensions)
+        busBytesOut = Counter(label: "neffos_exchange_published_bytes", dimensions: dimensions)
+        busMessagesIn = Counter(label: "neffos_exchange_received_messages", dimensions: dimensions)
+        busBytesIn = Counter(label: "neffos_exchange_received_bytes", dimensions: dimensions)
+        busLost = Counter(label: "neffos_exchange_lost_messages", dimensions: dimensions)
         refusedConnections = Counter(label: "neffos_connections_refused", dimensions: dimensions)
         httpTimeouts = Counter(label: "neffos_http_timeouts", dimensions: dimensions)
         acceptErrors = Counter(label: "neffos_accept_errors", dimensions: dimensions)
         protocolViolations = Counter(label: "neffos_protocol_violations", dimensions: dimensions)
+    }
+
+    /// A message received from a client: counted with its bytes.
+    @inline(__always)
+    func received(bytes: Int) {
+        messagesIn.increment()
+        bytesIn.increment(by: Int64(bytes))
+    }
+
+    /// `count` frames of `bytes` each sent (one, or a broadcast's receivers).
+    @inline(__always)
+    func sent(_ count: Int, bytes: Int) {
+        messagesOut.increment(by: Int64(count))
+        bytesOut.increment(by: Int64(count &* bytes))
     }
 
     func acceptedConnection() {
@@ -151,6 +203,7 @@ final class ServerMetrics: Sendable {
     }
 
     func readPaused() {
+        readPauses.increment()
         pausesTotal.add(1, ordering: .relaxed)
         changed()
     }
@@ -168,7 +221,28 @@ final class ServerMetrics: Sendable {
 
     func askTimedOut() { count(asksTimedOut, timedOutTotal) }
 
-    func limitExceeded() { count(limitsExceeded, limitsTotal) }
+    func limitExceeded(_ limit: Limit) { count(limitsExceeded[limit]!, limitsTotal) }
+
+    /// Runs a synchronous handler and records its duration.
+    @inline(__always)
+    func timed<T>(_ body: () throws -> T) rethrows -> T {
+        let start = ContinuousClock.now
+        defer { handlerDuration.recordNanoseconds(Self.nanoseconds(since: start)) }
+        return try body()
+    }
+
+    /// Runs an asynchronous handler and records its duration.
+    @inline(__always)
+    func timed<T>(_ body: () async throws -> T) async rethrows -> T {
+        let start = ContinuousClock.now
+        defer { handlerDuration.recordNanoseconds(Self.nanoseconds(since: start)) }
+        return try await body()
+    }
+
+    private static func nanoseconds(since start: ContinuousClock.Instant) -> Int64 {
+        let elapsed = start.duration(to: .now).components
+        return elapsed.seconds &* 1_000_000_000 &+ elapsed.attoseconds / 1_000_000_000
+    }
 
     func invalidFrame() { count(invalidFrames, invalidTotal) }
 

@@ -126,7 +126,7 @@ package final class ClientTLSSession: Sendable {
     private let context: NIOSSLContext
     private let failure = Mutex<TLSFailure?>(nil)
 
-    init(_ tls: ClientTLS, host: String) throws(TLSFailure) {
+    package init(_ tls: ClientTLS, host: String) throws(TLSFailure) {
         self.tls = tls
         self.host = host
         var configuration = TLSConfiguration.makeClientConfiguration()

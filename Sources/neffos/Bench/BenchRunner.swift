@@ -66,7 +66,7 @@ final class BenchRunner: Sendable {
     let namespace = "bench"
     let progress: Bool
 
-    init(threads: Int, progress: Bool) {
+    init(threads: Int, progress: Bool, tls: ClientTLSSession? = nil) {
         group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, threads))
         var recorders: [Recorder] = []
         var table: [ObjectIdentifier: Recorder] = [:]
@@ -76,7 +76,7 @@ final class BenchRunner: Sendable {
             table[ObjectIdentifier(loop)] = recorder
         }
         self.recorders = recorders
-        self.dialer = LoadDialer(group: group, recorders: table)
+        self.dialer = LoadDialer(group: group, recorders: table, tls: tls)
         self.progress = progress
     }
 

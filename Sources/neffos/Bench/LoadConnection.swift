@@ -301,6 +301,8 @@ struct LoadConnection: Sendable {
 struct LoadDialer: Sendable {
     let group: any EventLoopGroup
     let recorders: [ObjectIdentifier: Recorder]
+    /// The TLS of a `wss://` server.
+    let tls: ClientTLSSession?
 
     /// Connects one client to `url` and waits until it is ready (handshake, namespace, rooms);
     /// returns it and how long that took.
@@ -313,7 +315,7 @@ struct LoadDialer: Sendable {
         // first 25,000 let the kernel pick: an explicit bind cannot reuse ports in TIME_WAIT).
         let source = sourceIndex < 25_000 ? nil : try SocketAddress(ipAddress: "127.0.0.\(1 + sourceIndex / 25_000)", port: 0)
         let channel = try await WebSocketDialer.connect(
-            to: url, headers: [], group: loop, timeout: .seconds(30), maxFrameSize: 1 << 24,
+            to: url, tls: url.isSecure ? tls : nil, headers: [], group: loop, timeout: .seconds(30), maxFrameSize: 1 << 24,
             maxMessageSize: 1 << 24, localAddress: source
         ) { channel in
             try channel.pipeline.syncOperations.addHandler(handler)

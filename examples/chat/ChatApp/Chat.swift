@@ -1,6 +1,7 @@
 import Foundation
 import HTTPTypes
 import Logging
+import Metrics
 import NIOCore
 import Neffos
 import NeffosNIO
@@ -97,7 +98,18 @@ public enum Chat {
 
     /// The Prometheus text exposition of `registry`, as `/metrics` serves it.
     public static func metricsPage(_ registry: PrometheusCollectorRegistry) -> HTTPPage {
-        HTTPPage(contentType: "text/plain; version=0.0.4; charset=utf-8", body: ByteBuffer(bytes: registry.emitToBuffer()))
+        HTTPPage(contentType: metricsContentType, body: ByteBuffer(bytes: registry.emitToBuffer()))
+    }
+
+    /// The content type of the Prometheus text exposition.
+    public static let metricsContentType = "text/plain; version=0.0.4; charset=utf-8"
+
+    /// Makes Prometheus the swift-metrics backend of this process and returns its registry, to
+    /// serve at `/metrics`. A program calls it once, first; the library never does.
+    public static func bootstrapMetrics() -> PrometheusCollectorRegistry {
+        let registry = PrometheusCollectorRegistry()
+        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+        return registry
     }
 
     /// Serves the page, the JavaScript client and `/healthz` next to the listener's endpoint.
@@ -125,10 +137,12 @@ extension Chat {
     ///   - logger: where the server logs.
     ///   - metrics: a Prometheus registry to serve at `/metrics` (the program bootstraps
     ///     swift-metrics with it; the library never does).
+    ///   - services: more services to run beside the server (an exporter of traces…).
     /// - Throws: ``Neffos/NeffosError/invalidConfiguration`` naming the key of a wrong value,
     ///   before anything starts; then the listener's bind error.
     public static func serve(
-        config: ConfigReader, exchanges: ExchangeRegistry, logger: Logger, metrics: PrometheusCollectorRegistry? = nil
+        config: ConfigReader, exchanges: ExchangeRegistry, logger: Logger, metrics: PrometheusCollectorRegistry? = nil,
+        services more: [any Service] = []
     ) async throws {
         var configuration = try Server.Configuration(config: config, exchanges: exchanges)
         configuration.logger = logger
@@ -144,7 +158,7 @@ extension Chat {
         let exchangeURL = ConfigValues(config, scope: "neffos").text("exchange.url").flatMap { try? ExchangeURL($0) }
         logger.info("exchange \(exchangeURL.map { "\($0)" } ?? "none (this node only)")")
         let services = ServiceGroup(
-            configuration: .init(services: [server, listener], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+            configuration: .init(services: more + [server, listener], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         let scheme = listener.tls == nil ? "http" : "https"
         Task {
             if let bound = await listener.boundPort() {

@@ -1,7 +1,6 @@
 import ChatApp
 import Foundation
 import Logging
-import Metrics
 import Neffos
 import Prometheus
 
@@ -22,8 +21,7 @@ LoggingSystem.bootstrap { label in
 }
 let logger = Logger(label: "neffos-chat")
 // The program, not the library, picks the metrics backend: Prometheus, served at /metrics.
-let metrics = PrometheusCollectorRegistry()
-MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: metrics))
+let metrics = Chat.bootstrapMetrics()
 
 let config = await Chat.configuration(
     program: "neffos-chat", flags: [.host, .port, .exchange, .node, .tlsCertificate, .tlsKey])
