@@ -293,6 +293,8 @@ let package = Package(
                 .target(name: "NeffosNATS", condition: .when(traits: ["NATS"])),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Tracing", package: "swift-distributed-tracing"),
+                .product(name: "InMemoryTracing", package: "swift-distributed-tracing"),
             ],
             path: "Sources/NeffosBenchServer",
             swiftSettings: strict

@@ -1,8 +1,10 @@
 import Foundation
+import InMemoryTracing
 import Logging
 import Neffos
 import NeffosNIO
 import ServiceLifecycle
+import Tracing
 
 #if Mounts
 import Hummingbird
@@ -20,7 +22,8 @@ import NeffosNATS
 // body) and a `broadcast` event that re-broadcasts its body as `tick` to the namespace, or to
 // the message's room.
 //
-//   neffos-bench-server [--port 0] [--exchange URL] [--mount listener|hummingbird|vapor] [--log-level L]
+//   neffos-bench-server [--port 0] [--exchange URL] [--mount listener|hummingbird|vapor]
+//                       [--tls-cert FILE --tls-key FILE] [--tracer none|noop|memory] [--log-level L]
 //
 // --mount picks the transport, all serving the same events at `/`: the standalone
 // `WebSocketListener` (the default), a Hummingbird application (`NeffosHummingbird`), or a
@@ -30,6 +33,7 @@ import NeffosNATS
 
 var port = 0
 var logLevel = Logger.Level.warning
+var tracerFlag = "none"
 var tlsCertificate: String?
 var tlsKey: String?
 var exchangeFlag: String?
@@ -40,11 +44,12 @@ while let argument = arguments.next() {
     case "--port": port = arguments.next().flatMap(Int.init) ?? port
     case "--exchange": exchangeFlag = arguments.next()
     case "--mount": mount = arguments.next() ?? mount
+    case "--tracer": tracerFlag = arguments.next() ?? tracerFlag
     case "--tls-cert": tlsCertificate = arguments.next()
     case "--tls-key": tlsKey = arguments.next()
     case "--log-level": logLevel = arguments.next().flatMap(Logger.Level.init(rawValue:)) ?? logLevel
     default:
-        FileHandle.standardError.write(Data("usage: neffos-bench-server [--port N] [--exchange URL] [--mount listener|hummingbird|vapor] [--tls-cert FILE --tls-key FILE] [--log-level trace|debug|info|warning]\n".utf8))
+        FileHandle.standardError.write(Data("usage: neffos-bench-server [--port N] [--exchange URL] [--mount listener|hummingbird|vapor] [--tls-cert FILE --tls-key FILE] [--tracer none|noop|memory] [--log-level trace|debug|info|warning]\n".utf8))
         exit(2)
     }
 }
@@ -71,6 +76,16 @@ var configuration = Neffos.Server.Configuration()
 configuration.logger = Logger(label: "bench-server")
 configuration.handshakeTimeout = .seconds(30)
 configuration.transport.pingInterval = nil
+// --tracer: what tracing costs. none: no tracer; noop: the no-op tracer (the server makes no
+// span either); memory: every span recorded in memory (the cost of making them).
+switch tracerFlag {
+case "none": break
+case "noop": configuration.tracer = NoOpTracer()
+case "memory": configuration.tracer = InMemoryTracer()
+default:
+    FileHandle.standardError.write(Data("neffos-bench-server: --tracer is none, noop or memory\n".utf8))
+    exit(2)
+}
 // Every bound at its default: the server `neffos bench abuse` attacks is the one users get.
 do {
     #if NATS
