@@ -110,6 +110,7 @@ final class NATSConnection: ExchangeConnection {
         errors.append(check(natsOptions_SetName(natsOptions, options.name ?? "neffos \(node)"), "name"))
         errors.append(check(natsOptions_SetNoEcho(natsOptions, true), "no echo"))
         errors.append(check(natsOptions_SetNoRandomize(natsOptions, !options.randomize), "randomize"))
+        errors.append(check(natsOptions_SetIgnoreDiscoveredServers(natsOptions, !options.discoveredServers), "discovered servers"))
         errors.append(check(natsOptions_SetTimeout(natsOptions, milliseconds(options.connectTimeout)), "connect timeout"))
         errors.append(check(natsOptions_SetAllowReconnect(natsOptions, true), "reconnect"))
         errors.append(check(natsOptions_SetMaxReconnect(natsOptions, Int32(options.maxReconnects ?? -1)), "max reconnects"))

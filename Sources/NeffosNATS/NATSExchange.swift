@@ -59,6 +59,9 @@ public struct NATSExchange: Exchange, CustomStringConvertible {
         public var deliveryThreads = max(2, 2 * NIOCore.System.coreCount)
         /// Whether to shuffle the server list. Default: off (a node keeps its preferred server).
         public var randomize = false
+        /// Whether to fail over to the servers the cluster announces besides ``servers``.
+        /// Default: on; off keeps the node on its listed servers only.
+        public var discoveredServers = true
         /// How often nats.c pings the server to detect a dead connection. Default: 2 s.
         public var pingInterval: Duration = .seconds(2)
 
@@ -82,7 +85,8 @@ public struct NATSExchange: Exchange, CustomStringConvertible {
     /// Options: `name`, `token`, `credentials` (a file), `tls` (`true`), `tlsCA` (a file),
     /// `connectTimeout`, `reconnectWait`, `reconnectJitter`, `pingInterval` (milliseconds),
     /// `maxReconnects` (`-1` forever), `reconnectBuffer` (bytes), `pendingMessages`,
-    /// `pendingBytes`, `deliveryThreads`, `randomize` (`true`). `tls://` turns TLS on.
+    /// `pendingBytes`, `deliveryThreads`, `randomize` (`true`), `discovered` (`false`: only the
+    /// listed servers). `tls://` turns TLS on.
     ///
     /// - Throws: ``NeffosError/invalidConfiguration`` naming what is wrong.
     public init(url: String) throws {
@@ -132,6 +136,7 @@ public struct NATSExchange: Exchange, CustomStringConvertible {
         if let value = try integer("pendingBytes", 1...Int(Int32.max)) { options.pendingBytesLimit = value }
         if let value = try integer("deliveryThreads", 1...1024) { options.deliveryThreads = value }
         if let value = take("randomize") { options.randomize = value == "true" }
+        if let value = take("discovered") { options.discoveredServers = value != "false" }
         guard unknown.isEmpty else {
             throw NeffosError.invalidConfiguration.with(detail: "unknown option(s) \(unknown.sorted().joined(separator: ", ")) in \(url)")
         }

@@ -24,7 +24,8 @@ import Synchronization
 public struct ExchangeConformance: Sendable {
     /// Hooks that break and restore a node's bus connection (for the outage check).
     public struct Faults: Sendable {
-        /// Makes node `index` lose its bus connection.
+        /// Makes node `index` lose its bus connection (the presence checks expect the other
+        /// nodes to keep reaching each other meanwhile).
         public var disconnect: @Sendable (_ index: Int, _ cluster: TestCluster) async throws -> Void
         /// Gives node `index` its bus connection back.
         public var reconnect: @Sendable (_ index: Int, _ cluster: TestCluster) async throws -> Void
@@ -90,6 +91,18 @@ public struct ExchangeConformance: Sendable {
         Check(name: "a node leaving", body: { try await $0.nodeLeaving() }),
         Check(name: "bus disconnect and reconnect resubscribes", body: { try await $0.busOutage() }),
         Check(name: "names with . * > spaces ; empty and non-ASCII", body: { try await $0.specialNames() }),
+    ]
+
+    /// The presence checks (cluster-wide listings, node liveness), apart so that test
+    /// functions running them can carry `Presence` in their names (`swift test --filter
+    /// Presence`). The partition check runs only with ``Faults`` that cut one node off while
+    /// the others still reach each other.
+    public static let presenceChecks: [Check] = [
+        Check(name: "Presence: members, rooms, count and online, listed from every node", body: { try await $0.presenceListing() }),
+        Check(name: "Presence: a node leaving is dropped at once", body: { try await $0.presenceNodeLeaving() }),
+        Check(name: "Presence: a node killed is dropped within its bound", body: { try await $0.presenceNodeKilled() }),
+        Check(name: "Presence: a partition healed re-learns the node", body: { try await $0.presencePartitionHealed() }),
+        Check(name: "Presence: a node that does not answer is named", body: { try await $0.presenceUnansweredQuery() }),
     ]
 
     // MARK: Harness

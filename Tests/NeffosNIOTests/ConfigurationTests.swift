@@ -71,6 +71,7 @@ struct ConfigurationTests {
             ("NEFFOS_EXCHANGE_URL", "redis://localhost:6379", "neffos.exchange.url: no exchange is registered for \"redis://\""),
             ("NEFFOS_ORIGINS", "example.com", "neffos.origins: expected same-origin, any, or origins"),
             ("NEFFOS_NODE_NAME", " ", "neffos.node.name: is empty"),
+            ("NEFFOS_PRESENCE_NODE_TIMEOUT", "500ms", "neffos.presence.nodeTimeout: must be more than presence.heartbeatInterval"),
         ]
         for (key, value, says) in cases {
             let reader = try await Server.Configuration.reader(environment: [key: value])

@@ -12,10 +12,26 @@ struct ExchangeConformanceTests {
 
     @Test("loopback exchange, 3 nodes", arguments: ExchangeConformance.checks)
     func loopback(_ check: ExchangeConformance.Check) async throws {
+        try await Self.loopbackSuite().run(check)
+    }
+
+    @Test("Presence on the in-process exchange, 3 nodes", arguments: ExchangeConformance.presenceChecks)
+    func inProcessPresence(_ check: ExchangeConformance.Check) async throws {
+        let bus = InProcessExchange()
+        try await ExchangeConformance(name: "in-process") { _ in bus }.run(check)
+    }
+
+    @Test("Presence on the loopback exchange, 3 nodes", arguments: ExchangeConformance.presenceChecks)
+    func loopbackPresence(_ check: ExchangeConformance.Check) async throws {
+        try await Self.loopbackSuite().run(check)
+    }
+
+    /// The loopback suite, its faults cutting one node off the bus.
+    static func loopbackSuite() -> ExchangeConformance {
         let bus = LoopbackExchange()
         let faults = ExchangeConformance.Faults(
             disconnect: { index, _ in bus.disconnect("node-\(index)") },
             reconnect: { index, _ in bus.reconnect("node-\(index)") })
-        try await ExchangeConformance(name: "loopback", faults: faults) { _ in bus }.run(check)
+        return ExchangeConformance(name: "loopback", faults: faults) { _ in bus }
     }
 }

@@ -21,21 +21,28 @@ final class ClusterLink: Sendable {
     let node: String
     let cluster: String
     let connection: any ExchangeConnection
-    private let logger: Logger
+    let logger: Logger
     /// The node's bus counters (`neffos_exchange_*`).
     private let metrics: ServerMetrics
     /// The node's spans: the trace context goes out in envelopes and comes back in.
     private let tracing: ServerTracing?
     /// Where what other nodes send is delivered (the server; weak: the server owns the link).
-    private let local: Locked<WeakReference<any ClusterLocal>>
+    let local: Locked<WeakReference<any ClusterLocal>>
     private let interest = Locked(Interest())
     /// Random per link: a node that restarts under the same name is a new publisher.
-    private let incarnation = UInt64.random(in: 1...UInt64.max)
-    private let sequence = Atomic<UInt64>(0)
+    let incarnation = UInt64.random(in: 1...UInt64.max)
+    let sequence = Atomic<UInt64>(0)
     private let seen = Locked(DedupWindows())
     private let published = Locked(PublishedStreams())
     /// Envelopes from other nodes that never arrived (gaps in their subjects' sequences).
     private let lostTotal = Atomic<Int>(0)
+    /// Presence: the other nodes alive, the queries waiting for answers, and the timing.
+    let peers = Locked(PeerTable())
+    let queries = Locked(PendingQueries())
+    let presence: Server.PresenceConfiguration
+    let heartbeats = Locked<Task<Void, Never>?>(nil)
+    /// The live peers' names after each change, for whoever waits on them (tests).
+    let peerNames = Watched<[String]>([])
 
     /// What the node receives: reference counts per subject, and the sequence positions of
     /// the subjects it is subscribed to (one lock: a subject's positions live exactly as long
@@ -49,8 +56,9 @@ final class ClusterLink: Sendable {
 
     private init(
         node: String, cluster: String, connection: any ExchangeConnection, local: any ClusterLocal, logger: Logger, metrics: ServerMetrics,
-        tracing: ServerTracing?
+        tracing: ServerTracing?, presence: Server.PresenceConfiguration
     ) {
+        self.presence = presence
         self.metrics = metrics
         self.tracing = tracing
         self.node = node
@@ -59,13 +67,14 @@ final class ClusterLink: Sendable {
         self.local = Locked(WeakReference(local))
         self.logger = logger
         connection.subscribe(Subjects.node(cluster, node))
+        connection.subscribe(Subjects.nodes(cluster))
     }
 
     /// Opens `node`'s one connection to `exchange` and links it to `local`, which receives
     /// what other nodes send from then on.
     static func connect(
         _ exchange: any Exchange, node: String, cluster: String, local: any ClusterLocal, logger: Logger, metrics: ServerMetrics,
-        tracing: ServerTracing?, status: @escaping @Sendable (ExchangeStatus) -> Void
+        tracing: ServerTracing?, presence: Server.PresenceConfiguration, status: @escaping @Sendable (ExchangeStatus) -> Void
     ) async throws -> ClusterLink {
         // Deliveries may start before the link exists: they find it through this box.
         let box = Locked(WeakReference<ClusterLink>(nil))
@@ -73,8 +82,11 @@ final class ClusterLink: Sendable {
             node: node, logger: logger,
             deliver: { subject, payload in box.withLock { $0.value }?.receive(payload, on: subject) },
             status: status)
-        let link = ClusterLink(node: node, cluster: cluster, connection: connection, local: local, logger: logger, metrics: metrics, tracing: tracing)
+        let link = ClusterLink(
+            node: node, cluster: cluster, connection: connection, local: local, logger: logger, metrics: metrics, tracing: tracing,
+            presence: presence)
         box.withLock { $0 = WeakReference(link) }
+        link.startHeartbeats()
         return link
     }
 
@@ -142,7 +154,7 @@ final class ClusterLink: Sendable {
     }
 
     /// Publishes one envelope, counted.
-    private func publish(_ payload: ByteBuffer, to subject: String) {
+    func publish(_ payload: ByteBuffer, to subject: String) {
         metrics.busMessagesOut.increment()
         metrics.busBytesOut.increment(by: Int64(payload.readableBytes))
         connection.publish(payload, to: subject)
@@ -173,6 +185,12 @@ final class ClusterLink: Sendable {
             deliver(envelope, to: local)
         case .reply:
             receiveReply(envelope, local: local)
+        case .heartbeat:
+            receiveHeartbeat(envelope, local: local)
+        case .query:
+            answerQuery(envelope, local: local)
+        case .answer:
+            receiveAnswer(envelope)
         }
     }
 
@@ -259,4 +277,8 @@ protocol ClusterLocal: AnyObject, Sendable {
     func deliverLocally(_ frame: ByteBuffer, binary: Bool, to target: BroadcastTarget) -> Int
     /// Ends one of this node's asks with a reply another node forwarded.
     func resolveAsk(_ token: String, _ result: Result<Message, any Error>, timedOut: Bool) -> Bool
+    /// This node's own answer to a cluster query, at most `limit` names.
+    func answer(_ query: ClusterQuery, limit: Int) -> ClusterReply
+    /// Another node joined the cluster or left it.
+    func clusterChanged(_ change: PeerTable.Change)
 }

@@ -21,6 +21,13 @@ struct Envelope: Sendable, Equatable {
         case ask = 1
         /// A reply to an ask of the receiving node; the frame is the client's reply.
         case reply = 2
+        /// A node is alive (sent every heartbeat interval to every node); with the token
+        /// `leaving`, it is shutting down. No frame.
+        case heartbeat = 3
+        /// A ``ClusterQuery`` from `origin` to every node (JSON in the frame, its token).
+        case query = 4
+        /// A node's ``ClusterReply`` to a query of the receiving node (JSON in the frame).
+        case answer = 5
     }
 
     var kind: Kind

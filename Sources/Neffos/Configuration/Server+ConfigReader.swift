@@ -33,6 +33,11 @@ extension Server.Configuration {
     /// | `neffos.limits.pendingAsks` | ``maxPendingAsks`` | 1024 |
     /// | `neffos.limits.pendingServerAsks` | ``maxPendingServerAsks`` | 65536 |
     /// | `neffos.broadcast.strictOrdering` | ``strictBroadcastOrdering`` | false |
+    /// | `neffos.presence.heartbeatInterval` | ``Server/PresenceConfiguration/heartbeatInterval`` | 1 s |
+    /// | `neffos.presence.nodeTimeout` | ``Server/PresenceConfiguration/nodeTimeout`` (more than the interval) | 3 s |
+    /// | `neffos.presence.queryTimeout` | ``Server/PresenceConfiguration/queryTimeout`` | 2 s |
+    /// | `neffos.presence.maxQueryResults` | ``Server/PresenceConfiguration/maxQueryResults`` | 10000 |
+    /// | `neffos.presence.maxPendingQueries` | ``Server/PresenceConfiguration/maxPendingQueries`` | 256 |
     /// | `neffos.limits.messageBytes` | ``Server/TransportConfiguration/maxMessageSize`` | 512 KiB |
     /// | `neffos.limits.frameBytes` | ``Server/TransportConfiguration/maxFrameSize`` | 512 KiB |
     /// | `neffos.limits.outboxBytes` | ``Server/TransportConfiguration/maxOutboxBytes`` | 512 KiB |
@@ -80,7 +85,22 @@ extension Server.Configuration {
         maxPendingAsks = try values.int("limits.pendingAsks", minimum: 1) ?? maxPendingAsks
         maxPendingServerAsks = try values.int("limits.pendingServerAsks", minimum: 1) ?? maxPendingServerAsks
         strictBroadcastOrdering = try values.bool("broadcast.strictOrdering") ?? strictBroadcastOrdering
+        try presence.read(values)
         try transport.read(values)
+    }
+}
+
+extension Server.PresenceConfiguration {
+    fileprivate mutating func read(_ values: ConfigValues) throws(NeffosError) {
+        heartbeatInterval = try values.duration("presence.heartbeatInterval") ?? heartbeatInterval
+        nodeTimeout = try values.duration("presence.nodeTimeout") ?? nodeTimeout
+        queryTimeout = try values.duration("presence.queryTimeout") ?? queryTimeout
+        maxQueryResults = try values.int("presence.maxQueryResults", minimum: 1) ?? maxQueryResults
+        maxPendingQueries = try values.int("presence.maxPendingQueries", minimum: 1) ?? maxPendingQueries
+        guard heartbeatInterval > .zero else { throw values.invalid("presence.heartbeatInterval", "must be more than 0") }
+        guard nodeTimeout > heartbeatInterval else {
+            throw values.invalid("presence.nodeTimeout", "must be more than presence.heartbeatInterval (\(heartbeatInterval)), got \(nodeTimeout)")
+        }
     }
 }
 

@@ -183,8 +183,13 @@ public enum Subjects {
         "neffos.\(cluster).c.\(token(id))"
     }
 
-    /// Control messages to one node (ask replies).
+    /// Control messages to one node (ask replies, answers to its queries).
     static func node(_ cluster: String, _ node: String) -> String {
         "neffos.\(cluster).node.\(token(node))"
+    }
+
+    /// What every node of the cluster receives: heartbeats and queries.
+    static func nodes(_ cluster: String) -> String {
+        "neffos.\(cluster).nodes"
     }
 }

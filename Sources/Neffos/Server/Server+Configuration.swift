@@ -93,6 +93,9 @@ extension Server {
         public var nodeName: String?
         /// Separates clusters sharing one bus (a subject prefix). Default: `default`.
         public var clusterName = "default"
+        /// How nodes notice each other (heartbeats, the node timeout) and the bounds of
+        /// cluster-wide queries (``Server/clusterMembers(ofRoom:in:timeout:)``…).
+        public var presence = PresenceConfiguration()
         /// Called when the node's exchange connection changes state (also logged).
         public var onExchangeStatus: (@Sendable (ExchangeStatus) -> Void)?
 

@@ -53,7 +53,7 @@ public final class Server: Sendable {
     let serverAsks = Locked(PendingReplies<Message, BroadcastTarget>())
     /// The server's asks that ended lately (a reply to one is late or duplicate).
     let endedAsks = Locked(EndedTokens(capacity: 4096))
-    private let linkBox = Locked<ClusterLink?>(nil)
+    let linkBox = Locked<ClusterLink?>(nil)
     private let starting = Locked<Task<Void, any Error>?>(nil)
     /// This node's name on the exchange.
     public let nodeName: String
@@ -109,7 +109,7 @@ public final class Server: Sendable {
         let metrics = self.metrics
         let link = try await ClusterLink.connect(
             exchange, node: nodeName, cluster: Subjects.token(configuration.clusterName), local: self, logger: logger, metrics: metrics,
-            tracing: tracing,
+            tracing: tracing, presence: configuration.presence,
             status: { status in
                 switch status {
                 case .connected, .reconnected:
@@ -303,6 +303,7 @@ public final class Server: Sendable {
             defer { box = nil }
             return box
         }
+        link?.stopHeartbeats(sayingGoodbye: true)
         await link?.connection.close()
     }
 

@@ -1,0 +1,53 @@
+import NIOCore
+import Testing
+
+@testable import Neffos
+
+/// The presence state machines without a bus: the peer table's rules and pending queries.
+@Suite("Presence state")
+struct PresenceStateTests {
+    @Test("Presence: a node is learned on its first heartbeat, kept while heard, gone after the timeout or its goodbye, re-learned after")
+    func peerTable() {
+        var table = PeerTable()
+        let start = NIODeadline.uptimeNanoseconds(1_000_000_000)
+        #expect(table.heard("b", incarnation: 1, at: start) == [.joined("b")])
+        #expect(table.heard("b", incarnation: 1, at: start + .milliseconds(900)).isEmpty)
+        #expect(table.heard("c", incarnation: 7, at: start + .milliseconds(900)) == [.joined("c")])
+        // b last heard at 0.9 s: still alive at 3.8 s with a 3 s timeout, gone at 4 s.
+        #expect(table.expire(now: start + .milliseconds(3_800), timeout: .seconds(3)).isEmpty)
+        #expect(table.expire(now: start + .milliseconds(4_000), timeout: .seconds(3)) == [.gone("b"), .gone("c")])
+        #expect(table.names.isEmpty)
+        // Heard again (a partition healed): learned again.
+        #expect(table.heard("b", incarnation: 1, at: start + .seconds(5)) == [.joined("b")])
+        // Restarted under the same name: the old incarnation is gone, the new one joins.
+        #expect(table.heard("b", incarnation: 2, at: start + .seconds(6)) == [.gone("b"), .joined("b")])
+        #expect(table.left("b") == .gone("b"))
+        #expect(table.left("b") == nil, "a second goodbye changes nothing")
+        // A late heartbeat does not move the clock back.
+        _ = table.heard("d", incarnation: 1, at: start + .seconds(10))
+        _ = table.heard("d", incarnation: 1, at: start + .seconds(9))
+        #expect(table.expire(now: start + .milliseconds(12_500), timeout: .seconds(3)).isEmpty)
+    }
+
+    @Test("Presence: a query ends when every expected node answered, or at its deadline naming the others; strangers and repeats are ignored")
+    func pendingQueries() {
+        var queries = PendingQueries()
+        let ended = Locked<[(replies: [String: ClusterReply], missing: [String])]>([])
+        queries.register("q1", expecting: ["b", "c"]) { replies, missing in ended.withLock { $0.append((replies, missing)) } }
+        #expect(queries.reply("q1", from: "x", ClusterReply(count: 9)) == nil, "a node not asked")
+        #expect(queries.reply("q1", from: "b", ClusterReply(count: 1)) == nil)
+        #expect(queries.reply("q1", from: "b", ClusterReply(count: 5)) == nil, "a repeat")
+        let done = queries.reply("q1", from: "c", ClusterReply(count: 2))
+        #expect(done != nil && queries.count == 0)
+        done?()
+        #expect(ended.withLock { $0.first?.replies["b"]?.count } == 1)
+        #expect(ended.withLock { $0.first?.missing } == [])
+        #expect(queries.expire("q1") == nil, "already ended")
+
+        queries.register("q2", expecting: ["b", "c", "d"]) { replies, missing in ended.withLock { $0.append((replies, missing)) } }
+        _ = queries.reply("q2", from: "c", ClusterReply(names: ["x"], count: 3))
+        queries.expire("q2")?()
+        #expect(ended.withLock { $0.last?.missing } == ["b", "d"])
+        #expect(ended.withLock { $0.last?.replies["c"]?.truncated } == true)
+    }
+}
