@@ -171,12 +171,22 @@ struct BrowserTests {
             #expect(LoopbackHTTP.metric("neffos_exchange_up", in: bobNode) == 1)
             #expect(LoopbackHTTP.metric("neffos_rooms", in: bobNode) == 1)
 
+            // Presence across nodes: each page lists both users (the members ask is answered
+            // by every node), and when bob's page goes away, alice's list drops him.
+            let listsBoth = "(t => t.includes('alice') && t.includes('bob'))(document.getElementById('members').textContent)"
+            #expect(try await alice.waitUntil(listsBoth, timeout: .seconds(10)), "alice's page lists alice and bob")
+            #expect(try await bob.waitUntil(listsBoth, timeout: .seconds(10)), "bob's page lists alice and bob")
             let png = try await bob.screenshot()
             #expect(png.starts(with: [0x89, 0x50, 0x4E, 0x47]), "a PNG")
             let file = URL(fileURLWithPath: try ChildProcess.sibling("neffos")).deletingLastPathComponent()
                 .appendingPathComponent("browser-test-chat.png")
             try png.write(to: file)
             print("browser test: screenshot at \(file.path) (\(png.count) bytes)")
+            await bob.quit()  // the browser goes away, and its socket with it
+            let bobGone = "(t => t.includes('alice') && !t.includes('bob'))(document.getElementById('members').textContent)"
+            let gone = try await alice.waitUntil(bobGone, timeout: .seconds(15))
+            let aliceSees = try await alice.run("return document.getElementById('members').textContent + ' | ' + [...document.querySelectorAll('#log .line')].map(l => l.textContent).slice(-4).join(' / ')")
+            #expect(gone, "alice's page no longer lists bob: \(aliceSees)")
         } catch {
             await alice.quit()
             await bob.quit()

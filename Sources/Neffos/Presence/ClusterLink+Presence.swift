@@ -6,8 +6,9 @@ import NIOCore
 ///   ``Server/PresenceConfiguration/heartbeatInterval``; a node not heard from for
 ///   ``Server/PresenceConfiguration/nodeTimeout`` is gone (crashed, partitioned, or its bus
 ///   connection lost), one that says goodbye (a graceful shutdown) is gone at once, and a node
-///   heard again is re-learned. With N nodes that is N publishes and N × (N − 1) deliveries
-///   per interval.
+///   heard again is re-learned. A node that hears a newcomer answers it directly at once, so
+///   a node that starts learns the cluster within a round trip. With N nodes that is N
+///   publishes and N × (N − 1) deliveries per interval.
 /// - **Queries**: one publish to every node; each live node answers the asker with its local
 ///   part (N − 1 answers); the asker merges them, and names the nodes that did not answer
 ///   within the deadline.
@@ -65,6 +66,11 @@ extension ClusterLink {
             changes = peers.withLock { $0.left(envelope.origin) }.map { [$0] } ?? []
         } else {
             changes = peers.withLock { $0.heard(envelope.origin, incarnation: envelope.incarnation, at: .now()) }
+            // A newcomer hears from this node at once, not a heartbeat interval later (it
+            // answers likewise when this node is new to it; a known node does not answer).
+            if changes.contains(.joined(envelope.origin)) {
+                publishControl(.heartbeat, to: Subjects.node(cluster, envelope.origin), token: "", frame: ByteBuffer())
+            }
         }
         report(changes)
     }

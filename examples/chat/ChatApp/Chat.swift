@@ -51,11 +51,24 @@ public enum Chat {
 
     /// The name a connection chose (`?X-Websocket-Header-X-Username=…`), or a guest name.
     public static func name(of conn: Conn) -> String {
-        if let name = conn.store.get("name", as: String.self) { return name }
-        let requested = conn.request.header("X-Username")?.trimmingCharacters(in: .whitespaces) ?? ""
-        let name = requested.isEmpty ? "guest-\(conn.id.prefix(4))" : String(requested.prefix(32))
-        conn.store["name"] = name
-        return name
+        name(ofID: conn.id)
+    }
+
+    /// The chat's connection IDs carry the user's name (`alice~3f9a2c41`), so that a member
+    /// another node lists (by ID) is shown by name: the server's ``Server/Configuration/idGenerator``.
+    public static func connectionID(_ request: UpgradeRequest) -> String {
+        let suffix = String(UInt32.random(in: 0...UInt32.max), radix: 16)
+        return "\(requestedName(request) ?? "guest-\(suffix.prefix(4))")~\(suffix)"
+    }
+
+    /// The name in a chat connection ID (what precedes its last `~`).
+    public static func name(ofID id: String) -> String {
+        id.lastIndex(of: "~").map { String(id[..<$0]) } ?? id
+    }
+
+    /// The chat's server settings over `configuration`: IDs that carry names.
+    static func configure(_ configuration: inout Server.Configuration) {
+        configuration.idGenerator = connectionID
     }
 
     /// The `default` namespace: rooms, chat lines, join/leave notices, and a members ask.
@@ -74,9 +87,12 @@ public enum Chat {
             let line = Line(from: name(of: ns.conn), text: String(message.bodyString.prefix(2000)))
             ns.broadcast(try Message(namespace: ns.namespace, room: message.room, event: "chat", encoding: line))
         }
+        // The room's members on every node of the cluster (this node alone without an
+        // exchange); a node that does not answer within a second is left out.
         events.answer("members") { ns, message in
-            let names = ns.server?.members(ofRoom: message.bodyString, in: ns.namespace).map { name(of: $0.conn) } ?? []
-            return try Reply.encoded(names.sorted())
+            guard let server = ns.server else { return try Reply.encoded([String]()) }
+            let members = try await server.clusterMembers(ofRoom: message.bodyString, in: ns.namespace, timeout: .seconds(1))
+            return try Reply.encoded(Array(Set(members.value.map(name(ofID:)))).sorted())
         }
         return ["default": events]
     }
@@ -146,6 +162,7 @@ extension Chat {
     ) async throws {
         var configuration = try Server.Configuration(config: config, exchanges: exchanges)
         configuration.logger = logger
+        configure(&configuration)
         let server = try Server(namespaces: namespaces, configuration: configuration)
         let pages = responder
         let listener = try WebSocketListener(server: server, config: config, port: 8080, path: "/echo") { request in

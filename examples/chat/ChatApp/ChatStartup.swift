@@ -80,6 +80,7 @@ extension Chat {
         do {
             var configuration = try Server.Configuration(config: config, exchanges: exchanges)
             configuration.logger = logger
+            configure(&configuration)
             return configuration
         } catch {
             fail("cannot start: \(error)")
