@@ -17,10 +17,15 @@ extension ClusterLink {
     func startHeartbeats() {
         let interval = max(presence.heartbeatInterval, .milliseconds(10))
         let task = Task { [weak self] in
-            while !Task.isCancelled {
-                guard let self else { return }
+            // The link is held only while it beats, not while the task sleeps: a link its server
+            // dropped without a shutdown ends its heartbeats at the next tick.
+            func beat() -> Bool {
+                guard let self else { return false }
                 self.publishHeartbeat(leaving: false)
                 self.sweep()
+                return true
+            }
+            while !Task.isCancelled, beat() {
                 try? await Task.sleep(for: interval)
             }
         }
