@@ -1,7 +1,7 @@
 import Neffos
 
-/// The presence checks of ``ExchangeConformance``: cluster-wide listings, and nodes that
-/// leave, crash, or are cut off and come back. Their names start with `Presence`.
+/// The presence checks of ``ExchangeConformance``: cluster-wide listings, nodes that leave,
+/// crash, or are cut off and come back, and presence events. Their names start with `Presence`.
 extension ExchangeConformance {
     /// Fast heartbeats, so that a silent node is noticed within a second.
     static let presenceTiming: @Sendable (Int, inout Server.Configuration) -> Void = { _, configuration in
@@ -113,5 +113,54 @@ extension ExchangeConformance {
             try expect(answer.answered == ["node-0", "node-1"], "the others answered: \(answer)")
             try expect(took < .seconds(2), "the query ends at its deadline: \(took)")
         }
+    }
+
+    func presenceEvents() async throws {
+        let logs = (0..<nodes).map { _ in PresenceLog() }
+        try await withCluster(configure: { index, configuration in
+            Self.presenceTiming(index, &configuration)
+            configuration.presence.namespaces = ["default"]
+            configuration.onPresence = { logs[index].append($0) }
+        }) { cluster in
+            try await waitForFullCluster(cluster)
+            let a = try await member(cluster, at: 0, rooms: ["lobby"])
+            let b = try await member(cluster, at: 1, rooms: ["lobby"])
+            // Node 0 follows the lobby (a's there): it hears b join on node 1, once.
+            let bJoined = PresenceEvent(kind: .joined, namespace: "default", room: "lobby", id: b.0.id, node: "node-1")
+            try await logs[0].wait(for: bJoined, name: name)
+            // Node 2 follows nothing: it hears nothing.
+            let c = try await member(cluster, at: 2, rooms: ["elsewhere"])
+            try await b.1.leaveAll()
+            let bLeft = PresenceEvent(kind: .left, namespace: "default", room: "lobby", id: b.0.id, node: "node-1")
+            try await logs[0].wait(for: bLeft, name: name)
+            try expect(logs[0].count(of: bJoined) == 1 && logs[0].count(of: bLeft) == 1, "once per change: \(logs[0].events)")
+            try expect(!logs[2].events.contains { $0.room == "lobby" }, "node-2 follows no lobby member and hears none: \(logs[2].events)")
+            // A member on a node that is then killed leaves when its node is found gone.
+            _ = try await c.1.joinRoom("lobby")
+            let cJoined = PresenceEvent(kind: .joined, namespace: "default", room: "lobby", id: c.0.id, node: "node-2")
+            try await logs[0].wait(for: cJoined, name: name)
+            await cluster.servers[2].severExchange()
+            let cLeft = PresenceEvent(kind: .left, namespace: "default", room: "lobby", id: c.0.id, node: "node-2")
+            try await logs[0].wait(for: cLeft, name: name, timeout: .seconds(3))
+            try expect(logs[0].events.contains(PresenceEvent(kind: .joined, namespace: "default", room: "lobby", id: a.0.id, node: "node-0")), "a node reports its own members' joins")
+        }
+    }
+}
+
+/// The presence events one node reported, in order.
+final class PresenceLog: Sendable {
+    private let state = Watched<[PresenceEvent]>([])
+
+    func append(_ event: PresenceEvent) { state.update { $0.append(event) } }
+
+    var events: [PresenceEvent] { state.read { $0 } }
+
+    func count(of event: PresenceEvent) -> Int { events.filter { $0 == event }.count }
+
+    func wait(for event: PresenceEvent, name: String, timeout: Duration = .seconds(10)) async throws {
+        _ = try await state.wait(
+            timeout: timeout,
+            orThrow: { [self] in ConformanceFailure("\(name): no \(event) within \(timeout); got \(events)") },
+            until: { $0.contains(event) ? .success(true) : nil })
     }
 }

@@ -103,6 +103,7 @@ public struct ExchangeConformance: Sendable {
         Check(name: "Presence: a node killed is dropped within its bound", body: { try await $0.presenceNodeKilled() }),
         Check(name: "Presence: a partition healed re-learns the node", body: { try await $0.presencePartitionHealed() }),
         Check(name: "Presence: a node that does not answer is named", body: { try await $0.presenceUnansweredQuery() }),
+        Check(name: "Presence: joins and leaves reach the nodes following the room, once; a killed node's members leave", body: { try await $0.presenceEvents() }),
     ]
 
     // MARK: Harness

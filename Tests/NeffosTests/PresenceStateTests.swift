@@ -50,4 +50,32 @@ struct PresenceStateTests {
         #expect(ended.withLock { $0.last?.missing } == ["b", "d"])
         #expect(ended.withLock { $0.last?.replies["c"]?.truncated } == true)
     }
+
+    @Test("Presence: a followed room applies each change once, merges syncs, and loses a gone node's members as leave events")
+    func presenceRooms() {
+        var rooms = PresenceRooms()
+        let lobby = PresenceRooms.Key(namespace: "default", room: "lobby")
+        let joined = PresenceEvent(kind: .joined, namespace: "default", room: "lobby", id: "b", node: "n1")
+        let ignored = rooms.apply(joined)
+        #expect(!ignored, "a room not followed ignores events")
+        let first = rooms.localJoined(lobby)
+        let second = rooms.localJoined(lobby)
+        #expect(first && !second, "followed from the first local member")
+        let applied = rooms.apply(joined)
+        let again = rooms.apply(joined)
+        #expect(applied && !again, "once per change")
+        let added = rooms.merge(["b", "c"], of: "n1", in: lobby)
+        #expect(added == ["c"])
+        let gone = rooms.nodeGone("n1")
+        #expect(gone == [
+            PresenceEvent(kind: .left, namespace: "default", room: "lobby", id: "b", node: "n1"),
+            PresenceEvent(kind: .left, namespace: "default", room: "lobby", id: "c", node: "n1"),
+        ])
+        let stale = rooms.apply(PresenceEvent(kind: .left, namespace: "default", room: "lobby", id: "b", node: "n1"))
+        #expect(!stale, "already gone")
+        let stillFollowed = rooms.localLeft(lobby)
+        let unfollowed = rooms.localLeft(lobby)
+        #expect(!stillFollowed && unfollowed, "unfollowed when the last local member left")
+        #expect(rooms.followed.isEmpty)
+    }
 }

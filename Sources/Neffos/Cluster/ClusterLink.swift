@@ -191,6 +191,10 @@ final class ClusterLink: Sendable {
             answerQuery(envelope, local: local)
         case .answer:
             receiveAnswer(envelope)
+        case .presence:
+            if let event = ClusterReply.decode(PresenceEvent.self, from: Array(buffer: envelope.frame)) {
+                local.presenceArrived(event)
+            }
         }
     }
 
@@ -281,4 +285,6 @@ protocol ClusterLocal: AnyObject, Sendable {
     func answer(_ query: ClusterQuery, limit: Int) -> ClusterReply
     /// Another node joined the cluster or left it.
     func clusterChanged(_ change: PeerTable.Change)
+    /// A join or a leave on another node, in a room this node follows.
+    func presenceArrived(_ event: PresenceEvent)
 }

@@ -28,6 +28,9 @@ struct Envelope: Sendable, Equatable {
         case query = 4
         /// A node's ``ClusterReply`` to a query of the receiving node (JSON in the frame).
         case answer = 5
+        /// A ``PresenceEvent`` of the publisher's node, to the nodes following its room (JSON
+        /// in the frame).
+        case presence = 6
     }
 
     var kind: Kind

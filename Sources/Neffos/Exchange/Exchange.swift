@@ -188,6 +188,11 @@ public enum Subjects {
         "neffos.\(cluster).node.\(token(node))"
     }
 
+    /// Joins and leaves of a room, for the nodes that follow its presence.
+    static func presence(_ cluster: String, _ namespace: String, _ room: String) -> String {
+        "neffos.\(cluster).p.\(token(namespace)).\(token(room))"
+    }
+
     /// What every node of the cluster receives: heartbeats and queries.
     static func nodes(_ cluster: String) -> String {
         "neffos.\(cluster).nodes"

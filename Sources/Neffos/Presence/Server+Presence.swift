@@ -1,3 +1,5 @@
+import NIOCore
+
 extension Server {
     /// How the nodes of a cluster notice each other, and the bounds of cluster-wide queries.
     public struct PresenceConfiguration: Sendable {
@@ -15,6 +17,16 @@ extension Server {
         /// The most cluster-wide queries this server may wait on at once; one more throws
         /// ``NeffosError/limitExceeded``. Default: 256.
         public var maxPendingQueries = 256
+        /// The namespaces whose rooms' joins and leaves are shared across the cluster as
+        /// ``PresenceEvent``s (``Server/Configuration/onPresence``, ``clientEvent``). A node
+        /// follows a room of them while it has a member there, and only then receives its
+        /// events: one publish per join or leave, delivered to the nodes that follow the room.
+        /// Default: none.
+        public var namespaces: Set<String> = []
+        /// When set, the local members of a followed room receive each of its events as this
+        /// event (JSON body: `kind`, `namespace`, `room`, `id`, `node`). Default: none (the
+        /// frames clients see stay neffos's).
+        public var clientEvent: EventName?
 
         /// The defaults.
         public init() {}
@@ -111,8 +123,76 @@ extension Server {
         }
     }
 
-    /// Another node joined or left: logged by the link; presence events build on it.
-    func clusterChanged(_ change: PeerTable.Change) {}
+    /// Another node joined or left: a node gone makes its members leave the followed rooms; a
+    /// node (re-)learned is asked who it holds there.
+    func clusterChanged(_ change: PeerTable.Change) {
+        switch change {
+        case .gone(let node):
+            for event in presenceRooms.withLock({ $0.nodeGone(node) }) { reportPresence(event) }
+        case .joined(let node):
+            for key in presenceRooms.withLock({ $0.followed }) { syncPresence(key, announcing: node) }
+        }
+    }
+
+    func presenceArrived(_ event: PresenceEvent) {
+        if presenceRooms.withLock({ $0.apply(event) }) { reportPresence(event) }
+    }
+
+    /// A local member joined a room of a presence namespace: told to the nodes following it,
+    /// and here; the room is followed from its first local member on.
+    func presenceJoined(_ id: String, room: String, in namespace: String) {
+        let key = PresenceRooms.Key(namespace: namespace, room: room)
+        let event = PresenceEvent(kind: .joined, namespace: namespace, room: room, id: id, node: nodeName)
+        if presenceRooms.withLock({ $0.localJoined(key) }), let link {
+            link.retain(Subjects.presence(link.cluster, namespace, room))
+            syncPresence(key, announcing: nil)
+        }
+        publishPresence(event)
+        reportPresence(event)
+    }
+
+    func presenceLeft(_ id: String, room: String, in namespace: String) {
+        let key = PresenceRooms.Key(namespace: namespace, room: room)
+        let event = PresenceEvent(kind: .left, namespace: namespace, room: room, id: id, node: nodeName)
+        publishPresence(event)
+        reportPresence(event)
+        if presenceRooms.withLock({ $0.localLeft(key) }), let link {
+            link.release(Subjects.presence(link.cluster, namespace, room))
+        }
+    }
+
+    private func publishPresence(_ event: PresenceEvent) {
+        guard let link, let body = ClusterReply.encode(event) else { return }
+        let subject = Subjects.presence(link.cluster, event.namespace, event.room)
+        guard link.connection.hasInterest(in: subject) else { return }
+        link.publishControl(.presence, to: subject, token: "", frame: ByteBuffer(bytes: body))
+    }
+
+    /// Learns who the other nodes hold in a followed room (without events: they were there
+    /// before), or, for a node (re-)learned, reports its members as joins.
+    private func syncPresence(_ key: PresenceRooms.Key, announcing node: String?) {
+        guard let link else { return }
+        let timeout = configuration.presence.queryTimeout
+        Task {
+            let (replies, _) = await link.ask(.members(namespace: key.namespace, room: key.room), timeout: timeout, own: ClusterReply())
+            for (from, reply) in replies where from != nodeName {
+                let added = presenceRooms.withLock { $0.merge(reply.names, of: from, in: key) }
+                guard from == node else { continue }
+                for id in added {
+                    reportPresence(PresenceEvent(kind: .joined, namespace: key.namespace, room: key.room, id: id, node: from))
+                }
+            }
+        }
+    }
+
+    /// Reports an event here: the hook, and the client event to the room's local members.
+    private func reportPresence(_ event: PresenceEvent) {
+        configuration.onPresence?(event)
+        guard let name = configuration.presence.clientEvent, let body = ClusterReply.encode(event),
+            let frame = try? MessageCodec.encode(Message(namespace: event.namespace, room: event.room, event: name, body: ByteBuffer(bytes: body)))
+        else { return }
+        _ = deliverLocally(frame, binary: false, to: BroadcastTarget(namespace: event.namespace, room: event.room))
+    }
 
     /// Waits until the live nodes (this one included, sorted) satisfy `condition` (for tests).
     package func waitForClusterNodes(

@@ -96,6 +96,10 @@ extension Server {
         /// How nodes notice each other (heartbeats, the node timeout) and the bounds of
         /// cluster-wide queries (``Server/clusterMembers(ofRoom:in:timeout:)``…).
         public var presence = PresenceConfiguration()
+        /// Called with each join and leave, anywhere in the cluster, of the rooms this node
+        /// follows: rooms of the namespaces in ``PresenceConfiguration/namespaces`` where it
+        /// has a member. Once per change; a node that is gone makes its members leave.
+        public var onPresence: (@Sendable (PresenceEvent) -> Void)?
         /// Called when the node's exchange connection changes state (also logged).
         public var onExchangeStatus: (@Sendable (ExchangeStatus) -> Void)?
 

@@ -28,12 +28,14 @@ extension Server: ConnDelegate {
         let (joined, newRoom) = index.withLock { $0.join(ns, room: room) }
         if newRoom { metrics.rooms.increment() }
         if joined, let link { link.retain(link.roomSubject(ns.namespace, room)) }
+        if joined, configuration.presence.namespaces.contains(ns.namespace) { presenceJoined(conn.id, room: room, in: ns.namespace) }
     }
 
     func conn(_ conn: Conn, didLeave room: String, in ns: NSConn) {
         let (left, roomGone) = index.withLock { $0.leave(ns, room: room) }
         if roomGone { metrics.rooms.decrement() }
         if left, let link { link.release(link.roomSubject(ns.namespace, room)) }
+        if left, configuration.presence.namespaces.contains(ns.namespace) { presenceLeft(conn.id, room: room, in: ns.namespace) }
     }
 
     func connShouldReconnect(_ conn: Conn, reason: CloseReason) -> Bool { false }

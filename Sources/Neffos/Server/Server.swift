@@ -54,6 +54,8 @@ public final class Server: Sendable {
     /// The server's asks that ended lately (a reply to one is late or duplicate).
     let endedAsks = Locked(EndedTokens(capacity: 4096))
     let linkBox = Locked<ClusterLink?>(nil)
+    /// The rooms whose presence this node follows, and their members elsewhere.
+    let presenceRooms = Locked(PresenceRooms())
     private let starting = Locked<Task<Void, any Error>?>(nil)
     /// This node's name on the exchange.
     public let nodeName: String

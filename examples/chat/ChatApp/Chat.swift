@@ -66,9 +66,13 @@ public enum Chat {
         id.lastIndex(of: "~").map { String(id[..<$0]) } ?? id
     }
 
-    /// The chat's server settings over `configuration`: IDs that carry names.
+    /// The chat's server settings over `configuration`: IDs that carry names, and presence
+    /// events for its rooms (the pages get a `presence` event for each join and leave on any
+    /// node, a node that is gone included, and refresh their member list).
     static func configure(_ configuration: inout Server.Configuration) {
         configuration.idGenerator = connectionID
+        configuration.presence.namespaces = ["default"]
+        configuration.presence.clientEvent = "presence"
     }
 
     /// The `default` namespace: rooms, chat lines, join/leave notices, and a members ask.
