@@ -38,6 +38,8 @@ extension Server.Configuration {
     /// | `neffos.presence.queryTimeout` | ``Server/PresenceConfiguration/queryTimeout`` | 2 s |
     /// | `neffos.presence.maxQueryResults` | ``Server/PresenceConfiguration/maxQueryResults`` | 10000 |
     /// | `neffos.presence.maxPendingQueries` | ``Server/PresenceConfiguration/maxPendingQueries`` | 256 |
+    /// | `neffos.presence.namespaces` | ``Server/PresenceConfiguration/namespaces``, separated by commas | none |
+    /// | `neffos.presence.clientEvent` | ``Server/PresenceConfiguration/clientEvent`` | none |
     /// | `neffos.limits.messageBytes` | ``Server/TransportConfiguration/maxMessageSize`` | 512 KiB |
     /// | `neffos.limits.frameBytes` | ``Server/TransportConfiguration/maxFrameSize`` | 512 KiB |
     /// | `neffos.limits.outboxBytes` | ``Server/TransportConfiguration/maxOutboxBytes`` | 512 KiB |
@@ -97,6 +99,10 @@ extension Server.PresenceConfiguration {
         queryTimeout = try values.duration("presence.queryTimeout") ?? queryTimeout
         maxQueryResults = try values.int("presence.maxQueryResults", minimum: 1) ?? maxQueryResults
         maxPendingQueries = try values.int("presence.maxPendingQueries", minimum: 1) ?? maxPendingQueries
+        if let list = try values.string("presence.namespaces") {
+            namespaces = Set(list.split(separator: ",").map { String($0).trimmed }.filter { !$0.isEmpty })
+        }
+        if let name = try values.string("presence.clientEvent") { clientEvent = EventName(rawValue: name) }
         guard heartbeatInterval > .zero else { throw values.invalid("presence.heartbeatInterval", "must be more than 0") }
         guard nodeTimeout > heartbeatInterval else {
             throw values.invalid("presence.nodeTimeout", "must be more than presence.heartbeatInterval (\(heartbeatInterval)), got \(nodeTimeout)")

@@ -58,8 +58,11 @@ extension Server {
     /// repeats. The namespace connections of the local ones are in
     /// ``members(ofRoom:in:)``.
     ///
-    /// - Parameter timeout: how long to wait for the other nodes. Default:
-    ///   ``PresenceConfiguration/queryTimeout``.
+    /// - Parameters:
+    ///   - room: the room.
+    ///   - namespace: its namespace.
+    ///   - timeout: how long to wait for the other nodes. Default:
+    ///     ``PresenceConfiguration/queryTimeout``.
     /// - Throws: ``NeffosError/limitExceeded`` when ``PresenceConfiguration/maxPendingQueries``
     ///   queries already wait.
     public func clusterMembers(ofRoom room: String, in namespace: String, timeout: Duration? = nil) async throws(NeffosError) -> ClusterAnswer<[String]> {
