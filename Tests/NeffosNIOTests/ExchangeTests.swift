@@ -97,6 +97,29 @@ struct ExchangeTests {
         #expect(bus.nodes.isEmpty)
     }
 
+    @Test("Presence: a room's members get the opt-in presence event, as a client sees it, for a join on another node")
+    func presenceClientEvent() async throws {
+        let bus = InProcessExchange()
+        let cluster = try await TestCluster.start(nodes: 2, namespaces: ["default": Events()], configure: { _, configuration in
+            configuration.presence.namespaces = ["default"]
+            configuration.presence.clientEvent = "presence"
+        }) { _ in bus }
+        try await cluster.servers[0].waitForClusterNodes("both nodes") { $0.count == 2 }
+        let watcher = Received()
+        var events = watcher.events()
+        events.on("presence") { _, message in watcher.append(message) }
+        let here = try await cluster.client(at: 0, namespaces: ["default": events])
+        _ = try await here.connect("default").joinRoom("lobby")
+        let there = try await cluster.client(at: 1, namespaces: ["default": Events()])
+        _ = try await there.connect("default").joinRoom("lobby")
+        try await watcher.wait(for: 2, of: "presence")  // its own join, then the other's
+        let bodies = watcher.messages.filter { $0.event == "presence" }.map(\.bodyString)
+        let other = try #require(bodies.first { $0.contains(there.id) })
+        let event = try JSONDecoder().decode(PresenceEvent.self, from: Data(other.utf8))
+        #expect(event == PresenceEvent(kind: .joined, namespace: "default", room: "lobby", id: there.id, node: "node-1"))
+        await cluster.stop()
+    }
+
     @Test("a broadcast nobody else wants is not published")
     func noInterestNoPublish() async throws {
         let bus = InProcessExchange()
