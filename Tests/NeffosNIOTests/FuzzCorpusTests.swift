@@ -54,7 +54,9 @@ struct FuzzFindingsTests {
             try await connectNamespace(socket, "default")
             // The server reads them in order: it closes, then NIO cannot decode a fragmented ping.
             try await socket.send(";default;;bye;0;0;")
-            try await socket.send(frame: WebSocketFrame(fin: false, opcode: .ping, maskKey: .random(), data: ByteBuffer(string: "x")))
+            // The server may have ended the socket already (it does not wait for garbage after
+            // its close frame): the send then fails, and nothing more can come either.
+            try? await socket.send(frame: WebSocketFrame(fin: false, opcode: .ping, maskKey: .random(), data: ByteBuffer(string: "x")))
             #expect(try await socket.nextClose().closeCode == .normal)
             do {
                 let frame = try await socket.next(timeout: .seconds(5))

@@ -224,7 +224,8 @@ public final class Server: Sendable {
         live.add(1, ordering: .relaxed)
         unfinished.add(1, ordering: .relaxed)
         metrics.acceptedConnection()
-        tracing?.startHandshake(conn, request: request)
+        // Native-only servers have no neffos handshake to trace.
+        if !namespaces.isNativeOnly { tracing?.startHandshake(conn, request: request) }
         conn.startServerSide(transport: transport, handshakeTimeout: configuration.handshakeTimeout)
         if isShuttingDown {
             // Accepted by a transport that had not yet heard of the shutdown.
