@@ -6,8 +6,7 @@ import Testing
 struct ExchangeConformanceTests {
     @Test("in-process exchange, 3 nodes", arguments: ExchangeConformance.checks)
     func inProcess(_ check: ExchangeConformance.Check) async throws {
-        let bus = InProcessExchange()
-        try await ExchangeConformance(name: "in-process") { _ in bus }.run(check)
+        try await Self.inProcessSuite().run(check)
     }
 
     @Test("loopback exchange, 3 nodes", arguments: ExchangeConformance.checks)
@@ -17,8 +16,13 @@ struct ExchangeConformanceTests {
 
     @Test("Presence on the in-process exchange, 3 nodes", arguments: ExchangeConformance.presenceChecks)
     func inProcessPresence(_ check: ExchangeConformance.Check) async throws {
+        try await Self.inProcessSuite().run(check)
+    }
+
+    /// The in-process suite: one bus shared by the nodes (no faults to inject).
+    static func inProcessSuite() -> ExchangeConformance {
         let bus = InProcessExchange()
-        try await ExchangeConformance(name: "in-process") { _ in bus }.run(check)
+        return ExchangeConformance(name: "in-process") { _ in bus }
     }
 
     @Test("Presence on the loopback exchange, 3 nodes", arguments: ExchangeConformance.presenceChecks)

@@ -215,11 +215,6 @@ extension Server {
     /// Cuts this node off its exchange as a crash would: no goodbye, no more heartbeats; the
     /// other nodes notice only by its silence (for tests of the node timeout).
     package func severExchange() async {
-        let link = linkBox.withLock { box in
-            defer { box = nil }
-            return box
-        }
-        link?.stopHeartbeats(sayingGoodbye: false)
-        await link?.connection.close()
+        await detachLink(sayingGoodbye: false)
     }
 }

@@ -302,11 +302,17 @@ public final class Server: Sendable {
     public func shutdown(timeout: Duration = .seconds(10)) async {
         lifecycle.withLock { $0.shuttingDown = true }
         await closeConnections(timeout: timeout)
+        await detachLink(sayingGoodbye: true)
+    }
+
+    /// Takes the link away, stops its heartbeats (with a goodbye to the other nodes, or
+    /// silently as a crash would) and closes its exchange connection.
+    func detachLink(sayingGoodbye: Bool) async {
         let link = linkBox.withLock { box in
             defer { box = nil }
             return box
         }
-        link?.stopHeartbeats(sayingGoodbye: true)
+        link?.stopHeartbeats(sayingGoodbye: sayingGoodbye)
         await link?.connection.close()
     }
 
