@@ -20,10 +20,15 @@ import NeffosNATS
 // The server `neffos bench` drives: namespace `bench` with an `echo` ask, an `askback` ask
 // (the server asks the sender `askback` with the same body and answers with the reply's
 // body) and a `broadcast` event that re-broadcasts its body as `tick` to the namespace, or to
-// the message's room.
+// the message's room. With --presence on (or events), namespace `bench` keeps cluster
+// presence: a `members` ask lists the message's room across the cluster and answers with the
+// ask's body (an error when a node did not answer), and `stats` answers
+// `<presence events> <bus published> <bus delivered> <nodes known>` (this node's counters); with events,
+// members also get the `presence` client event.
 //
 //   neffos-bench-server [--port 0] [--exchange URL] [--mount listener|hummingbird|vapor]
-//                       [--tls-cert FILE --tls-key FILE] [--tracer none|noop|memory] [--log-level L]
+//                       [--tls-cert FILE --tls-key FILE] [--tracer none|noop|memory]
+//                       [--presence off|on|events] [--log-level L]
 //
 // --mount picks the transport, all serving the same events at `/`: the standalone
 // `WebSocketListener` (the default), a Hummingbird application (`NeffosHummingbird`), or a
@@ -38,6 +43,7 @@ var tlsCertificate: String?
 var tlsKey: String?
 var exchangeFlag: String?
 var mount = "listener"
+var presenceFlag = "off"
 var arguments = CommandLine.arguments.dropFirst().makeIterator()
 while let argument = arguments.next() {
     switch argument {
@@ -47,9 +53,10 @@ while let argument = arguments.next() {
     case "--tracer": tracerFlag = arguments.next() ?? tracerFlag
     case "--tls-cert": tlsCertificate = arguments.next()
     case "--tls-key": tlsKey = arguments.next()
+    case "--presence": presenceFlag = arguments.next() ?? presenceFlag
     case "--log-level": logLevel = arguments.next().flatMap(Logger.Level.init(rawValue:)) ?? logLevel
     default:
-        FileHandle.standardError.write(Data("usage: neffos-bench-server [--port N] [--exchange URL] [--mount listener|hummingbird|vapor] [--tls-cert FILE --tls-key FILE] [--tracer none|noop|memory] [--log-level trace|debug|info|warning]\n".utf8))
+        FileHandle.standardError.write(Data("usage: neffos-bench-server [--port N] [--exchange URL] [--mount listener|hummingbird|vapor] [--tls-cert FILE --tls-key FILE] [--tracer none|noop|memory] [--presence off|on|events] [--log-level trace|debug|info|warning]\n".utf8))
         exit(2)
     }
 }
@@ -72,6 +79,21 @@ events.on("broadcast") { ns, message in
     ns.server?.broadcast(Message(namespace: ns.namespace, room: message.room, event: "tick", body: message.body))
 }
 
+/// What the `stats` ask reports, counted from the presence hook.
+let presenceEvents = Locked(0)
+events.answer("members") { ns, message in
+    guard let server = ns.server else { throw NeffosError.writeClosed }
+    let answer = try await server.clusterMembers(ofRoom: message.room, in: ns.namespace)
+    guard answer.isComplete else {
+        throw NeffosError.timeout.with(detail: "no answer from \(answer.missing.joined(separator: ", "))")
+    }
+    return Reply(message.body, isBinary: message.isBinary)
+}
+events.answer("stats") { ns, _ in
+    let bus = ns.server?.exchangeStatistics ?? ExchangeStatistics()
+    return Reply("\(presenceEvents.withLock { $0 }) \(bus.published) \(bus.delivered) \(ns.server?.clusterNodes.count ?? 0)")
+}
+
 var configuration = Neffos.Server.Configuration()
 configuration.logger = Logger(label: "bench-server")
 configuration.handshakeTimeout = .seconds(30)
@@ -84,6 +106,16 @@ case "noop": configuration.tracer = NoOpTracer()
 case "memory": configuration.tracer = InMemoryTracer()
 default:
     FileHandle.standardError.write(Data("neffos-bench-server: --tracer is none, noop or memory\n".utf8))
+    exit(2)
+}
+switch presenceFlag {
+case "off": break
+case "on", "events":
+    configuration.presence.namespaces = ["bench"]
+    if presenceFlag == "events" { configuration.presence.clientEvent = "presence" }
+    configuration.onPresence = { _ in presenceEvents.withLock { $0 += 1 } }
+default:
+    FileHandle.standardError.write(Data("neffos-bench-server: --presence is off, on or events\n".utf8))
     exit(2)
 }
 // Every bound at its default: the server `neffos bench abuse` attacks is the one users get.

@@ -274,3 +274,17 @@ private let killChildrenAtExit: Void = {
         for child in runningChildren.withLock({ Array($0.values) }) { child.terminate(signal: SIGKILL) }
     }
 }()
+
+extension ChildProcess {
+    /// The PIDs of the processes now running whose environment has `variable` set to `value`
+    /// (Linux `/proc`). A test starts a tool with a variable of its own, which every process
+    /// the tool starts inherits; none should be left when the tool is done.
+    public static func running(withEnvironment variable: String, _ value: String) -> [Int32] {
+        let entry = Array("\(variable)=\(value)".utf8)
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+        return entries.compactMap(Int32.init).filter { pid in
+            guard let data = FileManager.default.contents(atPath: "/proc/\(pid)/environ") else { return false }
+            return data.split(separator: 0).contains { $0.elementsEqual(entry) }
+        }
+    }
+}

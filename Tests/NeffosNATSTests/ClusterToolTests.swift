@@ -116,3 +116,34 @@ struct ScaleOutExampleTests {
         #expect(output.contains("nats-server -a 127.0.0.1 -p 4222"))
     }
 }
+
+@Suite("neffos bench presence")
+struct PresenceBenchTests {
+    @Test("Presence: the bench scenario runs on 3 nodes over NATS and reports one bus publish and one event per node per change")
+    func presenceScenario() async throws {
+        let arguments = [
+            "bench", "presence", "--clients", "30", "--rooms", "3", "--churners", "6", "--queriers", "2",
+            "--duration", "1", "--fanout-clients", "20", "--json", "--no-progress",
+        ]
+        let mark = UUID().uuidString
+        let (status, output) = try await ChildProcess.run(
+            try ChildProcess.sibling("neffos"), arguments, environment: ["NEFFOS_TEST_MARK": mark], timeout: .seconds(240))
+        #expect(status == 0, "it wrote:\n\(output)")
+        let start = try #require(output.firstIndex(of: "["), "no JSON in:\n\(output)")
+        let end = try #require(output.lastIndex(of: "]"))
+        let results = try #require(try JSONSerialization.jsonObject(with: Data(output[start...end].utf8)) as? [[String: Any]])
+        #expect(results.map { $0["scenario"] as? String } == ["presence-churn", "presence-query", "presence-query", "fanout", "fanout"])
+        for result in results {
+            #expect(result["errors"] as? Int == 0, "\(result)")
+            #expect((result["operations"] as? Int ?? 0) > 0, "\(result)")
+        }
+        let notes = try #require(results.first?["notes"] as? [String: String])
+        // Every node follows every room (10 members per room over 3 nodes): a join or leave is
+        // one publish, delivered to the two other nodes, and reported once on each of the three.
+        #expect(notes["eventsPerChange"] == "3.00", "\(notes)")
+        let publishes = try #require(notes["busPublishesPerChange"].flatMap(Double.init))
+        #expect(abs(publishes - 1) < 0.1, "\(notes)")
+        #expect(results.suffix(2).map { ($0["notes"] as? [String: String])?["presence"] } == ["on", "off"])
+        #expect(ChildProcess.running(withEnvironment: "NEFFOS_TEST_MARK", mark).isEmpty, "no bench server or nats-server outlives its run")
+    }
+}

@@ -3,21 +3,20 @@ import NeffosProcess
 import NeffosTesting
 import Testing
 
-/// The processes now running whose command line contains `name`.
-func processes(named name: String) -> [Int32] {
-    let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
-    return entries.compactMap(Int32.init).filter { pid in
-        guard let data = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") else { return false }
-        return String(decoding: data, as: UTF8.self).contains(name)
-    }
-}
-
 @Suite("neffos bench", .serialized)
 struct BenchToolTests {
+    /// This test's mark, in the environment of every process its tool starts: other suites run
+    /// bench servers of their own meanwhile.
+    let mark = UUID().uuidString
+
+    /// The processes started under this test's mark that are still running.
+    var leftovers: [Int32] { ChildProcess.running(withEnvironment: "NEFFOS_TEST_MARK", mark) }
+
     /// Runs `neffos bench <arguments> --json --no-progress` and decodes its results.
     func bench(_ arguments: [String]) async throws -> [[String: Any]] {
         let tool = try ChildProcess.sibling("neffos")
-        let (status, output) = try await ChildProcess.run(tool, ["bench"] + arguments + ["--json", "--no-progress"], timeout: .seconds(120))
+        let (status, output) = try await ChildProcess.run(
+            tool, ["bench"] + arguments + ["--json", "--no-progress"], environment: ["NEFFOS_TEST_MARK": mark], timeout: .seconds(120))
         #expect(status == 0, "it wrote:\n\(output)")
         guard let start = output.firstIndex(of: "["), let end = output.lastIndex(of: "]") else {
             throw RawWebSocketError(description: "no JSON in:\n\(output)")
@@ -41,8 +40,7 @@ struct BenchToolTests {
         #expect((rooms.first?["operations"] as? Int ?? 0) > 0, "\(rooms)")
         let connect = try await bench(["connect", "--clients", "50", "--concurrency", "10"])
         #expect(connect.first?["operations"] as? Int == 50, "\(connect)")
-        #expect(processes(named: "neffos-bench-server").isEmpty, "no bench server outlives its run")
-        #expect(processes(named: "neffos-raw-server").isEmpty, "no raw server outlives its run")
+        #expect(leftovers.isEmpty, "no bench or raw server outlives its run")
     }
 
     @Test("the bench server's askback asks the sender back and answers with the reply's body")
@@ -71,7 +69,7 @@ struct BenchToolTests {
         }
         let utf8 = try #require(results.first { ($0["scenario"] as? String)?.contains("invalid-utf8") == true })
         #expect((utf8["notes"] as? [String: String])?["attackersClosedByServer"] == "2/2")
-        #expect(processes(named: "neffos-bench-server").isEmpty, "no bench server outlives its run")
+        #expect(leftovers.isEmpty, "no bench server outlives its run")
     }
 
     @Test("a URL off loopback is refused")

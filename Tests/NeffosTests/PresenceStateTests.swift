@@ -78,4 +78,30 @@ struct PresenceStateTests {
         #expect(!stillFollowed && unfollowed, "unfollowed when the last local member left")
         #expect(rooms.followed.isEmpty)
     }
+
+    @Test("Presence: a member whose leave arrives during a sync is not listed by an answer taken before it")
+    func presenceSyncRace() {
+        var rooms = PresenceRooms()
+        let lobby = PresenceRooms.Key(namespace: "default", room: "lobby")
+        _ = rooms.localJoined(lobby)
+        rooms.syncStarted(lobby)
+        // n1's "b" leaves before n1's answer (taken before the leave) arrives.
+        let unknownLeave = rooms.apply(PresenceEvent(kind: .left, namespace: "default", room: "lobby", id: "b", node: "n1"))
+        #expect(!unknownLeave, "nothing to report: b was never listed here")
+        // "c" leaves and joins again during the sync: it is a member.
+        _ = rooms.apply(PresenceEvent(kind: .left, namespace: "default", room: "lobby", id: "c", node: "n1"))
+        let rejoined = rooms.apply(PresenceEvent(kind: .joined, namespace: "default", room: "lobby", id: "c", node: "n1"))
+        #expect(rejoined)
+        let added = rooms.merge(["b", "c", "d"], of: "n1", in: lobby)
+        #expect(added == ["d"], "b left, c was known")
+        #expect(rooms.remote[lobby]?["n1"] == ["c", "d"])
+        rooms.syncEnded(lobby)
+        // After the sync, a leave of an unknown member is forgotten: a later sync lists it again.
+        _ = rooms.apply(PresenceEvent(kind: .left, namespace: "default", room: "lobby", id: "e", node: "n1"))
+        rooms.syncStarted(lobby)
+        let later = rooms.merge(["e"], of: "n1", in: lobby)
+        #expect(later == ["e"])
+        rooms.syncEnded(lobby)
+        rooms.syncEnded(lobby)  // one end too many is harmless
+    }
 }

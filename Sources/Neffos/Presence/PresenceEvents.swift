@@ -46,6 +46,12 @@ struct PresenceRooms: Sendable {
     private var local: [Key: Int] = [:]
     /// Members on other nodes per followed room, by node.
     private(set) var remote: [Key: [String: Set<String>]] = [:]
+    /// Syncs in flight per room (queries of who the other nodes hold there).
+    private var syncing: [Key: Int] = [:]
+    /// While a room's sync is in flight: the members, by node, whose leave arrived before they
+    /// were known. An answer taken before the leave still lists them; they are not merged.
+    /// Bounded by the leaves of one query timeout; dropped when the room's last sync ends.
+    private var departed: [Key: [String: Set<String>]] = [:]
 
     var followed: [Key] { Array(remote.keys) }
 
@@ -66,7 +72,24 @@ struct PresenceRooms: Sendable {
         }
         local[key] = nil
         remote[key] = nil
+        departed[key] = nil
         return true
+    }
+
+    /// A sync of `key` starts: leaves of members not yet known are remembered until it ends.
+    mutating func syncStarted(_ key: Key) {
+        syncing[key, default: 0] += 1
+    }
+
+    /// A sync of `key` ended (all answered, or its deadline passed).
+    mutating func syncEnded(_ key: Key) {
+        guard let count = syncing[key] else { return }
+        if count > 1 {
+            syncing[key] = count - 1
+        } else {
+            syncing[key] = nil
+            departed[key] = nil
+        }
     }
 
     /// Applies an event from another node; returns whether it changed anything (so that it is
@@ -75,18 +98,27 @@ struct PresenceRooms: Sendable {
         let key = Key(namespace: event.namespace, room: event.room)
         guard remote[key] != nil else { return false }
         switch event.kind {
-        case .joined: return remote[key]![event.node, default: []].insert(event.id).inserted
-        case .left: return remote[key]![event.node]?.remove(event.id) != nil
+        case .joined:
+            if departed[key] != nil { departed[key]![event.node]?.remove(event.id) }
+            return remote[key]![event.node, default: []].insert(event.id).inserted
+        case .left:
+            if remote[key]![event.node]?.remove(event.id) != nil { return true }
+            // Not known yet: a sync in flight may still list it.
+            if syncing[key] != nil { departed[key, default: [:]][event.node, default: []].insert(event.id) }
+            return false
         }
     }
 
     /// Merges what `node` reported holding in `key` (a sync), returning the members that were
-    /// not known (joined meanwhile, or on a node re-learned).
+    /// not known (joined meanwhile, or on a node re-learned). Members whose leave arrived during
+    /// the sync are not merged.
     mutating func merge(_ ids: [String], of node: String, in key: Key) -> [String] {
         guard remote[key] != nil else { return [] }
         let known = remote[key]![node, default: []]
-        remote[key]![node] = known.union(ids)
-        return ids.filter { !known.contains($0) }
+        let gone = departed[key]?[node] ?? []
+        let added = ids.filter { !known.contains($0) && !gone.contains($0) }
+        remote[key]![node] = known.union(added)
+        return added
     }
 
     /// `node` is gone: its members leave every followed room.

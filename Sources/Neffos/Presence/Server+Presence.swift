@@ -176,6 +176,7 @@ extension Server {
     private func syncPresence(_ key: PresenceRooms.Key, announcing node: String?) {
         guard let link else { return }
         let timeout = configuration.presence.queryTimeout
+        presenceRooms.withLock { $0.syncStarted(key) }
         Task {
             let (replies, _) = await link.ask(.members(namespace: key.namespace, room: key.room), timeout: timeout, own: ClusterReply())
             for (from, reply) in replies where from != nodeName {
@@ -185,6 +186,7 @@ extension Server {
                     reportPresence(PresenceEvent(kind: .joined, namespace: key.namespace, room: key.room, id: id, node: from))
                 }
             }
+            presenceRooms.withLock { $0.syncEnded(key) }
         }
     }
 

@@ -15,8 +15,8 @@ enum BenchProcesses {
     }
 
     /// Starts `neffos-bench-server` (or `neffos-raw-server` when `raw`), optionally on
-    /// `exchange`, and waits until it listens.
-    static func startServer(raw: Bool, exchange: String? = nil) async throws -> Server {
+    /// `exchange` and with `extra` arguments, and waits until it listens.
+    static func startServer(raw: Bool, exchange: String? = nil, arguments extra: [String] = []) async throws -> Server {
         let name = raw ? "neffos-raw-server" : "neffos-bench-server"
         let path: String
         do {
@@ -26,6 +26,7 @@ enum BenchProcesses {
         }
         var arguments = ["--port", "0"]
         if let exchange { arguments += ["--exchange", exchange] }
+        arguments += extra
         let process = try ChildProcess.start(path, arguments)
         children.withLock { $0.append(process) }
         let line: String
@@ -71,6 +72,12 @@ enum BenchProcesses {
         for server in natsServers.withLock({ $0 }) {
             if let pid = server.pid { kill(pid, SIGKILL) }
         }
+    }
+
+    /// The CPU time (user + system) the processes `pids` have spent, in seconds, summed (a
+    /// process that is gone counts 0).
+    static func cpuSeconds(of pids: [Int32]) -> Double {
+        pids.reduce(0) { $0 + (ProcessSample(pid: $1)?.cpuSeconds ?? 0) }
     }
 
     /// The resident memory of process `pid`, in bytes (Linux `/proc`).

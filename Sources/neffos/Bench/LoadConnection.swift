@@ -27,12 +27,14 @@ final class Recorder: @unchecked Sendable {
     var received = 0
     var sent = 0
     var errors = 0
+    /// `presence` client events received.
+    var presence = 0
 
     init(loop: any EventLoop) { self.loop = loop }
 
     /// A copy of the counters, taken on the loop.
     func snapshot() -> EventLoopFuture<Tally> {
-        loop.submit { Tally(latency: self.latency, received: self.received, sent: self.sent, errors: self.errors) }
+        loop.submit { Tally(latency: self.latency, received: self.received, sent: self.sent, errors: self.errors, presence: self.presence) }
     }
 
     /// Zeroes the counters, on the loop.
@@ -42,6 +44,7 @@ final class Recorder: @unchecked Sendable {
             self.received = 0
             self.sent = 0
             self.errors = 0
+            self.presence = 0
         }
     }
 }
@@ -52,12 +55,14 @@ struct Tally: Sendable {
     var received = 0
     var sent = 0
     var errors = 0
+    var presence = 0
 
     mutating func add(_ other: Tally) {
         latency.add(other.latency)
         received += other.received
         sent += other.sent
         errors += other.errors
+        presence += other.presence
     }
 }
 
@@ -68,8 +73,12 @@ enum LoadRole: Sendable {
     /// Also sends a `broadcast` of a timestamp (to `room`, or the namespace) each time it
     /// receives a tick, keeping `window` broadcasts in flight.
     case publisher(window: Int, room: String)
-    /// Keeps `inflight` `echo` asks going, recording each round trip.
-    case asker(inflight: Int)
+    /// Keeps `inflight` asks of `event` (`echo` by default) about `room` going, recording each
+    /// round trip.
+    case asker(inflight: Int, event: String = "echo", room: String = "")
+    /// Joins `room`, leaves it, joins it again… as fast as the server acknowledges, recording
+    /// each acknowledgement's round trip (a join or a leave is one operation).
+    case churner(room: String)
 }
 
 /// One benchmark connection: a bare neffos client that performs the handshake, connects the
@@ -99,7 +108,14 @@ final class LoadHandler: ChannelInboundHandler, @unchecked Sendable {
     private var needsFlush = false
     /// `;<namespace>;<room>;broadcast;0;0;` and `;<namespace>;;echo;0;0;`, built once.
     private lazy var broadcastHeader: [UInt8] = []
-    private lazy var askTail = Array(";\(namespace);;echo;0;0;".utf8)
+    private lazy var askTail: [UInt8] = {
+        guard case .asker(_, let event, let room) = role else { return [] }
+        return Array(";\(namespace);\(room);\(event);0;0;".utf8)
+    }()
+    /// The churner's next wait number, whether it is in its room, and when it sent its request.
+    private var churns: UInt64 = 0
+    private var churnSent: UInt64 = 0
+    private var inChurnRoom = false
     private let started = monotonicNanoseconds()
 
     init(namespace: String, rooms: [String], role: LoadRole, recorder: Recorder, ready: EventLoopPromise<UInt64>) {
@@ -212,8 +228,16 @@ final class LoadHandler: ChannelInboundHandler, @unchecked Sendable {
         context.close(promise: nil)
     }
 
-    /// A frame of the running benchmark: a `tick` or an `echo` reply; the body is a timestamp.
+    /// A frame of the running benchmark: a `tick` or an ask's reply, whose body is a timestamp;
+    /// a churner's acknowledgement; or a `presence` client event.
     private func receive(_ payload: ByteBuffer) {
+        if case .churner(let room) = role, payload.readableBytesView.first == UInt8(ascii: "$") {
+            return churned(payload, room: room)
+        }
+        if Self.isPresenceEvent(payload) {
+            recorder.presence += 1
+            return
+        }
         guard let stamp = Self.timestamp(in: payload) else {
             recorder.errors += 1
             return
@@ -229,8 +253,48 @@ final class LoadHandler: ChannelInboundHandler, @unchecked Sendable {
             publish(room: room)
         case .asker:
             ask()
+        case .churner:
+            break
         }
     }
+
+    /// A join or leave acknowledgement (`$j7;;;;;;`); the next request follows it.
+    private func churned(_ payload: ByteBuffer, room: String) {
+        let now = monotonicNanoseconds()
+        if payload.readableBytesView.suffix(6).elementsEqual(Self.emptyFields) {
+            recorder.received += 1
+            _ = recorder.latency.record(now >= churnSent ? now - churnSent : 0)
+            inChurnRoom.toggle()
+        } else {
+            recorder.errors += 1
+        }
+        if running { churn(room: room) }
+    }
+
+    private static let emptyFields = Array(";;;;;;".utf8)
+
+    /// Sends the churner's next join or leave.
+    private func churn(room: String) {
+        churns += 1
+        recorder.sent += 1
+        churnSent = monotonicNanoseconds()
+        send(inChurnRoom ? "$l\(churns);\(namespace);\(room);_OnRoomLeave;0;0;" : "$j\(churns);\(namespace);\(room);_OnRoomJoin;0;0;")
+    }
+
+    /// Whether the frame's event (its fourth field) is `presence`.
+    private static func isPresenceEvent(_ payload: ByteBuffer) -> Bool {
+        payload.withUnsafeReadableBytes { bytes in
+            var separators = 0
+            var index = 0
+            while index < bytes.count && separators < 3 {
+                if bytes[index] == UInt8(ascii: ";") { separators += 1 }
+                index += 1
+            }
+            return separators == 3 && bytes[index...].starts(with: presenceField)
+        }
+    }
+
+    private static let presenceField = Array("presence;".utf8)
 
     /// The decimal timestamp after the sixth `;`.
     private static func timestamp(in payload: ByteBuffer) -> UInt64? {
@@ -274,7 +338,8 @@ final class LoadHandler: ChannelInboundHandler, @unchecked Sendable {
         switch role {
         case .receiver: break
         case .publisher(let window, let room): for _ in 0..<window { publish(room: room) }
-        case .asker(let inflight): for _ in 0..<inflight { ask() }
+        case .asker(let inflight, _, _): for _ in 0..<inflight { ask() }
+        case .churner(let room): churn(room: room)
         }
         reading = false
         if needsFlush {

@@ -8,13 +8,17 @@ import NeffosNIO
 extension BenchRunner {
     /// Fan-out: one publisher broadcasts to all `clients` (itself included), keeping `window`
     /// broadcasts in flight; deliveries per second and delivery latency.
-    func fanout(_ urls: [WebSocketURL], server: String, clients: Int, window: Int, duration: Duration, warmUp: Duration = .zero) async throws -> BenchResult {
+    /// With `pids`, also the servers' CPU time (user + system, all of them) per delivery over the
+    /// measured run (its drain included).
+    func fanout(_ urls: [WebSocketURL], server: String, clients: Int, window: Int, duration: Duration, warmUp: Duration = .zero, pids: [Int32] = []) async throws -> BenchResult {
         let (connections, _) = try await connect(clients) { index in
             (urls[index % urls.count], [], index == 0 ? .publisher(window: window, room: "") : .receiver)
         }
         defer { for connection in connections { connection.close() } }
         if warmUp > .zero { _ = try await run("warm-up", active: [connections[0]], duration: warmUp) }
+        let cpuBefore = BenchProcesses.cpuSeconds(of: pids)
         let (end, drained) = try await run("fanout", active: [connections[0]], duration: duration)
+        let cpu = BenchProcesses.cpuSeconds(of: pids) - cpuBefore
         var result = BenchResult(
             scenario: "fanout", server: server, clients: clients, seconds: duration.seconds,
             operations: end.received, perSecond: Double(end.received) / duration.seconds,
@@ -23,6 +27,9 @@ extension BenchRunner {
         result.latency(drained.latency)
         result.notes["broadcasts"] = drained.sent.formatted
         if urls.count > 1 { result.notes["nodes"] = "\(urls.count)" }
+        if !pids.isEmpty, drained.received > 0 {
+            result.notes["serverCPUMicrosPerDelivery"] = String(format: "%.2f", cpu / Double(drained.received) * 1e6)
+        }
         return result
     }
 
