@@ -52,6 +52,7 @@ struct NIOClientConnector: ClientConnector {
     func connect(_ conn: Conn, attempt: Int) async throws {
         var headers = configuration.headers
         if attempt > 0 { headers.append((name: "X-Websocket-Reconnect", value: "\(attempt)")) }
+        if configuration.recovery { headers.append((name: RecoveryWire.header, value: "1")) }
         let settings = WebSocketSettings(
             isClient: true,
             maxOutboxBytes: 16 << 20,

@@ -26,7 +26,7 @@ final class SilentOwner: ConnDelegate {
     func connDidOpen(_ conn: Conn) {}
     func conn(_ conn: Conn, didConnect ns: NSConn, transport: (any ConnTransport)?) {}
     func conn(_ conn: Conn, didDisconnect ns: NSConn) {}
-    func conn(_ conn: Conn, didJoin room: String, in ns: NSConn) {}
+    func conn(_ conn: Conn, didJoin room: String, in ns: NSConn, recovery: JoinRecovery?) {}
     func conn(_ conn: Conn, didLeave room: String, in ns: NSConn) {}
     func connShouldReconnect(_ conn: Conn, reason: CloseReason) -> Bool { false }
     func connDidClose(_ conn: Conn, reason: CloseReason) {}
@@ -82,7 +82,7 @@ func describe(_ events: [ConnStateMachine.OwnerEvent]?) -> [String] {
         case .opened: "opened"
         case .connected(let ns, _): "connected \(ns.namespace)"
         case .disconnected(let ns): "disconnected \(ns.namespace)"
-        case .joined(let room, let ns): "joined \(ns.namespace)/\(room)"
+        case .joined(let room, let ns, _): "joined \(ns.namespace)/\(room)"
         case .left(let room, let ns): "left \(ns.namespace)/\(room)"
         case .closed: "closed"
         }

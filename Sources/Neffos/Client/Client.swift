@@ -129,6 +129,16 @@ public final class Client: Sendable {
         public var pingInterval: Duration?
         /// Where the client logs. Default: label `neffos.client`.
         public var logger = Logger(label: "neffos.client")
+        /// Whether the client asks for the history extension (the header `X-Neffos-Recovery:
+        /// 1`): it then remembers, per room, the position of the last message it received
+        /// there, and rejoining after a reconnection recovers what it missed from that
+        /// position (rooms the server keeps history for). A server without history ignores
+        /// it. Default: `true`.
+        public var recovery = true
+        /// Called once per room rejoined after a reconnection with a position to recover
+        /// from: whether everything missed came back (``RoomRecovery/isComplete``) and how many
+        /// kept messages did (they reach the room's handlers before this call).
+        public var onRecovery: (@Sendable (RoomRecovery) -> Void)?
 
         /// The default configuration.
         public init() {}
@@ -337,7 +347,9 @@ public final class Client: Sendable {
         for (ns, rooms) in conn.takeForRestore() {
             do {
                 try await conn.reconnect(ns)
-                for room in rooms.sorted() { try await conn.rejoin(room, in: ns) }
+                for room in rooms.sorted() {
+                    if let recovery = try await conn.rejoin(room, in: ns) { configuration.onRecovery?(recovery) }
+                }
             } catch {
                 configuration.logger.warning("could not restore a namespace after reconnecting", metadata: ["namespace": "\(ns.namespace)", "error": "\(error)"])
                 await conn.fireRestoreFailure(ns, rooms: rooms)
@@ -369,7 +381,7 @@ private final class ClientRelay: ConnDelegate {
     func connDidOpen(_ conn: Conn) {}
     func conn(_ conn: Conn, didConnect ns: NSConn, transport: (any ConnTransport)?) {}
     func conn(_ conn: Conn, didDisconnect ns: NSConn) {}
-    func conn(_ conn: Conn, didJoin room: String, in ns: NSConn) {}
+    func conn(_ conn: Conn, didJoin room: String, in ns: NSConn, recovery: JoinRecovery?) {}
     func conn(_ conn: Conn, didLeave room: String, in ns: NSConn) {}
     func connShouldReconnect(_ conn: Conn, reason: CloseReason) -> Bool { target?.shouldReconnect() ?? false }
 

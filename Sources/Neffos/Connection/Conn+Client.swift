@@ -53,12 +53,48 @@ extension Conn {
         await fireLocal(.namespaceConnected, on: ns, request)
     }
 
-    /// Asks the server to join `room` again for `ns`.
-    func rejoin(_ room: String, in ns: NSConn) async throws {
+    /// Asks the server to join `room` again for `ns`, recovering from the last position
+    /// received there (a room with history); returns how that went, or `nil` when the room
+    /// has no position (no history, or the server does not speak the extension).
+    func rejoin(_ room: String, in ns: NSConn) async throws -> RoomRecovery? {
         var request = Message(namespace: ns.namespace, room: room, event: .roomJoin)
         request.isLocal = true
-        _ = try await ask(request, timeout: nil, effect: .addRoom(room, namespace: ns.namespace))
+        if let position = machine.withLock({ $0.positions[RecoveryWire.RoomKey(ns.namespace, room)] }) {
+            request.body = RecoveryWire.recoveryBody(after: position)
+        }
+        let answer = try await ask(request, timeout: nil, effect: .addRoom(room, namespace: ns.namespace))
+        let recovery = noteJoinReply(answer.reply, room: room, in: ns.namespace)
+        request.body = ByteBuffer()
         await fireLocal(.roomJoined, on: ns, request)
+        return recovery
+    }
+
+    /// Client side: the server answered a join of `room`. With the history extension, the
+    /// reply gives the room's position at the join (kept when no kept message follows it) and
+    /// how a recovery went.
+    @discardableResult
+    func noteJoinReply(_ reply: Message, room: String, in namespace: String) -> RoomRecovery? {
+        guard let (status, count, latest) = RecoveryWire.parseJoinReply(reply.body) else { return nil }
+        if count == 0 {
+            let key = RecoveryWire.RoomKey(namespace, room)
+            machine.withLock { state in
+                // A live message may have arrived already (it is newer).
+                if let current = state.positions[key], current.epoch == latest.epoch, current.offset >= latest.offset { return }
+                state.positions[key] = latest
+            }
+        }
+        guard status != .notAsked else { return nil }
+        return RoomRecovery(namespace: namespace, room: room, isComplete: status == .recovered, messages: count)
+    }
+
+    /// Client side: the last position received in `room` of `namespace`.
+    func position(ofRoom room: String, in namespace: String) -> HistoryPosition? {
+        machine.withLock { $0.positions[RecoveryWire.RoomKey(namespace, room)] }
+    }
+
+    /// Client side: `room` was left on purpose; nothing to recover there.
+    func forgetPosition(ofRoom room: String, in namespace: String) {
+        machine.withLock { $0.positions[RecoveryWire.RoomKey(namespace, room)] = nil }
     }
 
     /// A namespace the server would not restore: its rooms and the namespace are left, forced.

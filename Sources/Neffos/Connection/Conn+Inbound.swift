@@ -123,6 +123,16 @@ extension Conn {
             }
         }
         server?.metrics.received(bytes: frame.readableBytes)
+        if isClient, message.wait.utf8.first == RecoveryWire.marker {
+            // A positioned broadcast (the history extension): remember where the room is.
+            if let position = RecoveryWire.position(inWait: message.wait) {
+                let key = RecoveryWire.RoomKey(message.namespace, message.room)
+                machine.withLock { $0.positions[key] = position }
+            }
+            var broadcast = message
+            broadcast.wait = ""
+            return dispatch(broadcast)
+        }
         if !message.wait.isEmpty && matchReply(message) { return }
         dispatch(message)
     }

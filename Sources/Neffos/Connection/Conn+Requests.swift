@@ -52,6 +52,8 @@ extension Conn {
 
     func replyRoomJoin(_ request: Message) async {
         guard !request.wait.isEmpty, !request.isNoOp else { return }
+        var request = request
+        let recovery = server?.joinRecovery(for: &request, on: self)
         guard let ns = namespace(request.namespace) else {
             sendError(to: request, NeffosError.badNamespace)
             return
@@ -72,9 +74,10 @@ extension Conn {
             sendError(to: request, error)
             return
         }
-        _ = machine.withLock { $0.addRoom(request.room, in: request.namespace) }
+        let added = machine.withLock { $0.addRoom(request.room, in: request.namespace, recovery: recovery) }
         notifyOwner()
-        sendEmptyReply(to: request.wait)
+        // A join with history is answered by the server, with what follows the reply.
+        if recovery == nil || !added { sendEmptyReply(to: request.wait) }
         var joined = request
         joined.event = .roomJoined
         await fireLocal(.roomJoined, on: ns, joined)

@@ -53,8 +53,9 @@ protocol ConnDelegate: AnyObject, Sendable {
     func conn(_ conn: Conn, didConnect ns: NSConn, transport: (any ConnTransport)?)
     /// The connection left a namespace.
     func conn(_ conn: Conn, didDisconnect ns: NSConn)
-    /// The connection joined a room.
-    func conn(_ conn: Conn, didJoin room: String, in ns: NSConn)
+    /// The connection joined a room; `recovery` says what the join's reply carries and what
+    /// follows it (a room with history), or is `nil` (the empty reply was sent).
+    func conn(_ conn: Conn, didJoin room: String, in ns: NSConn, recovery: JoinRecovery?)
     /// The connection left a room.
     func conn(_ conn: Conn, didLeave room: String, in ns: NSConn)
     /// The transport of a client connection was lost without a local close; returns whether
@@ -88,6 +89,9 @@ public final class Conn: Sendable {
     public let reconnectTries: Int
     /// Values your handlers keep with the connection.
     public let store = ConnStore()
+    /// Whether the client asked for the history extension (server side: the upgrade header
+    /// `X-Neffos-Recovery: 1`): its room broadcasts carry positions and its joins may recover.
+    public let wantsPositions: Bool
     /// The connection's logger (metadata: `neffos.conn`).
     public let logger: Logger
 
@@ -115,6 +119,7 @@ public final class Conn: Sendable {
         self.isClient = isClient
         self.server = server
         self.request = request
+        self.wantsPositions = !isClient && request.header(RecoveryWire.header) == "1"
         self.reconnectTries = reconnectTries
         self.namespaces = namespaces
         self.settings = settings
@@ -178,7 +183,7 @@ public final class Conn: Sendable {
         case .opened: delegate.connDidOpen(self)
         case .connected(let ns, let transport): delegate.conn(self, didConnect: ns, transport: transport)
         case .disconnected(let ns): delegate.conn(self, didDisconnect: ns)
-        case .joined(let room, let ns): delegate.conn(self, didJoin: room, in: ns)
+        case .joined(let room, let ns, let recovery): delegate.conn(self, didJoin: room, in: ns, recovery: recovery)
         case .left(let room, let ns): delegate.conn(self, didLeave: room, in: ns)
         case .closed(let reason): delegate.connDidClose(self, reason: reason)
         }

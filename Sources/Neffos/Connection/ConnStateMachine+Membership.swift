@@ -37,13 +37,14 @@ extension ConnStateMachine {
         return nil
     }
 
-    /// Adds a joined room; returns `false` when its namespace is not connected.
+    /// Adds a joined room; returns `false` when its namespace is not connected or the room was
+    /// joined already (then no owner event, and `recovery` is not used).
     @discardableResult
-    mutating func addRoom(_ room: String, in name: String) -> Bool {
+    mutating func addRoom(_ room: String, in name: String, recovery: JoinRecovery? = nil) -> Bool {
         // Mutated in place: holding a copy of the entry while inserting would copy the whole
         // room set on every join (O(rooms)).
-        guard let inserted = namespaces[name]?.rooms.insert(room).inserted else { return false }
-        if inserted, let ns = namespaces[name]?.nsConn { ownerEvents.append(.joined(room, ns)) }
+        guard let inserted = namespaces[name]?.rooms.insert(room).inserted, inserted else { return false }
+        if let ns = namespaces[name]?.nsConn { ownerEvents.append(.joined(room, ns, recovery)) }
         return true
     }
 

@@ -105,6 +105,10 @@ struct ConnStateMachine {
         var removedRooms: Set<String> = []
     }
 
+    /// Client side: the last position received in each room with history (kept across
+    /// reconnections, to recover from; dropped when the room is left).
+    var positions: [RecoveryWire.RoomKey: HistoryPosition] = [:]
+
     /// A change the owner must learn, delivered in order.
     enum OwnerEvent {
         /// The handshake completed.
@@ -113,8 +117,8 @@ struct ConnStateMachine {
         case connected(NSConn, any ConnTransport)
         /// A namespace was disconnected.
         case disconnected(NSConn)
-        /// A room was joined.
-        case joined(String, NSConn)
+        /// A room was joined (with what its reply carries, for a room with history).
+        case joined(String, NSConn, JoinRecovery?)
         /// A room was left.
         case left(String, NSConn)
         /// The transport closed (before the local close events fire).

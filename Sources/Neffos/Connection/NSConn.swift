@@ -109,7 +109,8 @@ public final class NSConn: Sendable {
         var request = Message(namespace: namespace, room: room, event: .roomJoin)
         request.isLocal = true
         _ = try await conn.fire(.roomJoin, on: self, request)
-        _ = try await conn.ask(request, timeout: timeout, effect: .addRoom(room, namespace: namespace))
+        let answer = try await conn.ask(request, timeout: timeout, effect: .addRoom(room, namespace: namespace))
+        if conn.isClient { conn.noteJoinReply(answer.reply, room: room, in: namespace) }
         guard isJoined(room) else {
             throw NeffosError.badNamespace.with(detail: "\"\(namespace)\" was disconnected while joining \"\(room)\"")
         }
@@ -129,6 +130,7 @@ public final class NSConn: Sendable {
         request.isLocal = true
         _ = try await conn.fire(.roomLeave, on: self, request)
         _ = try await conn.ask(request, timeout: timeout, effect: .removeRoom(room, namespace: namespace))
+        if conn.isClient { conn.forgetPosition(ofRoom: room, in: namespace) }
         await conn.fireLocal(.roomLeft, on: self, request)
     }
 

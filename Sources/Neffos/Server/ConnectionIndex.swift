@@ -141,6 +141,18 @@ struct ConnectionIndex {
         }
     }
 
+    /// The namespace membership of `ns` (where to write to it), if it is in the index.
+    func member(_ ns: NSConn) -> Member? {
+        let key = ObjectIdentifier(ns)
+        guard let index = namespaces[ns.namespace], let loop = index.loops[key] else { return nil }
+        return index.members.groups[loop]?.members[key]
+    }
+
+    /// Whether `room` of `namespace` has a member on this server.
+    func hasMembers(inRoom room: String, of namespace: String) -> Bool {
+        (namespaces[namespace]?.rooms[room]?.count ?? 0) > 0
+    }
+
     /// The loop groups a broadcast to `target` goes to, and how many receivers they hold once
     /// the excluded connection is left out.
     func receivers(of target: BroadcastTarget) -> ([LoopGroup], Int) {

@@ -33,6 +33,11 @@ extension Server {
     /// Queues `frame` to the local receivers of `target`; returns how many. Never waits for a
     /// receiver: a full outbox drops the frame (counted).
     func deliverLocally(_ frame: ByteBuffer, binary: Bool, to target: BroadcastTarget) -> Int {
+        if !configuration.history.rules.isEmpty, target.to.isEmpty,
+            let rule = configuration.history.rule(for: target.room, in: target.namespace)
+        {
+            return deliverKept(frame, binary: binary, to: target, rule: rule)
+        }
         let (groups, count) = index.withLock { $0.receivers(of: target) }
         guard count > 0 else { return 0 }
         let metrics = self.metrics

@@ -96,6 +96,9 @@ extension Server {
         /// How nodes notice each other (heartbeats, the node timeout) and the bounds of
         /// cluster-wide queries (``Server/clusterMembers(ofRoom:in:timeout:)``…).
         public var presence = PresenceConfiguration()
+        /// The rooms that keep their broadcasts (positions, recovery on reconnect, the latest
+        /// message on join) and where. Default: none.
+        public var history = HistoryConfiguration()
         /// Called with each join and leave, anywhere in the cluster, of the rooms this node
         /// follows: rooms of the namespaces in ``PresenceConfiguration/namespaces`` where it
         /// has a member. Once per change; a node that is gone makes its members leave.

@@ -24,8 +24,13 @@ extension Server: ConnDelegate {
         if let link { link.release(link.namespaceSubject(ns.namespace)) }
     }
 
-    func conn(_ conn: Conn, didJoin room: String, in ns: NSConn) {
-        let (joined, newRoom) = index.withLock { $0.join(ns, room: room) }
+    func conn(_ conn: Conn, didJoin room: String, in ns: NSConn, recovery: JoinRecovery?) {
+        let (joined, newRoom, answered) = index.withLock { index in
+            let (joined, newRoom) = index.join(ns, room: room)
+            let answered = recovery.map { sendJoin($0, of: ns, in: index) } ?? true
+            return (joined, newRoom, answered)
+        }
+        if let recovery, !answered { conn.sendEmptyReply(to: recovery.request.wait) }
         if newRoom { metrics.rooms.increment() }
         if joined, let link { link.retain(link.roomSubject(ns.namespace, room)) }
         if joined, configuration.presence.namespaces.contains(ns.namespace) { presenceJoined(conn.id, room: room, in: ns.namespace) }
@@ -34,7 +39,10 @@ extension Server: ConnDelegate {
     func conn(_ conn: Conn, didLeave room: String, in ns: NSConn) {
         let (left, roomGone) = index.withLock { $0.leave(ns, room: room) }
         if roomGone { metrics.rooms.decrement() }
-        if left, let link { link.release(link.roomSubject(ns.namespace, room)) }
+        if left, let link {
+            let subject = link.roomSubject(ns.namespace, room)
+            if !(roomGone && keptRoomEmptied(room, in: ns.namespace, subject: subject, link: link)) { link.release(subject) }
+        }
         if left, configuration.presence.namespaces.contains(ns.namespace) { presenceLeft(conn.id, room: room, in: ns.namespace) }
     }
 

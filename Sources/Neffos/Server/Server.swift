@@ -41,6 +41,8 @@ public final class Server: Sendable {
     let index = Locked(ConnectionIndex())
     /// Taken around a broadcast's hand-off with ``Configuration/strictBroadcastOrdering``.
     let broadcastOrder = Locked(())
+    /// Emptied rooms with history whose subscription waits for their history to age out.
+    let keptReleases = Locked<[String: PendingRelease]>([:])
     /// Connections accepted and not yet closed (what `maxConnections` limits).
     let live = Atomic<Int>(0)
     /// Transport-level connections (TCP, upgraded or not) holding a slot.

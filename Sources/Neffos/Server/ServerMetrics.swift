@@ -146,6 +146,9 @@ final class ServerMetrics: Sendable {
     private let httpTimeouts: Counter
     private let acceptErrors: Counter
     private let protocolViolations: Counter
+    /// Joins that asked to recover, by outcome, and the kept messages they sent back.
+    private let recoveries: [Bool: Counter]
+    private let recoveredMessages: Counter
 
     init(name: String?) {
         let dimensions = name.map { [("server", $0)] } ?? []
@@ -175,6 +178,18 @@ final class ServerMetrics: Sendable {
         httpTimeouts = Counter(label: "neffos_http_timeouts", dimensions: dimensions)
         acceptErrors = Counter(label: "neffos_accept_errors", dimensions: dimensions)
         protocolViolations = Counter(label: "neffos_protocol_violations", dimensions: dimensions)
+        recoveries = [
+            true: Counter(label: "neffos_recoveries", dimensions: dimensions + [("result", "recovered")]),
+            false: Counter(label: "neffos_recoveries", dimensions: dimensions + [("result", "incomplete")]),
+        ]
+        recoveredMessages = Counter(label: "neffos_recovered_messages", dimensions: dimensions)
+    }
+
+    /// A join that asked to recover: whether everything missed was there, and how many kept
+    /// messages it sent.
+    func recovered(_ complete: Bool, messages: Int) {
+        recoveries[complete]?.increment()
+        recoveredMessages.increment(by: Int64(messages))
     }
 
     /// A message received from a client: counted with its bytes.

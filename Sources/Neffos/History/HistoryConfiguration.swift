@@ -1,0 +1,60 @@
+extension Server {
+    /// Which rooms keep their broadcasts, where, and the bounds of recovering them.
+    ///
+    /// ```swift
+    /// var configuration = Server.Configuration()
+    /// configuration.history.rules = [
+    ///     HistoryRule(namespace: "chat", rooms: "*", limits: HistoryLimits(maxCount: 50)),
+    ///     HistoryRule(namespace: "dashboard", rooms: "metrics.*", latestOnJoin: true),
+    /// ]
+    /// ```
+    public struct HistoryConfiguration: Sendable {
+        /// The rooms that keep history; the first rule matching a room applies. Default: none
+        /// (no history, and the broadcast path unchanged).
+        public var rules: [HistoryRule] = []
+        /// Where kept messages go. Default: a ``MemoryHistoryStore`` (per node).
+        public var store: any HistoryStore = MemoryHistoryStore()
+        /// The most kept messages one join sends back (recovery); past it, the newest ones are
+        /// sent and the join reports "not recovered". Default: 1,000.
+        public var maxRecoveryMessages = 1000
+
+        /// No history.
+        public init() {}
+
+        /// The rule for `room` of `namespace`, if any.
+        func rule(for room: String, in namespace: String) -> HistoryRule? {
+            guard !room.isEmpty else { return nil }
+            return rules.first { $0.matches(room, in: namespace) }
+        }
+    }
+}
+
+/// Rooms whose broadcasts are kept, and how.
+public struct HistoryRule: Sendable, Hashable {
+    /// The namespace.
+    public var namespace: String
+    /// The rooms: a name (`lobby`), a prefix ending in `*` (`game-*`), or `*` for every room
+    /// of the namespace.
+    public var rooms: String
+    /// How much of each room's history is kept.
+    public var limits: HistoryLimits
+    /// Whether a member who joins gets the room's newest kept message at once (a dashboard's
+    /// current value): after the join's reply, before any newer broadcast. Every client gets
+    /// it, as an ordinary message.
+    public var latestOnJoin: Bool
+
+    /// A rule.
+    public init(namespace: String, rooms: String = "*", limits: HistoryLimits = HistoryLimits(), latestOnJoin: Bool = false) {
+        self.namespace = namespace
+        self.rooms = rooms
+        self.limits = limits
+        self.latestOnJoin = latestOnJoin
+    }
+
+    /// Whether the rule covers `room` of `namespace`.
+    public func matches(_ room: String, in namespace: String) -> Bool {
+        guard namespace == self.namespace else { return false }
+        if rooms.hasSuffix("*") { return room.hasPrefix(rooms.dropLast()) }
+        return room == rooms
+    }
+}

@@ -1,0 +1,165 @@
+import NIOCore
+
+/// What a join to a room with history answers, and sends after its reply: worked out by the
+/// server when the join arrives, carried by the connection's owner event to where the
+/// connection enters the room's index (so that nothing delivered to the room falls between
+/// what the join sends and what the room sends next).
+struct JoinRecovery: Sendable {
+    /// The join request (its wait token, namespace and room; the recovery body removed).
+    var request: Message
+    /// Whether the client asked to recover, and from where (`nil`: from nothing).
+    var asked: Bool
+    var after: HistoryPosition?
+    /// Whether the client takes positions (the extension): a data reply saying how recovery
+    /// went, positioned frames.
+    var positions: Bool
+    /// Whether the room's newest message follows the reply (``HistoryRule/latestOnJoin``).
+    var latest: Bool
+}
+
+extension Server {
+    /// Reads a room with history from the server's store: the entries after `position` (all
+    /// kept ones when `nil` or of another epoch), at most `limit`, the newest ones. On a server
+    /// without a rule for the room, an empty read.
+    ///
+    /// History is per node with ``MemoryHistoryStore``: this node's record of the room's
+    /// broadcasts, from the first time it had a member there.
+    public func history(ofRoom room: String, in namespace: String, after position: HistoryPosition? = nil, limit: Int = 100) -> HistoryRead {
+        let stream = HistoryStream(namespace: namespace, room: room)
+        guard configuration.history.rule(for: room, in: namespace) != nil else {
+            return HistoryRead(entries: [], latest: HistoryPosition(epoch: "none", offset: 0), isComplete: false)
+        }
+        return index.withLock { _ in configuration.history.store.read(stream, after: position, limit: max(0, limit)) }
+    }
+
+    /// On a join request (server side): whether the room keeps history and what the join
+    /// sends back; removes a recovery request from the body the join handler sees.
+    func joinRecovery(for request: inout Message, on conn: Conn) -> JoinRecovery? {
+        guard !configuration.history.rules.isEmpty,
+            let rule = configuration.history.rule(for: request.room, in: request.namespace)
+        else { return nil }
+        var asked = false
+        var after: HistoryPosition?
+        if conn.wantsPositions, let ask = RecoveryWire.recoveryRequest(in: request.body) {
+            (asked, after) = (ask != nil, ask)
+            request.body = ByteBuffer()
+        }
+        guard conn.wantsPositions || rule.latestOnJoin else { return nil }
+        var bare = request
+        bare.body = ByteBuffer()
+        return JoinRecovery(request: bare, asked: asked, after: after, positions: conn.wantsPositions, latest: rule.latestOnJoin)
+    }
+
+    /// Under the index lock, once `ns` is in `room`: queues the join's reply and what follows
+    /// it to the connection's loop, ahead of any later broadcast to the room (they queue to the
+    /// same lane under the same lock).
+    func sendJoin(_ recovery: JoinRecovery, of ns: NSConn, in index: ConnectionIndex) -> Bool {
+        guard let member = index.member(ns) else { return false }
+        let history = configuration.history
+        let stream = HistoryStream(namespace: ns.namespace, room: recovery.request.room)
+        let limit = recovery.asked ? history.maxRecoveryMessages : (recovery.latest ? 1 : 0)
+        let read = history.store.read(stream, after: recovery.asked ? recovery.after : nil, limit: limit)
+        var entries = read.entries
+        if !recovery.asked && !recovery.latest { entries = [] }
+        let status: RecoveryWire.Status = recovery.asked ? (read.isComplete ? .recovered : .incomplete) : .notAsked
+        let reply: ByteBuffer
+        if recovery.positions, let data = try? MessageCodec.encodeReply(
+            to: recovery.request, body: RecoveryWire.joinReply(status, count: entries.count, latest: read.latest))
+        {
+            reply = data
+        } else {
+            reply = MessageCodec.emptyReply(to: recovery.request.wait)
+        }
+        if recovery.asked { metrics.recovered(status == .recovered, messages: entries.count) }
+        let frames = entries.map { entry in
+            (recovery.positions ? RecoveryWire.positioned(entry.frame, at: entry.position) : entry.frame, entry.isBinary)
+        }
+        let transport = member.transport
+        let metrics = self.metrics
+        transport.lane.queue {
+            _ = transport.write(reply, binary: false, reliable: true)
+            // Reliable: a recovery is bounded (maxRecoveryMessages), and a dropped message would
+            // be a silent gap after "recovered".
+            for (frame, binary) in frames { _ = transport.write(frame, binary: binary, reliable: true) }
+            transport.flush()
+            metrics.sent(1, bytes: reply.readableBytes)
+            for (frame, _) in frames { metrics.sent(1, bytes: frame.readableBytes) }
+        }
+        return true
+    }
+
+    /// A broadcast to a room with history: kept, given its position, and queued to the local
+    /// members (positioned for those that take positions) in position order.
+    func deliverKept(_ frame: ByteBuffer, binary: Bool, to target: BroadcastTarget, rule: HistoryRule) -> Int {
+        let store = configuration.history.store
+        let stream = HistoryStream(namespace: target.namespace, room: target.room)
+        let metrics = self.metrics
+        let except = target.except
+        let count = index.withLock { index -> Int in
+            let position = store.append(frame, isBinary: binary, to: stream, limits: rule.limits)
+            let (groups, count) = index.receivers(of: target)
+            guard count > 0 else { return 0 }
+            let positioned = RecoveryWire.positioned(frame, at: position)
+            // Queued (never inline) under the lock: every member's loop gets the room's
+            // messages in position order, after any join reply queued before.
+            for group in groups {
+                group.lane.queue {
+                    var dropped = 0
+                    for member in group.members.values where member.id != except {
+                        let out = member.nsConn.conn.wantsPositions ? positioned : frame
+                        if !member.transport.write(out, binary: binary, reliable: false) { dropped += 1 }
+                    }
+                    for member in group.members.values where member.id != except { member.transport.flush() }
+                    if dropped > 0 { metrics.dropped(dropped) }
+                }
+            }
+            return count
+        }
+        if count > 0 { metrics.sent(count, bytes: frame.readableBytes) }
+        return count
+    }
+
+    /// The last local member left a room with history: with an exchange, the node keeps
+    /// receiving the room for the history's age (a member may come back and recover), then,
+    /// if nobody came back, stops and forgets the room's history (what it would keep next is
+    /// not a continuation). One timer per room however often it empties.
+    func keptRoomEmptied(_ room: String, in namespace: String, subject: String, link: ClusterLink) -> Bool {
+        guard let rule = configuration.history.rule(for: room, in: namespace) else { return false }
+        let deadline = ContinuousClock.now + rule.limits.maxAge
+        let startTimer = keptReleases.withLock { pending -> Bool in
+            let isNew = pending[subject] == nil
+            pending[subject, default: PendingRelease(deadline: deadline)].count += 1
+            pending[subject]!.deadline = deadline
+            return isNew
+        }
+        if startTimer {
+            let stream = HistoryStream(namespace: namespace, room: room)
+            Task { [weak self] in await self?.releaseKeptRoom(subject, stream: stream, link: link) }
+        }
+        return true
+    }
+
+    private func releaseKeptRoom(_ subject: String, stream: HistoryStream, link: ClusterLink) async {
+        while true {
+            guard let deadline = keptReleases.withLock({ $0[subject]?.deadline }) else { return }
+            if ContinuousClock.now < deadline {
+                try? await Task.sleep(until: deadline)
+                continue
+            }
+            let count = index.withLock { index -> Int in
+                guard let due = keptReleases.withLock({ $0[subject] }), ContinuousClock.now >= due.deadline else { return 0 }
+                keptReleases.withLock { $0[subject] = nil }
+                if !index.hasMembers(inRoom: stream.room, of: stream.namespace) { configuration.history.store.drop(stream) }
+                return due.count
+            }
+            for _ in 0..<count { link.release(subject) }
+            if count > 0 { return }
+        }
+    }
+}
+
+/// Subscriptions of emptied rooms with history, released when their history has aged out.
+struct PendingRelease: Sendable {
+    var deadline: ContinuousClock.Instant
+    var count = 0
+}
