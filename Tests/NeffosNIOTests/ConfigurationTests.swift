@@ -72,6 +72,10 @@ struct ConfigurationTests {
             ("NEFFOS_ORIGINS", "example.com", "neffos.origins: expected same-origin, any, or origins"),
             ("NEFFOS_NODE_NAME", " ", "neffos.node.name: is empty"),
             ("NEFFOS_PRESENCE_NODE_TIMEOUT", "500ms", "neffos.presence.nodeTimeout: must be more than presence.heartbeatInterval"),
+            ("NEFFOS_HISTORY_ROOMS", "lobby", "neffos.history.rooms: each item is namespace/rooms"),
+            ("NEFFOS_HISTORY_MAX_COUNT", "0", "neffos.history.maxCount: must be at least 1, got 0"),
+            ("NEFFOS_HISTORY_STORE_URL", "redis://localhost", "neffos.history.store.url: no history store is registered for \"redis://\""),
+            ("NEFFOS_HISTORY_STORE_URL", "memory://?maxStreams=0", "neffos.history.store.url: maxStreams must be a whole number of at least 1"),
         ]
         for (key, value, says) in cases {
             let reader = try await Server.Configuration.reader(environment: [key: value])
@@ -81,7 +85,7 @@ struct ConfigurationTests {
             } catch {
                 #expect(error == .invalidConfiguration)
                 #expect(error.description.contains(says), "\(error)")
-                #expect(!error.description.contains("\n") || key == "NEFFOS_EXCHANGE_URL", "one line: \(error)")
+                #expect(!error.description.contains("\n") || key.hasSuffix("_URL"), "one line: \(error)")
             }
         }
         await #expect(throws: NeffosError.invalidConfiguration) { _ = try await Server.Configuration.reader(file: "/nonexistent/neffos.yaml") }

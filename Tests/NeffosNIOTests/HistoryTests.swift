@@ -1,3 +1,4 @@
+import Configuration
 import Logging
 import NIOCore
 import Neffos
@@ -286,6 +287,60 @@ struct HistoryTests {
         #expect(history.server.history(ofRoom: "lobby", in: "default").entries.isEmpty)
         await plain.abort()
         await history.stop()
+    }
+
+    @Test("Recovery: on a node of a cluster (memory store), a client recovers what another node broadcast while it was away")
+    func recoversOnAClusterNode() async throws {
+        let bus = InProcessExchange()
+        let cluster = try await TestCluster.start(nodes: 2, namespaces: ["default": Events()], configure: { _, configuration in
+            configuration.history.rules = [HistoryRule(namespace: "default")]
+        }) { _ in bus }
+        try await cluster.servers[0].waitForClusterNodes("both nodes") { $0.count == 2 }
+        let alice = try await RecordingClient(cluster.url(of: 0))
+        let broadcast: @Sendable (ClosedRange<Int>) -> Void = { range in
+            for n in range { cluster.servers[1].broadcast(Message(namespace: "default", room: "lobby", event: "tick", body: ByteBuffer(string: "\(n)"))) }
+        }
+        broadcast(1...3)
+        try await alice.waitForTicks([1, 2, 3])
+
+        // Alice's node loses her; node 1 goes on broadcasting. Node 0 has no member in the
+        // lobby now, but keeps receiving it for the history's age, so she can recover there.
+        let port = try #require(cluster.listeners[0].port)
+        await cluster.listeners[0].stop(timeout: .seconds(2))
+        try await alice.states.log.wait(for: "disconnected")
+        #expect(cluster.servers[0].members(ofRoom: "lobby", in: "default").isEmpty)
+        broadcast(4...50)
+        // Whether they reach node 0 before or after she rejoins, she gets each once, in order.
+        let again = WebSocketListener(server: cluster.servers[0], host: "127.0.0.1", port: port)
+        try await again.start()
+        try await alice.recoveries.wait(for: "a complete recovery") { $0.contains { $0.hasPrefix("lobby:complete:") } }
+        try await alice.waitForTicks(Array(1...50))
+        await alice.client.close()
+        await again.stop()
+        await cluster.stop()
+    }
+
+    @Test("History: configuration keys make the rules, the bounds and the store")
+    func configurationKeys() async throws {
+        let reader = try await Server.Configuration.reader(environment: [
+            "NEFFOS_HISTORY_ROOMS": "chat/*, dashboard/metrics.*",
+            "NEFFOS_HISTORY_MAX_COUNT": "50",
+            "NEFFOS_HISTORY_MAX_AGE": "90s",
+            "NEFFOS_HISTORY_LATEST_ON_JOIN": "true",
+            "NEFFOS_HISTORY_MAX_RECOVERY_MESSAGES": "200",
+            "NEFFOS_HISTORY_STORE_URL": "memory://?maxStreams=7&maxBytes=1MiB",
+        ])
+        let history = try Server.Configuration(config: reader).history
+        let limits = HistoryLimits(maxCount: 50, maxAge: .seconds(90))
+        #expect(history.rules == [
+            HistoryRule(namespace: "chat", rooms: "*", limits: limits, latestOnJoin: true),
+            HistoryRule(namespace: "dashboard", rooms: "metrics.*", limits: limits, latestOnJoin: true),
+        ])
+        #expect(history.maxRecoveryMessages == 200)
+        let store = try #require(history.store as? MemoryHistoryStore)
+        #expect(store.maxStreams == 7 && store.maxBytes == 1 << 20)
+        #expect(history.rules[1].matches("metrics.cpu", in: "dashboard") && !history.rules[1].matches("cpu", in: "dashboard"))
+        #expect(try Server.Configuration(config: try await Server.Configuration.reader(environment: [:])).history.rules.isEmpty)
     }
 
     @Test("History: the server reads a room's kept messages back (an app's own history ask)")

@@ -40,6 +40,12 @@ extension Server.Configuration {
     /// | `neffos.presence.maxPendingQueries` | ``Server/PresenceConfiguration/maxPendingQueries`` | 256 |
     /// | `neffos.presence.namespaces` | ``Server/PresenceConfiguration/namespaces``, separated by commas | none |
     /// | `neffos.presence.clientEvent` | ``Server/PresenceConfiguration/clientEvent`` | none |
+    /// | `neffos.history.rooms` | ``Server/HistoryConfiguration/rules``: `namespace/rooms` separated by commas (`chat/*, dashboard/metrics.*`), each with the three keys below | none |
+    /// | `neffos.history.maxCount` | ``HistoryLimits/maxCount`` of those rules | 100 |
+    /// | `neffos.history.maxAge` | ``HistoryLimits/maxAge`` of those rules | 5 min |
+    /// | `neffos.history.latestOnJoin` | ``HistoryRule/latestOnJoin`` of those rules | false |
+    /// | `neffos.history.maxRecoveryMessages` | ``Server/HistoryConfiguration/maxRecoveryMessages`` | 1000 |
+    /// | `neffos.history.store.url` | ``Server/HistoryConfiguration/store``, made by `histories` | `memory://` |
     /// | `neffos.limits.messageBytes` | ``Server/TransportConfiguration/maxMessageSize`` | 512 KiB |
     /// | `neffos.limits.frameBytes` | ``Server/TransportConfiguration/maxFrameSize`` | 512 KiB |
     /// | `neffos.limits.outboxBytes` | ``Server/TransportConfiguration/maxOutboxBytes`` | 512 KiB |
@@ -60,9 +66,14 @@ extension Server.Configuration {
     ///   - config: where the values come from.
     ///   - scope: the first part of every key. Default: `neffos`; `""` reads the keys bare.
     ///   - exchanges: the exchanges `neffos.exchange.url` may name. Default: `memory://` only.
+    ///   - histories: the history stores `neffos.history.store.url` may name. Default:
+    ///     `memory://` only.
     /// - Throws: ``NeffosError/invalidConfiguration``, its detail naming the key and what is
     ///   wrong (`neffos.limits.rooms: must be at least 1, got -5`).
-    public init(config: ConfigReader, scope: String = "neffos", exchanges: ExchangeRegistry = .standard) throws(NeffosError) {
+    public init(
+        config: ConfigReader, scope: String = "neffos", exchanges: ExchangeRegistry = .standard,
+        histories: HistoryStoreRegistry = .standard
+    ) throws(NeffosError) {
         self.init()
         let values = ConfigValues(config, scope: scope)
         if let url = try values.string("exchange.url") {
@@ -88,7 +99,38 @@ extension Server.Configuration {
         maxPendingServerAsks = try values.int("limits.pendingServerAsks", minimum: 1) ?? maxPendingServerAsks
         strictBroadcastOrdering = try values.bool("broadcast.strictOrdering") ?? strictBroadcastOrdering
         try presence.read(values)
+        try history.read(values, stores: histories)
         try transport.read(values)
+    }
+}
+
+extension Server.HistoryConfiguration {
+    fileprivate mutating func read(_ values: ConfigValues, stores: HistoryStoreRegistry) throws(NeffosError) {
+        var limits = HistoryLimits()
+        limits.maxCount = try values.int("history.maxCount", minimum: 1) ?? limits.maxCount
+        limits.maxAge = try values.duration("history.maxAge") ?? limits.maxAge
+        guard limits.maxAge > .zero else { throw values.invalid("history.maxAge", "must be more than 0") }
+        let latest = try values.bool("history.latestOnJoin") ?? false
+        if let list = try values.string("history.rooms") {
+            rules = []
+            for item in list.split(separator: ",").map({ String($0).trimmed }).filter({ !$0.isEmpty }) {
+                let parts = item.split(separator: "/", maxSplits: 1).map(String.init)
+                guard parts.count == 2, !parts[0].isEmpty, !parts[1].isEmpty else {
+                    throw values.invalid("history.rooms", "each item is namespace/rooms (rooms a name, a prefix ending in *, or *), got \"\(item)\"")
+                }
+                rules.append(HistoryRule(namespace: parts[0], rooms: parts[1], limits: limits, latestOnJoin: latest))
+            }
+        }
+        maxRecoveryMessages = try values.int("history.maxRecoveryMessages", minimum: 1) ?? maxRecoveryMessages
+        if let url = try values.string("history.store.url") {
+            do {
+                store = try stores.store(for: url)
+            } catch let error as NeffosError {
+                throw values.invalid("history.store.url", error.detail ?? error.text)
+            } catch {
+                throw values.invalid("history.store.url", "\(error)")
+            }
+        }
     }
 }
 

@@ -77,8 +77,14 @@ public final class MemoryHistoryStore: HistoryStore {
         let now = ContinuousClock.now
         return state.withLock { state in
             // A room read before anything was kept in it gets its epoch now, so that a position
-            // taken at a join (offset 0) recovers the first messages.
-            if state.streams[stream] == nil { Self.create(&state, stream, limits: HistoryLimits(), epoch: epoch, maxStreams: maxStreams) }
+            // taken at a join (offset 0) recovers the first messages. A read never evicts: with
+            // the store full, the position it gives recovers nothing (only appends evict).
+            if state.streams[stream] == nil {
+                guard state.streams.count < maxStreams else {
+                    return HistoryRead(entries: [], latest: HistoryPosition(epoch: "\(epoch)-none", offset: 0), isComplete: false)
+                }
+                Self.create(&state, stream, limits: HistoryLimits(), epoch: epoch, maxStreams: maxStreams)
+            }
             Self.trim(&state, stream, limits: state.streams[stream]!.limits, now: now, keepingNewest: false)
             let kept = state.streams[stream]!
             let epoch = kept.epoch
