@@ -33,6 +33,21 @@ struct ChatExampleTests {
         #expect(line2.bodyString.contains("\"from\":\"tester\"") && line2.bodyString.contains("\"text\":\"hello\""))
         let members = try await ns.ask("members", "lobby")
         #expect(members.bodyString == "[\"tester\"]")
+
+        // A page that joins later gets the room's last lines at once, then its own notice.
+        let replayed = Received()
+        var laterEvents = replayed.events()
+        laterEvents.on("chat") { _, message in replayed.append(message) }
+        laterEvents.on("system") { _, message in replayed.append(message) }
+        let later = try await Client.dial("ws://127.0.0.1:\(port)/echo", namespaces: ["default": laterEvents], configuration: configuration)
+        _ = try await later.connect("default").joinRoom("lobby")
+        // tester's notice, the line, then its own notice.
+        try await replayed.wait("the replay") { $0.filter { $0.event == "chat" || $0.event == "system" }.count >= 3 }
+        let seen = replayed.messages.filter { $0.event == "chat" || $0.event == "system" }
+        #expect(seen.map(\.event.rawValue) == ["system", "chat", "system"], "\(seen)")
+        #expect(seen[1].bodyString.contains("\"text\":\"hello\""))
+        #expect(later.position(ofRoom: "lobby", in: "default") != nil)
+        await later.close()
         await client.close()
 
         chat.terminate()

@@ -86,8 +86,10 @@ struct HTTPEndpointTests {
                 #expect(error.detail?.contains("503") == true)
             }
             await first.abort()
-            // Room again once a connection is gone.
+            // Room again once a connection is gone: its hook ran, and its socket gave its slot
+            // back (the socket may close a moment after the hook).
             try await log.wait(for: "gone:\(firstID)")
+            try await running.server.waitForConnectionSlots("the first socket's slot back") { $0 < 2 }
             let (third, _) = try await handshake(running.url)
             await third.abort()
             await second.abort()

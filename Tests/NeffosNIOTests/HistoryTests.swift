@@ -272,9 +272,9 @@ struct HistoryTests {
         await history.stop()
     }
 
-    @Test("History: a room with latestOnJoin gives a joining member its newest message at once, to every client")
-    func latestOnJoin() async throws {
-        let history = try await HistoryServer(rule: HistoryRule(namespace: "default", rooms: "gauge-*", latestOnJoin: true))
+    @Test("History: a room with replayOnJoin gives a joining member its newest messages at once, to every client")
+    func replayOnJoin() async throws {
+        let history = try await HistoryServer(rule: HistoryRule(namespace: "default", rooms: "gauge-*", replayOnJoin: 1))
         history.broadcast(1...3, to: "gauge-cpu")
         let (plain, _) = try await handshake(history.url)
         try await connectNamespace(plain, "default")
@@ -326,15 +326,15 @@ struct HistoryTests {
             "NEFFOS_HISTORY_ROOMS": "chat/*, dashboard/metrics.*",
             "NEFFOS_HISTORY_MAX_COUNT": "50",
             "NEFFOS_HISTORY_MAX_AGE": "90s",
-            "NEFFOS_HISTORY_LATEST_ON_JOIN": "true",
+            "NEFFOS_HISTORY_REPLAY_ON_JOIN": "1",
             "NEFFOS_HISTORY_MAX_RECOVERY_MESSAGES": "200",
             "NEFFOS_HISTORY_STORE_URL": "memory://?maxStreams=7&maxBytes=1MiB",
         ])
         let history = try Server.Configuration(config: reader).history
         let limits = HistoryLimits(maxCount: 50, maxAge: .seconds(90))
         #expect(history.rules == [
-            HistoryRule(namespace: "chat", rooms: "*", limits: limits, latestOnJoin: true),
-            HistoryRule(namespace: "dashboard", rooms: "metrics.*", limits: limits, latestOnJoin: true),
+            HistoryRule(namespace: "chat", rooms: "*", limits: limits, replayOnJoin: 1),
+            HistoryRule(namespace: "dashboard", rooms: "metrics.*", limits: limits, replayOnJoin: 1),
         ])
         #expect(history.maxRecoveryMessages == 200)
         let store = try #require(history.store as? MemoryHistoryStore)

@@ -144,6 +144,13 @@ public final class Client: Sendable {
         public init() {}
     }
 
+    /// The position of the last message received in `room` of `namespace` (a room the server
+    /// keeps history for, with ``Configuration/recovery`` on), or the room's position when the
+    /// client joined it; `nil` otherwise. Rejoining after a reconnection recovers from it.
+    public func position(ofRoom room: String, in namespace: String) -> HistoryPosition? {
+        conn.position(ofRoom: room, in: namespace)
+    }
+
     /// The connection; its ID changes when the client reconnects.
     public let conn: Conn
     /// The configuration.

@@ -43,7 +43,7 @@ extension Server.Configuration {
     /// | `neffos.history.rooms` | ``Server/HistoryConfiguration/rules``: `namespace/rooms` separated by commas (`chat/*, dashboard/metrics.*`), each with the three keys below | none |
     /// | `neffos.history.maxCount` | ``HistoryLimits/maxCount`` of those rules | 100 |
     /// | `neffos.history.maxAge` | ``HistoryLimits/maxAge`` of those rules | 5 min |
-    /// | `neffos.history.latestOnJoin` | ``HistoryRule/latestOnJoin`` of those rules | false |
+    /// | `neffos.history.replayOnJoin` | ``HistoryRule/replayOnJoin`` of those rules | 0 |
     /// | `neffos.history.maxRecoveryMessages` | ``Server/HistoryConfiguration/maxRecoveryMessages`` | 1000 |
     /// | `neffos.history.store.url` | ``Server/HistoryConfiguration/store``, made by `histories` | `memory://` |
     /// | `neffos.limits.messageBytes` | ``Server/TransportConfiguration/maxMessageSize`` | 512 KiB |
@@ -110,7 +110,7 @@ extension Server.HistoryConfiguration {
         limits.maxCount = try values.int("history.maxCount", minimum: 1) ?? limits.maxCount
         limits.maxAge = try values.duration("history.maxAge") ?? limits.maxAge
         guard limits.maxAge > .zero else { throw values.invalid("history.maxAge", "must be more than 0") }
-        let latest = try values.bool("history.latestOnJoin") ?? false
+        let replay = try values.int("history.replayOnJoin", minimum: 0) ?? 0
         if let list = try values.string("history.rooms") {
             rules = []
             for item in list.split(separator: ",").map({ String($0).trimmed }).filter({ !$0.isEmpty }) {
@@ -118,7 +118,7 @@ extension Server.HistoryConfiguration {
                 guard parts.count == 2, !parts[0].isEmpty, !parts[1].isEmpty else {
                     throw values.invalid("history.rooms", "each item is namespace/rooms (rooms a name, a prefix ending in *, or *), got \"\(item)\"")
                 }
-                rules.append(HistoryRule(namespace: parts[0], rooms: parts[1], limits: limits, latestOnJoin: latest))
+                rules.append(HistoryRule(namespace: parts[0], rooms: parts[1], limits: limits, replayOnJoin: replay))
             }
         }
         maxRecoveryMessages = try values.int("history.maxRecoveryMessages", minimum: 1) ?? maxRecoveryMessages

@@ -5,7 +5,7 @@ extension Server {
     /// var configuration = Server.Configuration()
     /// configuration.history.rules = [
     ///     HistoryRule(namespace: "chat", rooms: "*", limits: HistoryLimits(maxCount: 50)),
-    ///     HistoryRule(namespace: "dashboard", rooms: "metrics.*", latestOnJoin: true),
+    ///     HistoryRule(namespace: "dashboard", rooms: "metrics.*", replayOnJoin: 1),
     /// ]
     /// ```
     public struct HistoryConfiguration: Sendable {
@@ -38,17 +38,22 @@ public struct HistoryRule: Sendable, Hashable {
     public var rooms: String
     /// How much of each room's history is kept.
     public var limits: HistoryLimits
-    /// Whether a member who joins gets the room's newest kept message at once (a dashboard's
-    /// current value): after the join's reply, before any newer broadcast. Every client gets
-    /// it, as an ordinary message.
-    public var latestOnJoin: Bool
+    /// How many of the room's newest kept messages a member who joins gets at once, oldest
+    /// first: after the join's reply, before any newer broadcast, each once. `1` is a
+    /// dashboard's current value (what Centrifugo calls cache recovery); a chat may replay its
+    /// last lines. Every client gets them, as ordinary messages (positioned for clients of the
+    /// extension); a rejoin that recovers gets what it missed instead. Default: 0.
+    public var replayOnJoin: Int
+
+    /// Whether a joining member gets the room's newest message (``replayOnJoin`` of at least 1).
+    public var latestOnJoin: Bool { replayOnJoin >= 1 }
 
     /// A rule.
-    public init(namespace: String, rooms: String = "*", limits: HistoryLimits = HistoryLimits(), latestOnJoin: Bool = false) {
+    public init(namespace: String, rooms: String = "*", limits: HistoryLimits = HistoryLimits(), replayOnJoin: Int = 0) {
         self.namespace = namespace
         self.rooms = rooms
         self.limits = limits
-        self.latestOnJoin = latestOnJoin
+        self.replayOnJoin = max(0, replayOnJoin)
     }
 
     /// Whether the rule covers `room` of `namespace`.

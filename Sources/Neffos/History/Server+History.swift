@@ -13,8 +13,8 @@ struct JoinRecovery: Sendable {
     /// Whether the client takes positions (the extension): a data reply saying how recovery
     /// went, positioned frames.
     var positions: Bool
-    /// Whether the room's newest message follows the reply (``HistoryRule/latestOnJoin``).
-    var latest: Bool
+    /// How many of the room's newest messages follow the reply (``HistoryRule/replayOnJoin``).
+    var replay: Int
 }
 
 extension Server {
@@ -44,10 +44,10 @@ extension Server {
             (asked, after) = (ask != nil, ask)
             request.body = ByteBuffer()
         }
-        guard conn.wantsPositions || rule.latestOnJoin else { return nil }
+        guard conn.wantsPositions || rule.replayOnJoin > 0 else { return nil }
         var bare = request
         bare.body = ByteBuffer()
-        return JoinRecovery(request: bare, asked: asked, after: after, positions: conn.wantsPositions, latest: rule.latestOnJoin)
+        return JoinRecovery(request: bare, asked: asked, after: after, positions: conn.wantsPositions, replay: rule.replayOnJoin)
     }
 
     /// Under the index lock, once `ns` is in `room`: queues the join's reply and what follows
@@ -57,10 +57,9 @@ extension Server {
         guard let member = index.member(ns) else { return false }
         let history = configuration.history
         let stream = HistoryStream(namespace: ns.namespace, room: recovery.request.room)
-        let limit = recovery.asked ? history.maxRecoveryMessages : (recovery.latest ? 1 : 0)
+        let limit = recovery.asked ? history.maxRecoveryMessages : min(recovery.replay, history.maxRecoveryMessages)
         let read = history.store.read(stream, after: recovery.asked ? recovery.after : nil, limit: limit)
-        var entries = read.entries
-        if !recovery.asked && !recovery.latest { entries = [] }
+        let entries = limit > 0 ? read.entries : []
         let status: RecoveryWire.Status = recovery.asked ? (read.isComplete ? .recovered : .incomplete) : .notAsked
         let reply: ByteBuffer
         if recovery.positions, let data = try? MessageCodec.encodeReply(

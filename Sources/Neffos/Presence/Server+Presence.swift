@@ -196,7 +196,7 @@ extension Server {
         guard let name = configuration.presence.clientEvent, let body = ClusterReply.encode(event),
             let frame = try? MessageCodec.encode(Message(namespace: event.namespace, room: event.room, event: name, body: ByteBuffer(bytes: body)))
         else { return }
-        _ = deliverLocally(frame, binary: false, to: BroadcastTarget(namespace: event.namespace, room: event.room))
+        _ = deliverLocally(frame, binary: false, to: BroadcastTarget(namespace: event.namespace, room: event.room), keeping: false)
     }
 
     /// Waits until the live nodes (this one included, sorted) satisfy `condition` (for tests).

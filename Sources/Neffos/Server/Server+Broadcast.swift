@@ -31,9 +31,14 @@ extension Server {
     }
 
     /// Queues `frame` to the local receivers of `target`; returns how many. Never waits for a
-    /// receiver: a full outbox drops the frame (counted).
+    /// receiver: a full outbox drops the frame (counted). A room with history keeps it, unless
+    /// `keeping` is `false` (the server's own notices, such as presence events).
     func deliverLocally(_ frame: ByteBuffer, binary: Bool, to target: BroadcastTarget) -> Int {
-        if !configuration.history.rules.isEmpty, target.to.isEmpty,
+        deliverLocally(frame, binary: binary, to: target, keeping: true)
+    }
+
+    func deliverLocally(_ frame: ByteBuffer, binary: Bool, to target: BroadcastTarget, keeping: Bool) -> Int {
+        if keeping, !configuration.history.rules.isEmpty, target.to.isEmpty,
             let rule = configuration.history.rule(for: target.room, in: target.namespace)
         {
             return deliverKept(frame, binary: binary, to: target, rule: rule)

@@ -66,14 +66,25 @@ public enum Chat {
         id.lastIndex(of: "~").map { String(id[..<$0]) } ?? id
     }
 
-    /// The chat's server settings over `configuration`: IDs that carry names, and presence
-    /// events for its rooms (the pages get a `presence` event for each join and leave on any
-    /// node, a node that is gone included, and refresh their member list).
+    /// The chat's server settings over `configuration`: IDs that carry names, presence events
+    /// for its rooms (the pages get a `presence` event for each join and leave on any node, a
+    /// node that is gone included, and refresh their member list), and, unless
+    /// `neffos.history.rooms` says otherwise, the last 50 lines of every room kept for an hour:
+    /// a page that joins gets them at once, one that reconnects recovers what it missed.
     static func configure(_ configuration: inout Server.Configuration) {
         configuration.idGenerator = connectionID
         configuration.presence.namespaces = ["default"]
         configuration.presence.clientEvent = "presence"
+        if configuration.history.rules.isEmpty {
+            configuration.history.rules = [
+                HistoryRule(namespace: "default", limits: HistoryLimits(maxCount: historyLines, maxAge: .seconds(3600)), replayOnJoin: historyLines)
+            ]
+        }
     }
+
+    /// The lines of a room a page that joins gets at once (a page that reconnects recovers
+    /// what it missed instead).
+    public static let historyLines = 50
 
     /// The `default` namespace: rooms, chat lines, join/leave notices, and a members ask.
     public static var namespaces: Namespaces {

@@ -2,7 +2,11 @@
 // It speaks the neffos wire protocol (the same frames as neffos.js): the M/A/H handshake,
 // seven-field messages with `;` escaping in names, `$` ask tokens, empty replies, error
 // frames, server-initiated namespace connects and room joins, and reconnection that
-// restores namespaces and rooms.
+// restores namespaces and rooms. With swift-neffos's history extension (on by default:
+// `recovery: true` sends the X-Neffos-Recovery header), it remembers the position of the
+// last message it received in each room the server keeps history for, and rejoining after a
+// reconnection recovers what it missed, each message once, in order; `onRecovery` says how
+// that went per room. A server without the extension sees plain neffos frames.
 //
 //   const client = await NeffosClient.dial("ws://127.0.0.1:8080/echo", {
 //     default: { chat: (ns, msg) => console.log(msg.body) },
@@ -11,6 +15,7 @@
 //   await ns.joinRoom("lobby");
 //   ns.room("lobby").emit("chat", "hello");
 //   const reply = await ns.ask("members", "lobby");
+//   client.position("default", "lobby");   // "3fa9c2-1:42", or null
 "use strict";
 
 (function (global) {
@@ -52,6 +57,22 @@
     };
   }
 
+  const RECOVERY_HEADER = "X-Neffos-Recovery";
+  const roomKey = (namespace, room) => namespace + "\u0000" + room;
+  /** "~<status> <count> <epoch>:<offset>": a join reply of the history extension. */
+  function parseJoinReply(body) {
+    if (typeof body !== "string" || body[0] !== "~") return null;
+    const fields = body.slice(1).split(" ");
+    if (fields.length !== 3 || !/^(1|0|-)$/.test(fields[0]) || !/^\d+$/.test(fields[1])) return null;
+    return { status: fields[0], count: Number(fields[1]), latest: fields[2] };
+  }
+  /** Whether position a (epoch:offset) is at or after b in the same epoch. */
+  function notBefore(a, b) {
+    const [ea, oa] = [a.slice(0, a.lastIndexOf(":")), Number(a.slice(a.lastIndexOf(":") + 1))];
+    const [eb, ob] = [b.slice(0, b.lastIndexOf(":")), Number(b.slice(b.lastIndexOf(":") + 1))];
+    return ea === eb && oa >= ob;
+  }
+
   let tokenCounter = 0;
   const nextToken = () => "$" + Date.now() + "" + (++tokenCounter);
 
@@ -69,14 +90,27 @@
     ask(event, body, timeoutMs) { return this.client._ask({ namespace: this.name, event, body }, timeoutMs); }
     room(name) { return this.rooms.get(name) || null; }
     async joinRoom(name, timeoutMs) {
-      if (this.rooms.has(name)) return this.rooms.get(name);
+      return (await this._join(name, timeoutMs, false)).room;
+    }
+    /** Joins; when `recover`, asks to recover after the room's last position. */
+    async _join(name, timeoutMs, recover) {
+      if (this.rooms.has(name)) return { room: this.rooms.get(name), recovery: null };
       const message = { namespace: this.name, room: name, event: EVENTS.roomJoin };
       await this.client._fire(this, EVENTS.roomJoin, message);
-      await this.client._ask(message, timeoutMs);
+      const position = recover ? this.client.positions.get(roomKey(this.name, name)) : null;
+      const reply = await this.client._ask(position ? { ...message, body: "~" + position } : message, timeoutMs);
       const room = new Room(this, name);
       this.rooms.set(name, room);
+      const outcome = parseJoinReply(reply.body);
+      let recovery = null;
+      if (outcome) {
+        const key = roomKey(this.name, name);
+        const current = this.client.positions.get(key);
+        if (outcome.count === 0 && !(current && notBefore(current, outcome.latest))) this.client.positions.set(key, outcome.latest);
+        if (outcome.status !== "-") recovery = { namespace: this.name, room: name, recovered: outcome.status === "1", messages: outcome.count };
+      }
       await this.client._fire(this, EVENTS.roomJoined, { ...message, event: EVENTS.roomJoined });
-      return room;
+      return { room, recovery };
     }
     async leaveRoom(name, timeoutMs) {
       if (!this.rooms.has(name)) throw new NeffosError("bad room");
@@ -84,6 +118,7 @@
       await this.client._fire(this, EVENTS.roomLeave, message);
       await this.client._ask(message, timeoutMs);
       this.rooms.delete(name);
+      this.client.positions.delete(roomKey(this.name, name));
       await this.client._fire(this, EVENTS.roomLeft, { ...message, event: EVENTS.roomLeft });
     }
     async disconnect(timeoutMs) {
@@ -104,8 +139,10 @@
     constructor(url, handlers, options) {
       this.url = url;
       this.handlers = handlers || {};
-      this.options = Object.assign({ askTimeoutMs: 10000, reconnect: true, minBackoffMs: 250, maxBackoffMs: 8000 }, options);
+      this.options = Object.assign({ askTimeoutMs: 10000, reconnect: true, minBackoffMs: 250, maxBackoffMs: 8000, recovery: true }, options);
       this.namespaces = new Map();
+      /** The last position received per room (namespace + NUL + room → "epoch:offset"). */
+      this.positions = new Map();
       this.pending = new Map();
       this.id = null;
       this.closed = false;
@@ -116,6 +153,7 @@
     _urlWithHeaders(tries) {
       const headers = Object.assign({}, this.options.headers || {});
       if (tries > 0) headers["X-Websocket-Reconnect"] = String(tries);
+      if (this.options.recovery) headers[RECOVERY_HEADER] = "1";
       const url = new URL(this.url);
       for (const [name, value] of Object.entries(headers)) url.searchParams.set("X-Websocket-Header-" + name, value);
       return url.toString();
@@ -177,7 +215,10 @@
       for (const old of previous) {
         try {
           const ns = await this.connect(old.name);
-          for (const room of old.rooms.keys()) await ns.joinRoom(room);
+          for (const room of old.rooms.keys()) {
+            const { recovery } = await ns._join(room, undefined, true);
+            if (recovery && this.options.onRecovery) this.options.onRecovery(recovery);
+          }
         } catch (e) { this._state("restore-failed", { namespace: old.name, error: String(e) }); }
       }
       this._state("restored", { id: this.id });
@@ -194,6 +235,9 @@
       await this._fire(ns, EVENTS.namespaceConnected, { ...message, event: EVENTS.namespaceConnected });
       return ns;
     }
+
+    /** The position ("epoch:offset") of the last message received in `room`, or null. */
+    position(namespace, room) { return this.positions.get(roomKey(namespace, room)) || null; }
 
     /** Closes the connection for good (no reconnection). */
     close() { this.closed = true; if (this.ws) this.ws.close(1000); }
@@ -240,6 +284,11 @@
         const native = this.namespaces.get("");
         if (native) await this._fire(native, EVENTS.nativeMessage, { namespace: "", event: EVENTS.nativeMessage, body: text });
         return;
+      }
+      if (message.wait[0] === "~") {
+        // A positioned broadcast (the history extension): remember where the room is.
+        this.positions.set(roomKey(message.namespace, message.room), message.wait.slice(1));
+        message.wait = "";
       }
       const wait = message.wait;
       if (wait && (wait[0] === "$" || wait[0] === "#")) {
