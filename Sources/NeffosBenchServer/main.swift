@@ -28,7 +28,7 @@ import NeffosNATS
 //
 //   neffos-bench-server [--port 0] [--exchange URL] [--mount listener|hummingbird|vapor]
 //                       [--tls-cert FILE --tls-key FILE] [--tracer none|noop|memory]
-//                       [--presence off|on|events] [--log-level L]
+//                       [--presence off|on|events] [--history off|on] [--log-level L]
 //
 // --mount picks the transport, all serving the same events at `/`: the standalone
 // `WebSocketListener` (the default), a Hummingbird application (`NeffosHummingbird`), or a
@@ -44,6 +44,7 @@ var tlsKey: String?
 var exchangeFlag: String?
 var mount = "listener"
 var presenceFlag = "off"
+var historyFlag = "off"
 var arguments = CommandLine.arguments.dropFirst().makeIterator()
 while let argument = arguments.next() {
     switch argument {
@@ -54,9 +55,10 @@ while let argument = arguments.next() {
     case "--tls-cert": tlsCertificate = arguments.next()
     case "--tls-key": tlsKey = arguments.next()
     case "--presence": presenceFlag = arguments.next() ?? presenceFlag
+    case "--history": historyFlag = arguments.next() ?? historyFlag
     case "--log-level": logLevel = arguments.next().flatMap(Logger.Level.init(rawValue:)) ?? logLevel
     default:
-        FileHandle.standardError.write(Data("usage: neffos-bench-server [--port N] [--exchange URL] [--mount listener|hummingbird|vapor] [--tls-cert FILE --tls-key FILE] [--tracer none|noop|memory] [--presence off|on|events] [--log-level trace|debug|info|warning]\n".utf8))
+        FileHandle.standardError.write(Data("usage: neffos-bench-server [--port N] [--exchange URL] [--mount listener|hummingbird|vapor] [--tls-cert FILE --tls-key FILE] [--tracer none|noop|memory] [--presence off|on|events] [--history off|on] [--log-level trace|debug|info|warning]\n".utf8))
         exit(2)
     }
 }
@@ -78,6 +80,29 @@ events.answer("askback") { ns, message in
 events.on("broadcast") { ns, message in
     ns.server?.broadcast(Message(namespace: ns.namespace, room: message.room, event: "tick", body: message.body))
 }
+
+// For `neffos bench recovery`: `burst` broadcasts N `tick`s (timestamps) to the message's room
+// and then answers; `count` broadcasts the room's next number as a `tick`; `drop` closes the
+// sender's connection (its client reconnects and recovers).
+events.answer("burst") { ns, message in
+    guard let count = Int(message.bodyString), (1...100_000).contains(count) else { throw NeffosError.invalidPayload }
+    for _ in 0..<count {
+        var now = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &now)
+        let stamp = UInt64(now.tv_sec) &* 1_000_000_000 &+ UInt64(now.tv_nsec)
+        ns.server?.broadcast(Message(namespace: ns.namespace, room: message.room, event: "tick", body: "\(stamp)"))
+    }
+    return Reply("\(count)")
+}
+let roomCounters = Locked<[String: Int]>([:])
+events.on("count") { ns, message in
+    let next = roomCounters.withLock { counters -> Int in
+        counters[message.room, default: 0] += 1
+        return counters[message.room]!
+    }
+    ns.server?.broadcast(Message(namespace: ns.namespace, room: message.room, event: "tick", body: "\(next)"))
+}
+events.on("drop") { ns, _ in ns.conn.close(code: .goingAway, reason: "asked to drop") }
 
 /// What the `stats` ask reports, counted from the presence hook.
 let presenceEvents = Locked(0)
@@ -116,6 +141,18 @@ case "on", "events":
     configuration.onPresence = { _ in presenceEvents.withLock { $0 += 1 } }
 default:
     FileHandle.standardError.write(Data("neffos-bench-server: --presence is off, on or events\n".utf8))
+    exit(2)
+}
+// --history on: every room of `bench` keeps its last 20,000 broadcasts for 10 minutes, and a
+// recovery sends back up to 20,000 (what `neffos bench recovery` and fan-out to a room with
+// history measure).
+switch historyFlag {
+case "off": break
+case "on":
+    configuration.history.rules = [HistoryRule(namespace: "bench", limits: HistoryLimits(maxCount: 20_000, maxAge: .seconds(600)))]
+    configuration.history.maxRecoveryMessages = 20_000
+default:
+    FileHandle.standardError.write(Data("neffos-bench-server: --history is off or on\n".utf8))
     exit(2)
 }
 // Every bound at its default: the server `neffos bench abuse` attacks is the one users get.

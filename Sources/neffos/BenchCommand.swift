@@ -16,7 +16,7 @@ struct Bench: AsyncParsableCommand {
             runs the same scenario against both servers and prints the ratio. --url drives a server \
             you started (loopback only).
             """,
-        subcommands: [Fanout.self, Rooms.self, Ask.self, Connect.self, Memory.self, Cluster.self, Presence.self, Abuse.self])
+        subcommands: [Fanout.self, Rooms.self, Ask.self, Connect.self, Memory.self, Cluster.self, Presence.self, Recovery.self, Abuse.self])
 }
 
 /// Options every scenario takes.
@@ -40,6 +40,12 @@ struct BenchOptions: ParsableArguments {
     @Option(help: "The exchange URL for the started neffos server (for example nats://127.0.0.1:4222).")
     var exchange: String?
 
+    @Option(help: "History on the started neffos server: off, or on (every room of `bench` keeps its broadcasts).")
+    var history: String = "off"
+
+    @Flag(help: "The clients ask for the history extension (X-Neffos-Recovery: positioned broadcasts).")
+    var positions = false
+
     @Option(help: "Seconds to measure.")
     var duration: Int = 10
 
@@ -58,6 +64,7 @@ struct BenchOptions: ParsableArguments {
     func validate() throws {
         guard duration > 0, duration <= 3600 else { throw ValidationError("--duration must be 1…3600 seconds") }
         guard (1...20).contains(`repeat`) else { throw ValidationError("--repeat must be 1…20") }
+        guard ["off", "on"].contains(history) else { throw ValidationError("--history is off or on") }
         if let url {
             let parsed = try WebSocketURL(url)
             guard parsed.host == "localhost" || parsed.host.hasPrefix("127.") || parsed.host == "::1" else {
@@ -92,14 +99,16 @@ func runScenario(
             if options.progress && options.repeat > 1 {
                 FileHandle.standardError.write(Data("run \(round + 1)/\(options.repeat)\n".utf8))
             }
-            let runner = BenchRunner(threads: options.threads, progress: options.progress, tls: try options.tlsSession())
+            let runner = BenchRunner(threads: options.threads, progress: options.progress, tls: try options.tlsSession(), positions: options.positions)
             let target: BenchProcesses.Server?
             let url: String
             if let given = options.url {
                 target = nil
                 url = given
             } else {
-                target = try await BenchProcesses.startServer(raw: kind == .raw, exchange: kind == .raw ? nil : options.exchange)
+                target = try await BenchProcesses.startServer(
+                    raw: kind == .raw, exchange: kind == .raw ? nil : options.exchange,
+                    arguments: kind == .raw || options.history == "off" ? [] : ["--history", options.history])
                 url = target!.url
             }
             if options.progress { FileHandle.standardError.write(Data("\(kind.rawValue): \(url)\n".utf8)) }
@@ -169,11 +178,12 @@ extension Bench {
         @OptionGroup var options: BenchOptions
         @Option(help: "Clients (the first one publishes).") var clients = 1000
         @Option(help: "Broadcasts the publisher keeps in flight.") var window = 4
+        @Option(help: "A room every client joins, the broadcasts going to it (default: the namespace).") var room = ""
 
         func run() async throws {
-            let (clients, window, duration) = (clients, window, Duration.seconds(options.duration))
-            try await runScenario(options, clients: clients) { runner, url, server, _ in
-                try await runner.fanout([url], server: server, clients: clients, window: window, duration: duration)
+            let (clients, window, duration, room) = (clients, window, Duration.seconds(options.duration), room)
+            try await runScenario(options, clients: clients) { runner, url, server, pid in
+                try await runner.fanout([url], server: server, clients: clients, window: window, duration: duration, pids: pid.map { [$0] } ?? [], room: room)
             }
         }
     }

@@ -43,6 +43,17 @@ struct BenchToolTests {
         #expect(leftovers.isEmpty, "no bench or raw server outlives its run")
     }
 
+    @Test("Recovery: neffos bench recovery measures catching up, and clients dropped while broadcasts flow get every message once")
+    func recoveryScenario() async throws {
+        let results = try await bench(["recovery", "--missed", "10,50", "--rounds", "2", "--clients", "3", "--rate", "300", "--drop-every", "200", "--duration", "1"])
+        #expect(results.map { $0["scenario"] as? String } == ["recovery", "recovery", "recovery-churn"])
+        for result in results.prefix(2) { #expect((result["p50Milliseconds"] as? Double ?? 0) > 0, "\(result)") }
+        let churn = try #require(results.last)
+        #expect(churn["drops"] as? Int == 0 && churn["errors"] as? Int == 0, "nothing missing, nothing repeated: \(churn)")
+        #expect((churn["notes"] as? [String: String])?["clientsExact"] == "3/3", "\(churn)")
+        #expect(leftovers.isEmpty, "no bench server outlives its run")
+    }
+
     @Test("the bench server's askback asks the sender back and answers with the reply's body")
     func askback() async throws {
         let (server, port) = try await startBenchServer()

@@ -55,4 +55,15 @@ struct ReadmeTests {
         await listener.stop()
         await server.shutdown()
     }
+
+    @Test("the README's history rules compile and mean what it says")
+    func readmeHistory() {
+        var configuration = Server.Configuration()
+        configuration.history.rules = [
+            HistoryRule(namespace: "chat", limits: HistoryLimits(maxCount: 100, maxAge: .seconds(300)), replayOnJoin: 20),
+            HistoryRule(namespace: "dashboard", rooms: "metrics.*", replayOnJoin: 1),   // current value on join
+        ]
+        #expect(configuration.history.rules[0].matches("lobby", in: "chat"))
+        #expect(configuration.history.rules[1].latestOnJoin && configuration.history.rules[1].matches("metrics.cpu", in: "dashboard"))
+    }
 }

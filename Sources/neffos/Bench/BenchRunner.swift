@@ -66,7 +66,7 @@ final class BenchRunner: Sendable {
     let namespace = "bench"
     let progress: Bool
 
-    init(threads: Int, progress: Bool, tls: ClientTLSSession? = nil) {
+    init(threads: Int, progress: Bool, tls: ClientTLSSession? = nil, positions: Bool = false) {
         group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, threads))
         var recorders: [Recorder] = []
         var table: [ObjectIdentifier: Recorder] = [:]
@@ -76,7 +76,9 @@ final class BenchRunner: Sendable {
             table[ObjectIdentifier(loop)] = recorder
         }
         self.recorders = recorders
-        self.dialer = LoadDialer(group: group, recorders: table, tls: tls)
+        var dialer = LoadDialer(group: group, recorders: table, tls: tls)
+        dialer.positions = positions
+        self.dialer = dialer
         self.progress = progress
     }
 
@@ -99,6 +101,7 @@ final class BenchRunner: Sendable {
     /// each its URL, rooms and role. Returns them in plan order, and their setup latencies.
     func connect(
         _ count: Int, concurrency: Int = 256,
+        recoverFrom: (@Sendable (Int) -> String?)? = nil,
         plan: @escaping @Sendable (Int) -> (url: WebSocketURL, rooms: [String], role: LoadRole)
     ) async throws -> ([LoadConnection], Histogram<UInt64>) {
         var connections: [LoadConnection?] = Array(repeating: nil, count: count)
@@ -113,7 +116,8 @@ final class BenchRunner: Sendable {
                 next += 1
                 let (url, rooms, role) = plan(index)
                 group.addTask {
-                    let (connection, elapsed) = try await dialer.connect(to: url, namespace: namespace, rooms: rooms, role: role, sourceIndex: index)
+                    let (connection, elapsed) = try await dialer.connect(
+                        to: url, namespace: namespace, rooms: rooms, role: role, sourceIndex: index, recoverFrom: recoverFrom?(index))
                     return (index, connection, elapsed)
                 }
             }

@@ -90,12 +90,16 @@ final class LoadHandler: ChannelInboundHandler, @unchecked Sendable {
     typealias OutboundOut = WebSocketFrame
 
     private enum Phase {
-        case handshake, namespace, joining(Int), ready
+        case handshake, namespace, joining(Int), recovering(remaining: Int, next: Int), ready
     }
 
     let namespace: String
     let rooms: [String]
     let role: LoadRole
+    /// With the history extension: the position the first room's join recovers from.
+    let recoverFrom: String?
+    /// With the history extension: the first room's position its join reply gave.
+    private(set) var joinedAt: String?
     let recorder: Recorder
     let ready: EventLoopPromise<UInt64>
     /// One key per connection: a fresh random key per frame would cost a system call each.
@@ -118,10 +122,11 @@ final class LoadHandler: ChannelInboundHandler, @unchecked Sendable {
     private var inChurnRoom = false
     private let started = monotonicNanoseconds()
 
-    init(namespace: String, rooms: [String], role: LoadRole, recorder: Recorder, ready: EventLoopPromise<UInt64>) {
+    init(namespace: String, rooms: [String], role: LoadRole, recorder: Recorder, ready: EventLoopPromise<UInt64>, recoverFrom: String? = nil) {
         self.namespace = namespace
         self.rooms = rooms
         self.role = role
+        self.recoverFrom = recoverFrom
         self.recorder = recorder
         self.ready = ready
     }
@@ -205,8 +210,25 @@ final class LoadHandler: ChannelInboundHandler, @unchecked Sendable {
             guard String(buffer: payload) == "$c;;;;;;" else { return fail(context) }
             join(0)
         case .joining(let index):
-            guard String(buffer: payload) == "$j\(index);;;;;;" else { return fail(context) }
+            // The empty reply, or (the history extension) a data reply; not an error.
+            let fields = String(buffer: payload).split(separator: ";", maxSplits: 6, omittingEmptySubsequences: false)
+            guard fields.first == "$j\(index)"[...], fields.count == 7, fields[4] != "1" else { return fail(context) }
+            // `~<status> <count> <position>`: `count` kept messages follow.
+            let outcome = fields[6].split(separator: " ")
+            if fields[6].first == "~", outcome.count == 3, let count = Int(outcome[1]) {
+                if index == 0 { joinedAt = String(outcome[2]) }
+                if count > 0 {
+                    phase = .recovering(remaining: count, next: index + 1)
+                    return
+                }
+            }
             join(index + 1)
+        case .recovering(let remaining, let next):
+            if remaining > 1 {
+                phase = .recovering(remaining: remaining - 1, next: next)
+            } else {
+                join(next)
+            }
         case .ready:
             receive(payload)
         }
@@ -215,7 +237,8 @@ final class LoadHandler: ChannelInboundHandler, @unchecked Sendable {
     private func join(_ index: Int) {
         if index < rooms.count {
             phase = .joining(index)
-            send("$j\(index);\(namespace);\(rooms[index]);_OnRoomJoin;0;0;")
+            let body = index == 0 ? recoverFrom.map { "~" + $0 } ?? "" : ""
+            send("$j\(index);\(namespace);\(rooms[index]);_OnRoomJoin;0;0;\(body)")
         } else {
             phase = .ready
             ready.succeed(monotonicNanoseconds() - started)
@@ -358,6 +381,8 @@ struct LoadConnection: Sendable {
     let handler: LoadHandler
 
     func start() { channel.eventLoop.execute { handler.start() } }
+    /// The first room's position its join gave (the history extension).
+    func joinedAt() async throws -> String? { try await channel.eventLoop.submit { handler.joinedAt }.get() }
     func stop() { channel.eventLoop.execute { handler.stop() } }
     func close() { channel.close(promise: nil) }
 }
@@ -368,19 +393,21 @@ struct LoadDialer: Sendable {
     let recorders: [ObjectIdentifier: Recorder]
     /// The TLS of a `wss://` server.
     let tls: ClientTLSSession?
+    /// Whether the clients ask for the history extension (positioned broadcasts).
+    var positions = false
 
     /// Connects one client to `url` and waits until it is ready (handshake, namespace, rooms);
     /// returns it and how long that took.
-    func connect(to url: WebSocketURL, namespace: String, rooms: [String], role: LoadRole, sourceIndex: Int) async throws -> (LoadConnection, UInt64) {
+    func connect(to url: WebSocketURL, namespace: String, rooms: [String], role: LoadRole, sourceIndex: Int, recoverFrom: String? = nil) async throws -> (LoadConnection, UInt64) {
         let loop = group.next()
         let recorder = recorders[ObjectIdentifier(loop)]!
         let ready = loop.makePromise(of: UInt64.self)
-        let handler = LoadHandler(namespace: namespace, rooms: rooms, role: role, recorder: recorder, ready: ready)
+        let handler = LoadHandler(namespace: namespace, rooms: rooms, role: role, recorder: recorder, ready: ready, recoverFrom: recoverFrom)
         // Past one address's ephemeral ports, spread the clients over 127.0.0.2, .3, … (the
         // first 25,000 let the kernel pick: an explicit bind cannot reuse ports in TIME_WAIT).
         let source = sourceIndex < 25_000 ? nil : try SocketAddress(ipAddress: "127.0.0.\(1 + sourceIndex / 25_000)", port: 0)
         let channel = try await WebSocketDialer.connect(
-            to: url, tls: url.isSecure ? tls : nil, headers: [], group: loop, timeout: .seconds(30), maxFrameSize: 1 << 24,
+            to: url, tls: url.isSecure ? tls : nil, headers: positions ? [(name: "X-Neffos-Recovery", value: "1")] : [], group: loop, timeout: .seconds(30), maxFrameSize: 1 << 24,
             maxMessageSize: 1 << 24, localAddress: source
         ) { channel in
             try channel.pipeline.syncOperations.addHandler(handler)

@@ -10,9 +10,10 @@ extension BenchRunner {
     /// broadcasts in flight; deliveries per second and delivery latency.
     /// With `pids`, also the servers' CPU time (user + system, all of them) per delivery over the
     /// measured run (its drain included).
-    func fanout(_ urls: [WebSocketURL], server: String, clients: Int, window: Int, duration: Duration, warmUp: Duration = .zero, pids: [Int32] = []) async throws -> BenchResult {
+    /// With `room`, every client joins it and the broadcasts go to it instead of the namespace.
+    func fanout(_ urls: [WebSocketURL], server: String, clients: Int, window: Int, duration: Duration, warmUp: Duration = .zero, pids: [Int32] = [], room: String = "") async throws -> BenchResult {
         let (connections, _) = try await connect(clients) { index in
-            (urls[index % urls.count], [], index == 0 ? .publisher(window: window, room: "") : .receiver)
+            (urls[index % urls.count], room.isEmpty ? [] : [room], index == 0 ? .publisher(window: window, room: room) : .receiver)
         }
         defer { for connection in connections { connection.close() } }
         if warmUp > .zero { _ = try await run("warm-up", active: [connections[0]], duration: warmUp) }
@@ -27,6 +28,7 @@ extension BenchRunner {
         result.latency(drained.latency)
         result.notes["broadcasts"] = drained.sent.formatted
         if urls.count > 1 { result.notes["nodes"] = "\(urls.count)" }
+        if !room.isEmpty { result.notes["room"] = room }
         if !pids.isEmpty, drained.received > 0 {
             result.notes["serverCPUMicrosPerDelivery"] = String(format: "%.2f", cpu / Double(drained.received) * 1e6)
         }
