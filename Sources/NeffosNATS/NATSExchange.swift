@@ -161,17 +161,16 @@ public struct NATSExchange: Exchange, CustomStringConvertible {
 
 extension ExchangePlugin {
     /// `nats://host:port[,host:port…][?options]`: a NATS cluster (see ``NATSExchange``).
-    public static let nats = ExchangePlugin(
-        scheme: "nats", summary: "nats://host:port[,host:port…] — a NATS cluster (nats.c)"
-    ) { url in
-        try NATSExchange(url: url)
+    public static var nats: ExchangePlugin {
+        ExchangePlugin(scheme: "nats", summary: "nats://host:port[,host:port…] — a NATS cluster (nats.c)") { url in
+            try NATSExchange(url: url)
+        }
     }
 
     /// `tls://host:port[,…]`: NATS over TLS.
-    public static let natsTLS = ExchangePlugin(
-        scheme: "tls", summary: "tls://host:port[,host:port…] — a NATS cluster over TLS"
-    ) { url in
-        try NATSExchange(url: url)
+    public static var natsTLS: ExchangePlugin {
+        ExchangePlugin(scheme: "tls", summary: "tls://host:port[,host:port…] — a NATS cluster over TLS") { url in
+            try NATSExchange(url: url)
+        }
     }
 }
-

@@ -23,11 +23,14 @@ public final class NATSServer: Sendable {
     public let clusterPort: Int?
     private let clusterName: String?
     private let routes: [Int]
+    /// Whether JetStream is on (file storage in the server's folder, kept across restarts).
+    public let jetStream: Bool
     private let directory: String
     private let process: Locked<ChildProcess?>
 
     private init(name: String, clientPort: Int, monitorPort: Int, clusterPort: Int?, clusterName: String?,
-                 routes: [Int], directory: String, process: ChildProcess) {
+                 routes: [Int], jetStream: Bool, directory: String, process: ChildProcess) {
+        self.jetStream = jetStream
         self.name = name
         self.clientPort = clientPort
         self.monitorPort = monitorPort
@@ -75,18 +78,19 @@ public final class NATSServer: Sendable {
     }
 
     /// Starts one server; with `clusterName`, it also listens for routes and connects to the
-    /// route ports `routes`.
+    /// route ports `routes`; with `jetStream`, JetStream is on (`-js`), its file storage in the
+    /// server's own temporary folder, which a ``restart()`` keeps.
     public static func start(
         name: String = "nats-1", clusterName: String? = nil, routes: [Int] = [],
-        clientPort: Int = -1, monitorPort: Int = -1, clusterPort: Int = -1
+        clientPort: Int = -1, monitorPort: Int = -1, clusterPort: Int = -1, jetStream: Bool = false
     ) async throws -> NATSServer {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("neffos-nats-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let (process, ports) = try await launch(
             name: name, directory: directory, clientPort: clientPort, monitorPort: monitorPort,
-            clusterName: clusterName, clusterPort: clusterPort, routes: routes)
+            clusterName: clusterName, clusterPort: clusterPort, routes: routes, jetStream: jetStream)
         return NATSServer(name: name, clientPort: ports.client, monitorPort: ports.monitor, clusterPort: ports.cluster,
-                          clusterName: clusterName, routes: routes, directory: directory, process: process)
+                          clusterName: clusterName, routes: routes, jetStream: jetStream, directory: directory, process: process)
     }
 
     /// Starts `size` servers joined by routes (each routes to the first; they gossip the rest),
@@ -109,9 +113,10 @@ public final class NATSServer: Sendable {
 
     private static func launch(
         name: String, directory: String, clientPort: Int, monitorPort: Int,
-        clusterName: String?, clusterPort: Int, routes: [Int]
+        clusterName: String?, clusterPort: Int, routes: [Int], jetStream: Bool
     ) async throws -> (ChildProcess, (client: Int, monitor: Int, cluster: Int?)) {
         var arguments = ["-a", "127.0.0.1", "-p", "\(clientPort)", "-m", "\(monitorPort)", "-P", directory + "/\(name).pid", "-n", name]
+        if jetStream { arguments += ["-js", "-sd", directory + "/jetstream"] }
         if let clusterName {
             arguments += ["--cluster", "nats://127.0.0.1:\(clusterPort)", "--cluster_name", clusterName]
             if !routes.isEmpty { arguments += ["--routes", routes.map { "nats://127.0.0.1:\($0)" }.joined(separator: ",")] }
@@ -159,7 +164,7 @@ public final class NATSServer: Sendable {
         await stop()
         let (process, _) = try await Self.launch(
             name: name, directory: directory, clientPort: clientPort, monitorPort: monitorPort,
-            clusterName: clusterName, clusterPort: clusterPort ?? -1, routes: routes)
+            clusterName: clusterName, clusterPort: clusterPort ?? -1, routes: routes, jetStream: jetStream)
         self.process.withLock { $0 = process }
     }
 

@@ -82,6 +82,14 @@ extension BenchOptions {
     }
 }
 
+/// The generator's options of the scenarios that start their own servers (cluster, presence,
+/// recovery).
+struct GeneratorOptions: ParsableArguments {
+    @Option(help: "Event loops of the generator.") var threads = System.coreCount
+    @Flag(help: "Print the results as JSON.") var json = false
+    @Flag(inversion: .prefixedNo, help: "Print a progress line every second.") var progress = true
+}
+
 /// Runs a scenario against the server(s) the options choose, with a watchdog and signal
 /// handling so that nothing outlives the run.
 func runScenario(
@@ -310,9 +318,7 @@ extension Bench {
         @Option(help: "Nodes.") var nodes = 3
         @Option(help: "Broadcasts the publisher keeps in flight.") var window = 4
         @Option(help: "Seconds to measure.") var duration = 10
-        @Option(help: "Event loops of the generator.") var threads = System.coreCount
-        @Flag(help: "Print the results as JSON.") var json = false
-        @Flag(inversion: .prefixedNo, help: "Print a progress line every second.") var progress = true
+        @OptionGroup var generator: GeneratorOptions
 
         func run() async throws {
             _ = BenchProcesses.raiseFileLimit()
@@ -325,13 +331,13 @@ extension Bench {
                 for _ in 0..<max(2, nodes) {
                     urls.append(try WebSocketURL(try await BenchProcesses.startServer(raw: false, exchange: nats.url).url))
                 }
-                let runner = BenchRunner(threads: threads, progress: progress)
+                let runner = BenchRunner(threads: generator.threads, progress: generator.progress)
                 results.append(try await runner.fanout(urls, server: "neffos ×\(urls.count) over NATS", clients: clients, window: window, duration: .seconds(duration), warmUp: .seconds(1)))
                 await runner.shutdown()
                 await BenchProcesses.stopAll()
 
                 let single = try await BenchProcesses.startServer(raw: false)
-                let alone = BenchRunner(threads: threads, progress: progress)
+                let alone = BenchRunner(threads: generator.threads, progress: generator.progress)
                 results.append(try await alone.fanout([try WebSocketURL(single.url)], server: "neffos alone", clients: clients, window: window, duration: .seconds(duration)))
                 await alone.shutdown()
                 await BenchProcesses.stopAll()
@@ -339,7 +345,7 @@ extension Bench {
                 await BenchProcesses.stopAll()
                 throw error
             }
-            report(results, json: json)
+            report(results, json: generator.json)
         }
     }
 }

@@ -320,6 +320,56 @@ struct HistoryTests {
         await cluster.stop()
     }
 
+    @Test("History: a client joining and leaving many rooms cannot make a cluster node hold more than maxLingeringRooms of them")
+    func lingeringRoomsAreBounded() async throws {
+        let bus = InProcessExchange()
+        let cluster = try await TestCluster.start(nodes: 2, namespaces: ["default": Events()], configure: { _, configuration in
+            configuration.history.rules = [HistoryRule(namespace: "default")]
+            configuration.history.maxLingeringRooms = 3
+        }) { _ in bus }
+        let client = try await cluster.client(at: 0, namespaces: ["default": Events()])
+        let ns = try await client.connect("default")
+        for index in 0..<10 {
+            _ = try await ns.joinRoom("room-\(index)")
+            try await ns.leaveRoom("room-\(index)")
+        }
+        // The leaves are handled before the answer to a later ask: every room has emptied.
+        _ = try await ns.joinRoom("last")
+        #expect(cluster.servers[0].lingeringRoomCount == 3)
+        #expect(cluster.servers[0].statistics.limitsExceeded == 7, "each room past the bound is counted")
+        await cluster.stop()
+    }
+
+    @Test("Recovery: a connection lost again while its rooms are restored restores them after the next reconnection")
+    func lostDuringRestore() async throws {
+        // The first rejoin after a reconnection loses its connection (the server drops it).
+        let dropped = Atomic<Bool>(false)
+        var events = Events()
+        events.on(.roomJoin) { ns, _ in
+            if ns.conn.reconnectTries > 0, !dropped.exchange(true, ordering: .relaxed) { ns.conn.close(code: .goingAway, reason: "again") }
+        }
+        var configuration = Server.Configuration()
+        configuration.logger = Logger(label: "test") { _ in SwiftLogNoOpLogHandler() }
+        configuration.history.rules = [HistoryRule(namespace: "default")]
+        let server = try Server(namespaces: ["default": events], configuration: configuration)
+        let listener = WebSocketListener(server: server, port: 0)
+        try await listener.start()
+        let alice = try await RecordingClient("ws://127.0.0.1:\(try #require(listener.port))/")
+        server.broadcast(Message(namespace: "default", room: "lobby", event: "tick", body: "1"))
+        try await alice.waitForTicks([1])
+        for ns in server.members(ofRoom: "lobby", in: "default") { ns.conn.close(code: .goingAway, reason: "first") }
+        try await alice.states.log.wait(for: "two reconnections") { $0.filter { $0.hasPrefix("reconnected:") }.count >= 2 }
+        try await alice.recoveries.wait(for: "lobby:complete:0")
+        #expect(alice.ns.rooms.map(\.name) == ["lobby"], "still in the lobby")
+        server.broadcast(Message(namespace: "default", room: "lobby", event: "tick", body: "2"))
+        try await alice.waitForTicks([1, 2])
+        let droppedOnce = dropped.load(ordering: .relaxed)
+        #expect(droppedOnce)
+        await alice.client.close()
+        await listener.stop()
+        await server.shutdown(timeout: .seconds(5))
+    }
+
     @Test("History: configuration keys make the rules, the bounds and the store")
     func configurationKeys() async throws {
         let reader = try await Server.Configuration.reader(environment: [

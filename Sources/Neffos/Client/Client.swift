@@ -351,12 +351,23 @@ public final class Client: Sendable {
 
     /// Reconnects the namespaces and rejoins the rooms the connection had.
     private func restore() async {
+        var lost = false
         for (ns, rooms) in conn.takeForRestore() {
+            // Lost again meanwhile: the rest is restored after the next reconnection.
+            if lost {
+                conn.restoreLater(ns, rooms: rooms)
+                continue
+            }
             do {
                 try await conn.reconnect(ns)
                 for room in rooms.sorted() {
                     if let recovery = try await conn.rejoin(room, in: ns) { configuration.onRecovery?(recovery) }
                 }
+            } catch let error as NeffosError where error == .writeClosed || error == .reconnecting {
+                // Not a refusal: the new connection was lost too (the reconnection loop runs again).
+                configuration.logger.debug("connection lost while restoring; restoring after the next reconnection", metadata: ["namespace": "\(ns.namespace)"])
+                conn.restoreLater(ns, rooms: rooms)
+                lost = true
             } catch {
                 configuration.logger.warning("could not restore a namespace after reconnecting", metadata: ["namespace": "\(ns.namespace)", "error": "\(error)"])
                 await conn.fireRestoreFailure(ns, rooms: rooms)

@@ -45,6 +45,7 @@ extension Server.Configuration {
     /// | `neffos.history.maxAge` | ``HistoryLimits/maxAge`` of those rules | 5 min |
     /// | `neffos.history.replayOnJoin` | ``HistoryRule/replayOnJoin`` of those rules | 0 |
     /// | `neffos.history.maxRecoveryMessages` | ``Server/HistoryConfiguration/maxRecoveryMessages`` | 1000 |
+    /// | `neffos.history.maxLingeringRooms` | ``Server/HistoryConfiguration/maxLingeringRooms`` | 10000 |
     /// | `neffos.history.store.url` | ``Server/HistoryConfiguration/store``, made by `histories` | `memory://` |
     /// | `neffos.limits.messageBytes` | ``Server/TransportConfiguration/maxMessageSize`` | 512 KiB |
     /// | `neffos.limits.frameBytes` | ``Server/TransportConfiguration/maxFrameSize`` | 512 KiB |
@@ -76,15 +77,7 @@ extension Server.Configuration {
     ) throws(NeffosError) {
         self.init()
         let values = ConfigValues(config, scope: scope)
-        if let url = try values.string("exchange.url") {
-            do {
-                exchange = try exchanges.exchange(for: url)
-            } catch let error as NeffosError {
-                throw values.invalid("exchange.url", error.detail ?? error.text)
-            } catch {
-                throw values.invalid("exchange.url", "\(error)")
-            }
-        }
+        exchange = try values.made("exchange.url", by: exchanges) ?? exchange
         nodeName = try values.string("node.name") ?? nodeName
         clusterName = try values.string("cluster.name") ?? clusterName
         metricsName = try values.string("metrics.name") ?? metricsName
@@ -122,15 +115,8 @@ extension Server.HistoryConfiguration {
             }
         }
         maxRecoveryMessages = try values.int("history.maxRecoveryMessages", minimum: 1) ?? maxRecoveryMessages
-        if let url = try values.string("history.store.url") {
-            do {
-                store = try stores.store(for: url)
-            } catch let error as NeffosError {
-                throw values.invalid("history.store.url", error.detail ?? error.text)
-            } catch {
-                throw values.invalid("history.store.url", "\(error)")
-            }
-        }
+        maxLingeringRooms = try values.int("history.maxLingeringRooms", minimum: 0) ?? maxLingeringRooms
+        store = try values.made("history.store.url", by: stores) ?? store
     }
 }
 

@@ -97,6 +97,12 @@ extension Conn {
         machine.withLock { $0.positions[RecoveryWire.RoomKey(namespace, room)] = nil }
     }
 
+    /// The connection was lost during a restore: `ns` and `rooms` are restored after the next
+    /// reconnection (the server did not refuse them).
+    func restoreLater(_ ns: NSConn, rooms: Set<String>) {
+        machine.withLock { $0.restoreLater(ns, rooms: rooms) }
+    }
+
     /// A namespace the server would not restore: its rooms and the namespace are left, forced.
     func fireRestoreFailure(_ ns: NSConn, rooms: Set<String>) async {
         _ = machine.withLock { $0.removeNamespace(ns.namespace) }

@@ -57,10 +57,21 @@ extension ConnStateMachine {
     }
 
     /// Takes the namespaces and rooms of a client whose transport was lost, to restore them
-    /// on the next one (no owner event: they come back, or fail, one by one).
+    /// on the next one (no owner event: they come back, or fail, one by one), with those a
+    /// restore cut short by another loss left for this one (``restoreLater(_:rooms:)``).
     mutating func takeForRestore() -> [(NSConn, rooms: Set<String>)] {
-        defer { namespaces = [:] }
-        return namespaces.keys.sorted().map { (namespaces[$0]!.nsConn, namespaces[$0]!.rooms) }
+        var taken: [String: (NSConn, rooms: Set<String>)] = [:]
+        for (name, entry) in namespaces { taken[name] = (entry.nsConn, entry.rooms) }
+        for (ns, rooms) in unrestored { taken[ns.namespace, default: (ns, [])].rooms.formUnion(rooms) }
+        namespaces = [:]
+        unrestored = []
+        return taken.keys.sorted().map { taken[$0]! }
+    }
+
+    /// A restore was cut short by the loss of the new transport: `ns` and `rooms` are restored
+    /// on the next one instead.
+    mutating func restoreLater(_ ns: NSConn, rooms: Set<String>) {
+        unrestored.append((ns, rooms))
     }
 
     /// Applies what a successful reply confirms; returns the namespace waiters to resume and

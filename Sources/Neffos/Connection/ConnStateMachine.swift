@@ -108,6 +108,9 @@ struct ConnStateMachine {
     /// Client side: the last position received in each room with history (kept across
     /// reconnections, to recover from; dropped when the room is left).
     var positions: [RecoveryWire.RoomKey: HistoryPosition] = [:]
+    /// Client side: namespaces and rooms a restore could not finish because the connection was
+    /// lost again; the next restore takes them.
+    var unrestored: [(NSConn, Set<String>)] = []
 
     /// A change the owner must learn, delivered in order.
     enum OwnerEvent {

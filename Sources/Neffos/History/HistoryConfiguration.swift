@@ -17,6 +17,13 @@ extension Server {
         /// The most kept messages one join sends back (recovery); past it, the newest ones are
         /// sent and the join reports "not recovered". Default: 1,000.
         public var maxRecoveryMessages = 1000
+        /// With an exchange: the most emptied rooms a node keeps receiving for their history's
+        /// age (so that a member who comes back recovers there). Past it, an emptied room is let
+        /// go at once and forgets its history (a later recovery there reports "not
+        /// recovered"), counted as `neffos_limits_exceeded{limit="lingeringRooms"}`: members
+        /// joining and leaving many rooms cannot make a node hold their subscriptions.
+        /// Default: 10,000.
+        public var maxLingeringRooms = 10_000
 
         /// No history.
         public init() {}

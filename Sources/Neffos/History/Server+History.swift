@@ -125,11 +125,21 @@ extension Server {
     func keptRoomEmptied(_ room: String, in namespace: String, subject: String, link: ClusterLink) -> Bool {
         guard let rule = configuration.history.rule(for: room, in: namespace) else { return false }
         let deadline = ContinuousClock.now + rule.limits.maxAge
-        let startTimer = keptReleases.withLock { pending -> Bool in
+        let limit = configuration.history.maxLingeringRooms
+        let (kept, startTimer) = keptReleases.withLock { pending -> (Bool, Bool) in
             let isNew = pending[subject] == nil
+            if isNew && pending.count >= limit { return (false, false) }
             pending[subject, default: PendingRelease(deadline: deadline)].count += 1
             pending[subject]!.deadline = deadline
-            return isNew
+            return (true, isNew)
+        }
+        guard kept else {
+            // Let go at once: what this node keeps of the room next is not a continuation.
+            metrics.limitExceeded(.lingeringRooms)
+            index.withLock { index in
+                if !index.hasMembers(inRoom: room, of: namespace) { configuration.history.store.drop(HistoryStream(namespace: namespace, room: room)) }
+            }
+            return false
         }
         if startTimer {
             let stream = HistoryStream(namespace: namespace, room: room)
@@ -155,6 +165,11 @@ extension Server {
             if count > 0 { return }
         }
     }
+}
+
+extension Server {
+    /// Emptied rooms with history this node still receives (for tests of their bound).
+    package var lingeringRoomCount: Int { keptReleases.withLock { $0.count } }
 }
 
 /// Subscriptions of emptied rooms with history, released when their history has aged out.

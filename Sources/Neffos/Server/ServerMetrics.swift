@@ -100,7 +100,7 @@ extension Server {
 final class ServerMetrics: Sendable {
     /// The bounds whose refusals are counted apart (`neffos_limits_exceeded{limit=…}`).
     enum Limit: String, CaseIterable, Sendable {
-        case rooms, nameLength, pendingAsks, pendingServerAsks, pendingQueries
+        case rooms, nameLength, pendingAsks, pendingServerAsks, pendingQueries, lingeringRooms
     }
 
     let connections: Meter

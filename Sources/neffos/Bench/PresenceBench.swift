@@ -31,9 +31,7 @@ extension Bench {
         @Flag(help: "Also deliver the `presence` client event to the rooms' members.") var events = false
         @Option(help: "Fan-out runs with presence on and off (interleaved); the median of each is reported.") var `repeat` = 1
         @Option(help: "Seconds to measure each phase.") var duration = 10
-        @Option(help: "Event loops of the generator.") var threads = System.coreCount
-        @Flag(help: "Print the results as JSON.") var json = false
-        @Flag(inversion: .prefixedNo, help: "Print a progress line every second.") var progress = true
+        @OptionGroup var generator: GeneratorOptions
 
         func validate() throws {
             guard (2...16).contains(nodes) else { throw ValidationError("--nodes must be 2…16") }
@@ -72,7 +70,7 @@ extension Bench {
                 await BenchProcesses.stopAll()
                 throw error
             }
-            report(results, json: json)
+            report(results, json: generator.json)
         }
 
         private func cpuPerDelivery(_ result: BenchResult) -> Double {
@@ -102,8 +100,8 @@ extension Bench {
                 guard ContinuousClock.now < deadline else { throw ToolError("the \(nodes) nodes did not all see each other within 20 s") }
                 try await Task.sleep(for: .milliseconds(100))
             }
-            let members = BenchRunner(threads: threads, progress: progress)
-            let askers = BenchRunner(threads: 1, progress: progress)
+            let members = BenchRunner(threads: generator.threads, progress: generator.progress)
+            let askers = BenchRunner(threads: 1, progress: generator.progress)
             // Each room's members and churners spread round-robin over the nodes.
             let (connections, _) = try await members.connect(clients + churners) { index in
                 let (room, url) = ("r\(index % rooms)", urls[(index / rooms) % nodes])
@@ -168,7 +166,7 @@ extension Bench {
 
         private func fanout(presence: String) async throws -> BenchResult {
             let (_, servers) = try await cluster(presence: presence)
-            let runner = BenchRunner(threads: threads, progress: progress)
+            let runner = BenchRunner(threads: generator.threads, progress: generator.progress)
             var result = try await runner.fanout(
                 try servers.map { try WebSocketURL($0.url) }, server: "neffos ×\(nodes) over NATS, presence \(presence)",
                 clients: fanoutClients, window: 4, duration: .seconds(duration), warmUp: .seconds(1), pids: servers.map(\.pid))

@@ -29,9 +29,7 @@ extension Bench {
         @Option(help: "Numbered broadcasts a second during the churn.") var rate = 2000
         @Option(help: "Mean milliseconds between two drops of one client.") var dropEvery = 500
         @Option(help: "Seconds of churn.") var duration = 10
-        @Option(help: "Event loops of the generator.") var threads = System.coreCount
-        @Flag(help: "Print the results as JSON.") var json = false
-        @Flag(inversion: .prefixedNo, help: "Print a progress line every second.") var progress = true
+        @OptionGroup var generator: GeneratorOptions
 
         private var sizes: [Int] { missed.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) } }
 
@@ -56,12 +54,12 @@ extension Bench {
                 await BenchProcesses.stopAll()
                 throw error
             }
-            report(results, json: json)
+            report(results, json: generator.json)
         }
 
         /// Recovery time for `missed` messages, `rounds` times.
         private func latency(_ url: WebSocketURL, missed: Int) async throws -> BenchResult {
-            let runner = BenchRunner(threads: threads, progress: false, positions: true)
+            let runner = BenchRunner(threads: generator.threads, progress: false, positions: true)
             let control = try await Client.dial(url.text, namespaces: ["bench": Events()])
             let room = "recover-\(missed)"
             // The control client asks for the bursts from inside the room (it ignores the ticks).
@@ -76,7 +74,7 @@ extension Bench {
                 let (recovered, setup) = try await runner.connect(1, recoverFrom: { _ in position }) { _ in (url, [room], .receiver) }
                 _ = times.record(setup.max)
                 recovered[0].close()
-                if progress { FileHandle.standardError.write(Data("  [recovery \(missed)] round \(round + 1)/\(rounds): \(String(format: "%.2f", Double(setup.max) / 1e6)) ms\n".utf8)) }
+                if generator.progress { FileHandle.standardError.write(Data("  [recovery \(missed)] round \(round + 1)/\(rounds): \(String(format: "%.2f", Double(setup.max) / 1e6)) ms\n".utf8)) }
             }
             await control.close()
             await runner.shutdown()
@@ -124,17 +122,17 @@ extension Bench {
             // its mean interval --drop-every.
             let step = Duration.milliseconds(10)
             let perStep = max(1, rate / 100)
-            var generator = SystemRandomNumberGenerator()
+            var random = SystemRandomNumberGenerator()
             while ContinuousClock.now - start < .seconds(duration) {
                 let stepStart = ContinuousClock.now
                 for _ in 0..<perStep {
                     try publisher.conn.write(Message(namespace: "bench", room: room, event: "count"))
                     published += 1
                 }
-                for (_, ns) in members where Double.random(in: 0..<1, using: &generator) < 10.0 / Double(dropEvery) {
+                for (_, ns) in members where Double.random(in: 0..<1, using: &random) < 10.0 / Double(dropEvery) {
                     if (try? ns.emit("drop")) != nil { drops += 1 }
                 }
-                if progress && ContinuousClock.now >= nextReport {
+                if generator.progress && ContinuousClock.now >= nextReport {
                     nextReport += .seconds(1)
                     let done = outcomes.withLock { $0 }
                     FileHandle.standardError.write(Data("  [churn] published \(published.formatted), drops \(drops.formatted), recoveries \(done.complete) complete, \(done.incomplete) incomplete\n".utf8))
