@@ -52,3 +52,59 @@ struct JetStreamTests {
         await server.stop()
     }
 }
+
+@Suite("JetStream history")
+struct JetStreamHistoryTests {
+    @Test("History: two nodes appending to one room through JetStream make one chain; reads after a position are complete until trimmed")
+    func chainAcrossNodes() async throws {
+        let server = try await NATSServer.start(name: "js-history", jetStream: true)
+        do {
+            let nodeA = try await JetStreamHistory(client: try await JetStreamClient.connect(server.url), cluster: "test", maxPerRoom: 20, maxAge: .seconds(60))
+            let nodeB = try await JetStreamHistory(client: try await JetStreamClient.connect(server.url), cluster: "test", maxPerRoom: 20, maxAge: .seconds(60))
+            #expect(nodeA.epoch == nodeB.epoch && nodeA.epoch.hasPrefix("NEFFOS_HISTORY_test-"))
+            let lobby = nodeA.subject("default", "lobby")
+            let other = nodeA.subject("default", "other")
+            // Both nodes append to the lobby at once (with another room in between): each
+            // message names the lobby's previous one, whoever kept it.
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for (node, name) in [(nodeA, "a"), (nodeB, "b")] {
+                    group.addTask {
+                        for n in 1...5 {
+                            _ = try await node.append(ByteBuffer(string: "\(name)\(n)"), to: lobby)
+                            _ = try await node.append(ByteBuffer(string: "x"), to: other)
+                        }
+                    }
+                }
+                try await group.waitForAll()
+            }
+            let all = try await nodeA.read(lobby, after: 0, limit: 100)
+            #expect(all.entries.count == 10 && all.isComplete)
+            #expect(all.entries.first?.previous == 0)
+            for (earlier, later) in zip(all.entries, all.entries.dropFirst()) {
+                #expect(later.previous == earlier.sequence, "a chain without a hole: \(later.previous) after \(earlier.sequence)")
+            }
+            let bodies = all.entries.map { String(buffer: $0.frame) }
+            #expect(bodies.filter { $0.hasPrefix("a") } == (1...5).map { "a\($0)" } && bodies.filter { $0.hasPrefix("b") } == (1...5).map { "b\($0)" })
+
+            // After a position: the rest, complete; through a bound: up to it.
+            let third = all.entries[2].sequence
+            let rest = try await nodeB.read(lobby, after: third, limit: 100)
+            #expect(rest.entries.map(\.sequence) == all.entries.dropFirst(3).map(\.sequence) && rest.isComplete)
+            let upTo = try await nodeB.read(lobby, after: third, through: all.entries[5].sequence, limit: 100)
+            #expect(upTo.entries.count == 3 && upTo.isComplete)
+            let limited = try await nodeB.read(lobby, after: 0, limit: 4)
+            #expect(limited.entries.map(\.sequence) == all.entries.suffix(4).map(\.sequence) && !limited.isComplete, "the newest, not complete")
+            let latest = try #require(all.entries.last?.sequence)
+            #expect(try await nodeA.read(lobby, after: latest, limit: 10).isComplete, "nothing missed")
+
+            // Trimmed (20 per room): a position before what is kept is not complete.
+            for n in 1...25 { _ = try await nodeA.append(ByteBuffer(string: "t\(n)"), to: lobby) }
+            let trimmed = try await nodeB.read(lobby, after: third, limit: 100)
+            #expect(trimmed.entries.count == 20 && !trimmed.isComplete)
+        } catch {
+            await server.stop()
+            throw error
+        }
+        await server.stop()
+    }
+}
