@@ -61,8 +61,19 @@ package final class JetStreamClient: Sendable {
     package static func connect(_ url: String) async throws -> JetStreamClient {
         try await withCheckedThrowingContinuation { continuation in
             DispatchQueue.global().async {
+                // Reconnect quickly and for ever: a history read during a bus outage waits
+                // for the bus (see `run`), it does not fail at once.
+                var options: OpaquePointer?
+                guard natsOptions_Create(&options) == NATS_OK, let options else {
+                    continuation.resume(throwing: NeffosError.dialFailed.with(detail: "nats.c could not create options"))
+                    return
+                }
+                defer { natsOptions_Destroy(options) }
+                _ = natsOptions_SetURL(options, url)
+                _ = natsOptions_SetMaxReconnect(options, -1)
+                _ = natsOptions_SetReconnectWait(options, 100)
                 var connection: OpaquePointer?
-                let status = natsConnection_ConnectTo(&connection, url)
+                let status = natsConnection_Connect(&connection, options)
                 guard status == NATS_OK, let connection else {
                     continuation.resume(throwing: NeffosError.dialFailed.with(detail: "no NATS server at \(url) (\(Self.text(status))); is nats-server running with -js?"))
                     return
@@ -80,10 +91,41 @@ package final class JetStreamClient: Sendable {
     }
 
     /// Runs `work` on the queue with the JetStream context.
+    /// A call that fails because the bus is away (disconnected, JetStream not answering yet
+    /// after a restart) is tried again, every 50 ms, for up to `patience`.
     /// (The closure holds `self`: the handles outlive every call in flight.)
     private func run<Value: Sendable>(_ work: @escaping @Sendable (OpaquePointer) throws -> Value) async throws -> Value {
         try await withCheckedThrowingContinuation { continuation in
-            queue.async { [self] in continuation.resume(with: Result { try work(context.pointer) }) }
+            queue.async { [self] in
+                let deadline = ContinuousClock.now + Self.patience
+                while true {
+                    do {
+                        return continuation.resume(returning: try work(context.pointer))
+                    } catch let error as Unavailable where ContinuousClock.now < deadline {
+                        _ = error
+                        usleep(50_000)
+                    } catch let error as Unavailable {
+                        return continuation.resume(throwing: NeffosError.timeout.with(detail: "JetStream unavailable for \(Self.patience): \(error.text)"))
+                    } catch {
+                        return continuation.resume(throwing: error)
+                    }
+                }
+            }
+        }
+    }
+
+    /// How long a call waits for the bus to come back.
+    static let patience = Duration.seconds(10)
+
+    /// The bus is away for now: the call is tried again.
+    private struct Unavailable: Error {
+        let text: String
+    }
+
+    /// Throws ``Unavailable`` for a status that says the bus is away.
+    private static func checkAvailable(_ status: natsStatus) throws {
+        if status == NATS_CONNECTION_DISCONNECTED || status == NATS_NO_RESPONDERS || status == NATS_TIMEOUT {
+            throw Unavailable(text: text(status))
         }
     }
 
@@ -120,6 +162,7 @@ package final class JetStreamClient: Sendable {
                 }
                 return status
             }
+            try Self.checkAvailable(status)
             guard status == NATS_OK, let info else {
                 throw NeffosError.invalidConfiguration.with(detail: "JetStream stream \(name): \(Self.text(status)) (error \(error.rawValue))")
             }
@@ -156,6 +199,7 @@ package final class JetStreamClient: Sendable {
             }
             guard status == NATS_OK, let ack else {
                 if error == JSStreamWrongLastSequenceErr { throw PublishError.wrongLastSequence }
+                try Self.checkAvailable(status)
                 throw PublishError.failed("\(Self.text(status)) (error \(error.rawValue))")
             }
             defer { jsPubAck_Destroy(ack) }
@@ -188,6 +232,7 @@ package final class JetStreamClient: Sendable {
                 return js_DirectGetMsg(&message, js, stream, nil, &options)
             }
             if status == NATS_NOT_FOUND { return nil }
+            try Self.checkAvailable(status)
             guard status == NATS_OK, let message else {
                 throw NeffosError.invalidConfiguration.with(detail: "JetStream read of \(subject) in \(stream): \(Self.text(status))")
             }

@@ -12,9 +12,15 @@ import Neffos
 /// nodes publish to the room. A read after a position is complete when its first message's
 /// predecessor is that position.
 ///
-/// The piece of the JetStream history store that talks to JetStream; the server's side
-/// (delivering each room in chain order, recovering on any node) builds on it.
-package final class JetStreamHistory: Sendable {
+/// Give it to a server as its shared history (``Server/HistoryConfiguration/shared``): the
+/// rooms its history rules cover are then kept in JetStream, and a client recovers on any node.
+///
+/// ```swift
+/// configuration.history.rules = [HistoryRule(namespace: "chat")]
+/// configuration.history.shared = try await JetStreamHistory.connect(
+///     url: "nats://10.0.0.1:4222", cluster: configuration.clusterName, maxPerRoom: 100, maxAge: .seconds(300))
+/// ```
+public final class JetStreamHistory: SharedHistoryStore {
     /// A kept message: where it is, its room's previous one, and the frame as broadcast.
     package struct Entry: Sendable {
         package var sequence: UInt64
@@ -36,6 +42,15 @@ package final class JetStreamHistory: Sendable {
     /// The last sequence this node knows per room subject (a hint: a wrong one costs a retry).
     private let lastKnown = Locked<[String: UInt64]>([:])
 
+    /// Connects to the `nats-server` at `url` (JetStream on: `nats-server -js`) and opens (or
+    /// makes) the history stream of cluster `cluster` (see ``init(client:cluster:maxPerRoom:maxAge:fileStorage:)``).
+    ///
+    /// - Throws: ``NeffosError/dialFailed`` when no server answers; ``NeffosError/invalidConfiguration``
+    ///   when JetStream refuses the stream (JetStream off, limits it does not accept).
+    public static func connect(url: String, cluster: String, maxPerRoom: Int, maxAge: Duration, fileStorage: Bool = true) async throws -> JetStreamHistory {
+        try await JetStreamHistory(client: try await JetStreamClient.connect(url), cluster: cluster, maxPerRoom: maxPerRoom, maxAge: maxAge, fileStorage: fileStorage)
+    }
+
     /// Opens (or makes) the history stream of cluster `cluster`: subjects
     /// `neffos.<cluster>.hist.>`, at most `maxPerRoom` messages per room, kept `maxAge`.
     package init(client: JetStreamClient, cluster: String, maxPerRoom: Int, maxAge: Duration, fileStorage: Bool = true) async throws {
@@ -46,8 +61,8 @@ package final class JetStreamHistory: Sendable {
             name: stream, subjects: [prefix + ">"], maxMessagesPerSubject: maxPerRoom, maxAge: maxAge, fileStorage: fileStorage)
     }
 
-    /// The epoch of the positions this history gives.
-    package var epoch: String { identity.description }
+    /// The epoch of the positions this history gives: the stream's name and creation time.
+    public var epoch: String { identity.description }
 
     /// The subject of `room` of `namespace`.
     package func subject(_ namespace: String, _ room: String) -> String {
@@ -110,5 +125,22 @@ package final class JetStreamHistory: Sendable {
         else { return nil }
         data.moveReaderIndex(forwardBy: 1)
         return Entry(sequence: stored.sequence, previous: previous, frame: data)
+    }
+}
+
+extension JetStreamHistory {
+    /// Keeps `frame` as the next message of the room (see ``SharedHistoryStore``).
+    public func append(_ frame: ByteBuffer, namespace: String, room: String) async throws -> (sequence: UInt64, previous: UInt64) {
+        try await append(frame, to: subject(namespace, room))
+    }
+
+    /// The room's messages after `sequence` (see ``SharedHistoryStore``).
+    public func read(namespace: String, room: String, after sequence: UInt64, through: UInt64?, limit: Int) async throws -> SharedHistoryRead {
+        let subject = subject(namespace, room)
+        let found = try await read(subject, after: sequence, through: through, limit: limit)
+        let latest = try await client.last(in: stream, subject: subject)?.sequence ?? 0
+        return SharedHistoryRead(
+            entries: found.entries.map { SharedHistoryEntry(sequence: $0.sequence, previous: $0.previous, frame: $0.frame) },
+            isComplete: found.isComplete, latest: latest)
     }
 }

@@ -53,7 +53,10 @@ extension Conn {
     func replyRoomJoin(_ request: Message) async {
         guard !request.wait.isEmpty, !request.isNoOp else { return }
         var request = request
-        let recovery = server?.joinRecovery(for: &request, on: self)
+        var recovery = server?.joinRecovery(for: &request, on: self)
+        if let server, let pending = recovery, server.configuration.history.shared != nil {
+            recovery = await server.prefetch(pending)
+        }
         guard let ns = namespace(request.namespace) else {
             sendError(to: request, NeffosError.badNamespace)
             return

@@ -14,6 +14,10 @@ extension Server {
         public var rules: [HistoryRule] = []
         /// Where kept messages go. Default: a ``MemoryHistoryStore`` (per node).
         public var store: any HistoryStore = MemoryHistoryStore()
+        /// A history kept for the whole cluster (JetStream): when set, the rules' rooms keep
+        /// their broadcasts there instead of in ``store``, with positions that mean the same on
+        /// every node. Default: none.
+        public var shared: (any SharedHistoryStore)?
         /// The most kept messages one join sends back (recovery); past it, the newest ones are
         /// sent and the join reports "not recovered". Default: 1,000.
         public var maxRecoveryMessages = 1000

@@ -15,6 +15,8 @@ struct JoinRecovery: Sendable {
     var positions: Bool
     /// How many of the room's newest messages follow the reply (``HistoryRule/replayOnJoin``).
     var replay: Int
+    /// With a shared history: what was read before the join took effect.
+    var prefetched: SharedHistoryRead?
 }
 
 extension Server {
@@ -50,6 +52,25 @@ extension Server {
         return JoinRecovery(request: bare, asked: asked, after: after, positions: conn.wantsPositions, replay: rule.replayOnJoin)
     }
 
+    /// With a shared history: reads what a join sends back, before the join takes effect (the
+    /// read waits on the network; the join then adds what this node delivered meanwhile).
+    func prefetch(_ recovery: JoinRecovery) async -> JoinRecovery {
+        guard let shared = configuration.history.shared else { return recovery }
+        var recovery = recovery
+        let from = recovery.after.flatMap { $0.epoch == shared.epoch ? $0.offset : nil } ?? 0
+        let limit = recovery.asked ? configuration.history.maxRecoveryMessages : min(recovery.replay, configuration.history.maxRecoveryMessages)
+        do {
+            var read = try await shared.read(
+                namespace: recovery.request.namespace, room: recovery.request.room, after: recovery.asked ? from : 0, through: nil, limit: max(0, limit))
+            if recovery.asked && from == 0 && recovery.after != nil { read.isComplete = false }  // another epoch
+            recovery.prefetched = read
+        } catch {
+            logger.warning("could not read a room's shared history for a join", metadata: ["room": "\(recovery.request.room)", "error": "\(error)"])
+            recovery.prefetched = SharedHistoryRead(entries: [], isComplete: false, latest: 0)
+        }
+        return recovery
+    }
+
     /// Under the index lock, once `ns` is in `room`: queues the join's reply and what follows
     /// it to the connection's loop, ahead of any later broadcast to the room (they queue to the
     /// same lane under the same lock).
@@ -58,7 +79,12 @@ extension Server {
         let history = configuration.history
         let stream = HistoryStream(namespace: ns.namespace, room: recovery.request.room)
         let limit = recovery.asked ? history.maxRecoveryMessages : min(recovery.replay, history.maxRecoveryMessages)
-        let read = history.store.read(stream, after: recovery.asked ? recovery.after : nil, limit: limit)
+        let read: HistoryRead
+        if let shared = history.shared, let prefetched = recovery.prefetched {
+            read = sharedJoinRead(prefetched, stream: stream, recovery: recovery, epoch: shared.epoch, limit: limit)
+        } else {
+            read = history.store.read(stream, after: recovery.asked ? recovery.after : nil, limit: limit)
+        }
         let entries = limit > 0 ? read.entries : []
         let status: RecoveryWire.Status = recovery.asked ? (read.isComplete ? .recovered : .incomplete) : .notAsked
         let reply: ByteBuffer
@@ -85,6 +111,40 @@ extension Server {
             for (frame, _) in frames { metrics.sent(1, bytes: frame.readableBytes) }
         }
         return true
+    }
+
+    /// Under the index lock: what a join to a room with a shared history sends: what it read
+    /// before, up to what this node delivered (D), and from this node's recent deliveries what
+    /// came after the read. A node that delivered nothing of the room yet starts its chain at
+    /// the read's end, so that what follows is checked against it.
+    private func sharedJoinRead(_ prefetched: SharedHistoryRead, stream: HistoryStream, recovery: JoinRecovery, epoch: String, limit: Int) -> HistoryRead {
+        let after = recovery.after.flatMap { $0.epoch == epoch ? $0.offset : nil } ?? 0
+        return sharedRooms.withLock { rooms -> HistoryRead in
+            var state = rooms[stream] ?? SharedRoomState()
+            let readEnd = max(prefetched.entries.last?.sequence ?? 0, prefetched.latest)
+            if state.last == nil { state.last = readEnd }
+            let delivered = state.last!
+            rooms[stream] = state
+            var entries = prefetched.entries.filter { $0.sequence <= delivered }.map { (entry: $0, binary: false) }
+            var complete = prefetched.isComplete
+            // Where the read left off (within what this node delivered); what this node
+            // delivered after it comes from its recent deliveries, chained.
+            var chainEnd = entries.last?.entry.sequence ?? (recovery.asked ? after : 0)
+            if readEnd <= delivered { chainEnd = max(chainEnd, readEnd) }
+            for kept in state.recent where kept.entry.sequence > chainEnd && kept.entry.sequence <= delivered {
+                if kept.entry.previous != chainEnd { complete = false }
+                entries.append((kept.entry, kept.binary))
+                chainEnd = kept.entry.sequence
+            }
+            if chainEnd < delivered { complete = false }
+            if entries.count > limit {
+                entries = Array(entries.suffix(max(0, limit)))
+                complete = false
+            }
+            return HistoryRead(
+                entries: entries.map { HistoryEntry(position: HistoryPosition(epoch: epoch, offset: $0.entry.sequence), frame: $0.entry.frame, isBinary: $0.binary) },
+                latest: HistoryPosition(epoch: epoch, offset: delivered), isComplete: complete)
+        }
     }
 
     /// A broadcast to a room with history: kept, given its position, and queued to the local

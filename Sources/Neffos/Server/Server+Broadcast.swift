@@ -25,6 +25,11 @@ extension Server {
             return 0
         }
         let target = BroadcastTarget(of: message, except: except?.connectionID)
+        if let shared = configuration.history.shared, target.to.isEmpty,
+            configuration.history.rule(for: target.room, in: target.namespace) != nil
+        {
+            return broadcastShared(frame, binary: message.isBinary, to: target, store: shared)
+        }
         let local = deliverLocally(frame, binary: message.isBinary, to: target)
         link?.publish(.broadcast, frame: frame, binary: message.isBinary, to: target)
         return local
@@ -41,6 +46,14 @@ extension Server {
         if keeping, !configuration.history.rules.isEmpty, target.to.isEmpty,
             let rule = configuration.history.rule(for: target.room, in: target.namespace)
         {
+            if let shared = configuration.history.shared {
+                // From another node, with its chain position.
+                guard let (sequence, previous, plain) = Self.parseSharedWireFrame(frame) else {
+                    return deliverLocally(frame, binary: binary, to: target, keeping: false)
+                }
+                deliverShared(SharedHistoryEntry(sequence: sequence, previous: previous, frame: plain), binary: binary, to: target, store: shared)
+                return 0
+            }
             return deliverKept(frame, binary: binary, to: target, rule: rule)
         }
         let (groups, count) = index.withLock { $0.receivers(of: target) }

@@ -43,6 +43,10 @@ public final class Server: Sendable {
     let broadcastOrder = Locked(())
     /// Emptied rooms with history whose subscription waits for their history to age out.
     let keptReleases = Locked<[String: PendingRelease]>([:])
+    /// With a shared history: each room's appends in flight (one at a time, in order), and what
+    /// this node delivered of each room.
+    let sharedAppends = Locked<[HistoryStream: PendingAppends]>([:])
+    let sharedRooms = Locked<[HistoryStream: SharedRoomState]>([:])
     /// Connections accepted and not yet closed (what `maxConnections` limits).
     let live = Atomic<Int>(0)
     /// Transport-level connections (TCP, upgraded or not) holding a slot.

@@ -1,0 +1,180 @@
+import Logging
+import NIOCore
+import Neffos
+import NeffosNIO
+import NeffosProcess
+import NeffosTesting
+import Testing
+
+@testable import NeffosNATS
+
+/// A Swift client that logs the `tick`s it receives and its recoveries.
+private struct TickClient {
+    let client: Client
+    let ticks = TickLog()
+    let recoveries = TickLog()
+    let states = TickLog()
+
+    init(_ url: String, room: String = "lobby") async throws {
+        let (ticks, recoveries, states) = (self.ticks, self.recoveries, self.states)
+        var events = Events()
+        events.on("tick") { _, message in ticks.append(message.bodyString) }
+        var configuration = Client.Configuration()
+        configuration.logger = Logger(label: "test") { _ in SwiftLogNoOpLogHandler() }
+        configuration.reconnect = ReconnectPolicy(initialDelay: .milliseconds(20), maxDelay: .milliseconds(100))
+        configuration.onRecovery = { recoveries.append("\($0.room):\($0.isComplete ? "complete" : "incomplete"):\($0.messages)") }
+        client = try await Client.dial(url, namespaces: ["default": events], configuration: configuration)
+        let stream = client.states()
+        Task { for await state in stream { if case .disconnected = state { states.append("disconnected") } } }
+        _ = try await client.connect("default").joinRoom(room)
+    }
+}
+
+/// Lines, waited on.
+private final class TickLog: Sendable {
+    private let lines = Locked<[String]>([])
+    private let changed = Watched<Int>(0)
+
+    func append(_ line: String) {
+        lines.withLock { $0.append(line) }
+        changed.update { $0 += 1 }
+    }
+
+    var entries: [String] { lines.withLock { $0 } }
+
+    func wait(_ what: String, timeout: Duration = .seconds(10), until predicate: @escaping @Sendable ([String]) -> Bool) async throws {
+        _ = try await changed.wait(
+            timeout: timeout, orThrow: { ConformanceFailure("timed out waiting for \(what); got \(self.entries.suffix(10))") },
+            until: { _ in predicate(self.entries) ? .success(true) : nil })
+    }
+}
+
+@Suite("Recovery with JetStream")
+struct JetStreamRecoveryTests {
+    /// Two nodes on one nats-server (JetStream on, file storage), both keeping the lobby's
+    /// history in one JetStream stream.
+    func cluster(_ nats: NATSServer, nodes: Int = 2, maxPerRoom: Int = 1000) async throws -> TestCluster {
+        var histories: [JetStreamHistory] = []
+        for _ in 0..<nodes {
+            histories.append(try await JetStreamHistory(
+                client: try await JetStreamClient.connect(nats.url), cluster: "jstest", maxPerRoom: maxPerRoom, maxAge: .seconds(600)))
+        }
+        let made = histories
+        return try await TestCluster.start(nodes: nodes, namespaces: ["default": Events()], configure: { node, configuration in
+            configuration.history.rules = [HistoryRule(namespace: "default", limits: HistoryLimits(maxCount: maxPerRoom))]
+            configuration.history.shared = made[node]
+            configuration.clusterName = "jstest"
+        }) { _ in try NATSExchange(url: nats.url) }
+    }
+
+    func broadcast(_ server: Server, _ range: ClosedRange<Int>) {
+        for n in range { server.broadcast(Message(namespace: "default", room: "lobby", event: "tick", body: "\(n)")) }
+    }
+
+    @Test("Recovery: with JetStream, a client away while 100 messages are broadcast gets exactly those 100, even on another node")
+    func recoversOnAnotherNode() async throws {
+        let nats = try await NATSServer.start(name: "js-recovery", jetStream: true)
+        let cluster = try await cluster(nats)
+        do {
+            try await cluster.servers[0].waitForClusterNodes("both nodes") { $0.count == 2 }
+            let alice = try await TickClient(cluster.url(of: 0))
+            // Bob, on node 1, tells when node 1 has kept and delivered every broadcast.
+            let bob = try await TickClient(cluster.url(of: 1))
+            broadcast(cluster.servers[1], 1...5)
+            try await alice.ticks.wait("5 ticks") { $0.count >= 5 }
+            // Node 0 goes away; node 1 takes its port: alice comes back to another node.
+            let port = try #require(cluster.listeners[0].port)
+            await cluster.listeners[0].stop(timeout: .seconds(2))
+            try await alice.states.wait("disconnected") { !$0.isEmpty }
+            broadcast(cluster.servers[1], 6...105)
+            try await bob.ticks.wait("105 kept") { $0.count >= 105 }
+            let other = WebSocketListener(server: cluster.servers[1], host: "127.0.0.1", port: port)
+            try await other.start()
+            try await alice.recoveries.wait("the recovery") { !$0.isEmpty }
+            try await alice.ticks.wait("105 ticks") { $0.count >= 105 }
+            #expect(alice.ticks.entries == (1...105).map(String.init))
+            #expect(alice.recoveries.entries == ["lobby:complete:100"])
+            broadcast(cluster.servers[0], 106...110)
+            try await alice.ticks.wait("110 ticks") { $0.count >= 110 }
+            #expect(alice.ticks.entries == (1...110).map(String.init), "live again, from either node, in order")
+            await alice.client.close()
+            await bob.client.close()
+            await other.stop()
+        } catch {
+            await cluster.stop()
+            await nats.stop()
+            throw error
+        }
+        await cluster.stop()
+        await nats.stop()
+    }
+
+    @Test("Recovery: with JetStream, a client recovers after the nats-server restarted (file storage), on a node that never saw the room")
+    func recoversAfterRestart() async throws {
+        let nats = try await NATSServer.start(name: "js-restart", jetStream: true)
+        let cluster = try await cluster(nats, nodes: 3)
+        do {
+            try await cluster.servers[0].waitForClusterNodes("three nodes") { $0.count == 3 }
+            let alice = try await TickClient(cluster.url(of: 0))
+            let bob = try await TickClient(cluster.url(of: 1))
+            broadcast(cluster.servers[1], 1...5)
+            try await alice.ticks.wait("5 ticks") { $0.count >= 5 }
+            let port = try #require(cluster.listeners[0].port)
+            await cluster.listeners[0].stop(timeout: .seconds(2))
+            try await alice.states.wait("disconnected") { !$0.isEmpty }
+            broadcast(cluster.servers[1], 6...55)
+            try await bob.ticks.wait("55 kept") { $0.count >= 55 }
+            // The bus restarts; what JetStream kept on disk is still there. Alice comes back to
+            // node 2, which never had a member in the lobby: all she gets comes from JetStream.
+            try await nats.restart()
+            let again = WebSocketListener(server: cluster.servers[2], host: "127.0.0.1", port: port)
+            try await again.start()
+            try await alice.recoveries.wait("the recovery", timeout: .seconds(20)) { !$0.isEmpty }
+            try await alice.ticks.wait("55 ticks") { $0.count >= 55 }
+            #expect(alice.ticks.entries == (1...55).map(String.init))
+            #expect(alice.recoveries.entries == ["lobby:complete:50"])
+            await alice.client.close()
+            await bob.client.close()
+            await again.stop()
+        } catch {
+            await cluster.stop()
+            await nats.stop()
+            throw error
+        }
+        await cluster.stop()
+        await nats.stop()
+    }
+
+    @Test("Recovery: with JetStream, history trimmed past the client's position is reported as not recovered")
+    func trimmed() async throws {
+        let nats = try await NATSServer.start(name: "js-trimmed", jetStream: true)
+        let cluster = try await cluster(nats, maxPerRoom: 10)
+        do {
+            try await cluster.servers[0].waitForClusterNodes("both nodes") { $0.count == 2 }
+            let alice = try await TickClient(cluster.url(of: 0))
+            let bob = try await TickClient(cluster.url(of: 1))
+            broadcast(cluster.servers[0], 1...2)
+            try await alice.ticks.wait("2 ticks") { $0.count >= 2 }
+            let port = try #require(cluster.listeners[0].port)
+            await cluster.listeners[0].stop(timeout: .seconds(2))
+            try await alice.states.wait("disconnected") { !$0.isEmpty }
+            broadcast(cluster.servers[1], 3...40)
+            try await bob.ticks.wait("40 kept") { $0.count >= 40 }
+            let other = WebSocketListener(server: cluster.servers[1], host: "127.0.0.1", port: port)
+            try await other.start()
+            try await alice.recoveries.wait("the recovery") { !$0.isEmpty }
+            try await alice.ticks.wait("12 ticks") { $0.count >= 12 }
+            #expect(alice.recoveries.entries == ["lobby:incomplete:10"])
+            #expect(alice.ticks.entries == ["1", "2"] + (31...40).map(String.init))
+            await alice.client.close()
+            await bob.client.close()
+            await other.stop()
+        } catch {
+            await cluster.stop()
+            await nats.stop()
+            throw error
+        }
+        await cluster.stop()
+        await nats.stop()
+    }
+}
