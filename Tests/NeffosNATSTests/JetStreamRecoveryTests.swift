@@ -109,6 +109,35 @@ struct JetStreamRecoveryTests {
         await nats.stop()
     }
 
+    @Test("Recovery: with JetStream, a client away while 100 messages are broadcast gets exactly those 100 on its own node")
+    func recoversOnItsNode() async throws {
+        let nats = try await NATSServer.start(name: "js-same-node", jetStream: true)
+        let cluster = try await cluster(nats, nodes: 1)
+        do {
+            let alice = try await TickClient(cluster.url(of: 0))
+            broadcast(cluster.servers[0], 1...5)
+            try await alice.ticks.wait("5 ticks") { $0.count >= 5 }
+            let port = try #require(cluster.listeners[0].port)
+            await cluster.listeners[0].stop(timeout: .seconds(2))
+            try await alice.states.wait("disconnected") { !$0.isEmpty }
+            broadcast(cluster.servers[0], 6...105)
+            let again = WebSocketListener(server: cluster.servers[0], host: "127.0.0.1", port: port)
+            try await again.start()
+            try await alice.recoveries.wait("the recovery") { !$0.isEmpty }
+            try await alice.ticks.wait("105 ticks") { $0.count >= 105 }
+            #expect(alice.ticks.entries == (1...105).map(String.init), "each once, in order, whether recovered or live")
+            #expect(alice.recoveries.entries.count == 1 && alice.recoveries.entries[0].hasPrefix("lobby:complete:"))
+            await alice.client.close()
+            await again.stop()
+        } catch {
+            await cluster.stop()
+            await nats.stop()
+            throw error
+        }
+        await cluster.stop()
+        await nats.stop()
+    }
+
     @Test("Recovery: with JetStream, a client recovers after the nats-server restarted (file storage), on a node that never saw the room")
     func recoversAfterRestart() async throws {
         let nats = try await NATSServer.start(name: "js-restart", jetStream: true)
