@@ -28,7 +28,10 @@ import NeffosNATS
 //
 //   neffos-bench-server [--port 0] [--exchange URL] [--mount listener|hummingbird|vapor]
 //                       [--tls-cert FILE --tls-key FILE] [--tracer none|noop|memory]
-//                       [--presence off|on|events] [--history off|on] [--log-level L]
+//                       [--presence off|on|events] [--history off|on|jetstream] [--log-level L]
+//
+// --history jetstream keeps the history in JetStream on the --exchange nats:// server (which
+// must run with -js).
 //
 // --mount picks the transport, all serving the same events at `/`: the standalone
 // `WebSocketListener` (the default), a Hummingbird application (`NeffosHummingbird`), or a
@@ -58,7 +61,7 @@ while let argument = arguments.next() {
     case "--history": historyFlag = arguments.next() ?? historyFlag
     case "--log-level": logLevel = arguments.next().flatMap(Logger.Level.init(rawValue:)) ?? logLevel
     default:
-        FileHandle.standardError.write(Data("usage: neffos-bench-server [--port N] [--exchange URL] [--mount listener|hummingbird|vapor] [--tls-cert FILE --tls-key FILE] [--tracer none|noop|memory] [--presence off|on|events] [--history off|on] [--log-level trace|debug|info|warning]\n".utf8))
+        FileHandle.standardError.write(Data("usage: neffos-bench-server [--port N] [--exchange URL] [--mount listener|hummingbird|vapor] [--tls-cert FILE --tls-key FILE] [--tracer none|noop|memory] [--presence off|on|events] [--history off|on|jetstream] [--log-level trace|debug|info|warning]\n".utf8))
         exit(2)
     }
 }
@@ -148,11 +151,25 @@ default:
 // history measure).
 switch historyFlag {
 case "off": break
-case "on":
+case "on", "jetstream":
     configuration.history.rules = [HistoryRule(namespace: "bench", limits: HistoryLimits(maxCount: 20_000, maxAge: .seconds(600)))]
     configuration.history.maxRecoveryMessages = 20_000
+    #if NATS
+    if historyFlag == "jetstream" {
+        guard let url = exchangeFlag, url.hasPrefix("nats://") else {
+            FileHandle.standardError.write(Data("neffos-bench-server: --history jetstream needs --exchange nats://…\n".utf8))
+            exit(2)
+        }
+        do {
+            configuration.history.shared = try await JetStreamHistory.connect(url: url, cluster: configuration.clusterName, maxPerRoom: 20_000, maxAge: .seconds(600))
+        } catch {
+            FileHandle.standardError.write(Data("neffos-bench-server: \(error)\n".utf8))
+            exit(2)
+        }
+    }
+    #endif
 default:
-    FileHandle.standardError.write(Data("neffos-bench-server: --history is off or on\n".utf8))
+    FileHandle.standardError.write(Data("neffos-bench-server: --history is off, on or jetstream\n".utf8))
     exit(2)
 }
 // Every bound at its default: the server `neffos bench abuse` attacks is the one users get.

@@ -40,7 +40,7 @@ struct BenchOptions: ParsableArguments {
     @Option(help: "The exchange URL for the started neffos server (for example nats://127.0.0.1:4222).")
     var exchange: String?
 
-    @Option(help: "History on the started neffos server: off, or on (every room of `bench` keeps its broadcasts).")
+    @Option(help: "History on the started neffos server: off, on (every room of `bench` keeps its broadcasts, in memory), or jetstream (in JetStream: a nats-server -js is started as its exchange).")
     var history: String = "off"
 
     @Flag(help: "The clients ask for the history extension (X-Neffos-Recovery: positioned broadcasts).")
@@ -64,7 +64,7 @@ struct BenchOptions: ParsableArguments {
     func validate() throws {
         guard duration > 0, duration <= 3600 else { throw ValidationError("--duration must be 1…3600 seconds") }
         guard (1...20).contains(`repeat`) else { throw ValidationError("--repeat must be 1…20") }
-        guard ["off", "on"].contains(history) else { throw ValidationError("--history is off or on") }
+        guard ["off", "on", "jetstream"].contains(history) else { throw ValidationError("--history is off, on or jetstream") }
         if let url {
             let parsed = try WebSocketURL(url)
             guard parsed.host == "localhost" || parsed.host.hasPrefix("127.") || parsed.host == "::1" else {
@@ -114,8 +114,10 @@ func runScenario(
                 target = nil
                 url = given
             } else {
+                var exchange = kind == .raw ? nil : options.exchange
+                if kind != .raw, options.history == "jetstream" { exchange = try await BenchProcesses.startNATS(jetStream: true).url }
                 target = try await BenchProcesses.startServer(
-                    raw: kind == .raw, exchange: kind == .raw ? nil : options.exchange,
+                    raw: kind == .raw, exchange: exchange,
                     arguments: kind == .raw || options.history == "off" ? [] : ["--history", options.history])
                 url = target!.url
             }

@@ -42,9 +42,9 @@ enum BenchProcesses {
         return Server(url: "ws://127.0.0.1:\(port)/", pid: pid)
     }
 
-    /// Starts a `nats-server` on a free port.
-    static func startNATS() async throws -> NATSServer {
-        let server = try await NATSServer.start(name: "bench-nats")
+    /// Starts a `nats-server` on a free port (with JetStream on when asked).
+    static func startNATS(jetStream: Bool = false) async throws -> NATSServer {
+        let server = try await NATSServer.start(name: "bench-nats", jetStream: jetStream)
         natsServers.withLock { $0.append(server) }
         return server
     }
