@@ -67,25 +67,48 @@ struct JetStreamRecoveryTests {
         }) { _ in try NATSExchange(url: nats.url) }
     }
 
+    /// Runs `body` with a `nats-server -js` and a cluster on it (given both), and stops both whatever happens.
+    func withCluster(_ name: String, nodes: Int = 2, maxPerRoom: Int = 1000, _ body: (TestCluster, NATSServer) async throws -> Void) async throws {
+        let nats = try await NATSServer.start(name: name, jetStream: true)
+        do {
+            let cluster = try await cluster(nats, nodes: nodes, maxPerRoom: maxPerRoom)
+            do {
+                try await cluster.servers[0].waitForClusterNodes("\(nodes) nodes") { $0.count == nodes }
+                try await body(cluster, nats)
+            } catch {
+                await cluster.stop()
+                throw error
+            }
+            await cluster.stop()
+        } catch {
+            await nats.stop()
+            throw error
+        }
+        await nats.stop()
+    }
+
+    /// Stops node `index`'s listener (its clients start reconnecting) and returns its port.
+    fileprivate func takeDown(_ cluster: TestCluster, node index: Int, waitingFor client: TickClient) async throws -> Int {
+        let port = try #require(cluster.listeners[index].port)
+        await cluster.listeners[index].stop(timeout: .seconds(2))
+        try await client.states.wait("disconnected") { !$0.isEmpty }
+        return port
+    }
+
     func broadcast(_ server: Server, _ range: ClosedRange<Int>) {
         for n in range { server.broadcast(Message(namespace: "default", room: "lobby", event: "tick", body: "\(n)")) }
     }
 
     @Test("Recovery: with JetStream, a client away while 100 messages are broadcast gets exactly those 100, even on another node")
     func recoversOnAnotherNode() async throws {
-        let nats = try await NATSServer.start(name: "js-recovery", jetStream: true)
-        let cluster = try await cluster(nats)
-        do {
-            try await cluster.servers[0].waitForClusterNodes("both nodes") { $0.count == 2 }
+        try await withCluster("js-recovery") { cluster, _ in
             let alice = try await TickClient(cluster.url(of: 0))
             // Bob, on node 1, tells when node 1 has kept and delivered every broadcast.
             let bob = try await TickClient(cluster.url(of: 1))
             broadcast(cluster.servers[1], 1...5)
             try await alice.ticks.wait("5 ticks") { $0.count >= 5 }
             // Node 0 goes away; node 1 takes its port: alice comes back to another node.
-            let port = try #require(cluster.listeners[0].port)
-            await cluster.listeners[0].stop(timeout: .seconds(2))
-            try await alice.states.wait("disconnected") { !$0.isEmpty }
+            let port = try await takeDown(cluster, node: 0, waitingFor: alice)
             broadcast(cluster.servers[1], 6...105)
             try await bob.ticks.wait("105 kept") { $0.count >= 105 }
             let other = WebSocketListener(server: cluster.servers[1], host: "127.0.0.1", port: port)
@@ -100,26 +123,16 @@ struct JetStreamRecoveryTests {
             await alice.client.close()
             await bob.client.close()
             await other.stop()
-        } catch {
-            await cluster.stop()
-            await nats.stop()
-            throw error
         }
-        await cluster.stop()
-        await nats.stop()
     }
 
     @Test("Recovery: with JetStream, a client away while 100 messages are broadcast gets exactly those 100 on its own node")
     func recoversOnItsNode() async throws {
-        let nats = try await NATSServer.start(name: "js-same-node", jetStream: true)
-        let cluster = try await cluster(nats, nodes: 1)
-        do {
+        try await withCluster("js-same-node", nodes: 1) { cluster, _ in
             let alice = try await TickClient(cluster.url(of: 0))
             broadcast(cluster.servers[0], 1...5)
             try await alice.ticks.wait("5 ticks") { $0.count >= 5 }
-            let port = try #require(cluster.listeners[0].port)
-            await cluster.listeners[0].stop(timeout: .seconds(2))
-            try await alice.states.wait("disconnected") { !$0.isEmpty }
+            let port = try await takeDown(cluster, node: 0, waitingFor: alice)
             broadcast(cluster.servers[0], 6...105)
             let again = WebSocketListener(server: cluster.servers[0], host: "127.0.0.1", port: port)
             try await again.start()
@@ -129,28 +142,17 @@ struct JetStreamRecoveryTests {
             #expect(alice.recoveries.entries.count == 1 && alice.recoveries.entries[0].hasPrefix("lobby:complete:"))
             await alice.client.close()
             await again.stop()
-        } catch {
-            await cluster.stop()
-            await nats.stop()
-            throw error
         }
-        await cluster.stop()
-        await nats.stop()
     }
 
     @Test("Recovery: with JetStream, a client recovers after the nats-server restarted (file storage), on a node that never saw the room")
     func recoversAfterRestart() async throws {
-        let nats = try await NATSServer.start(name: "js-restart", jetStream: true)
-        let cluster = try await cluster(nats, nodes: 3)
-        do {
-            try await cluster.servers[0].waitForClusterNodes("three nodes") { $0.count == 3 }
+        try await withCluster("js-restart", nodes: 3) { cluster, nats in
             let alice = try await TickClient(cluster.url(of: 0))
             let bob = try await TickClient(cluster.url(of: 1))
             broadcast(cluster.servers[1], 1...5)
             try await alice.ticks.wait("5 ticks") { $0.count >= 5 }
-            let port = try #require(cluster.listeners[0].port)
-            await cluster.listeners[0].stop(timeout: .seconds(2))
-            try await alice.states.wait("disconnected") { !$0.isEmpty }
+            let port = try await takeDown(cluster, node: 0, waitingFor: alice)
             broadcast(cluster.servers[1], 6...55)
             try await bob.ticks.wait("55 kept") { $0.count >= 55 }
             // The bus restarts; what JetStream kept on disk is still there. Alice comes back to
@@ -165,28 +167,17 @@ struct JetStreamRecoveryTests {
             await alice.client.close()
             await bob.client.close()
             await again.stop()
-        } catch {
-            await cluster.stop()
-            await nats.stop()
-            throw error
         }
-        await cluster.stop()
-        await nats.stop()
     }
 
     @Test("Recovery: with JetStream, history trimmed past the client's position is reported as not recovered")
     func trimmed() async throws {
-        let nats = try await NATSServer.start(name: "js-trimmed", jetStream: true)
-        let cluster = try await cluster(nats, maxPerRoom: 10)
-        do {
-            try await cluster.servers[0].waitForClusterNodes("both nodes") { $0.count == 2 }
+        try await withCluster("js-trimmed", maxPerRoom: 10) { cluster, _ in
             let alice = try await TickClient(cluster.url(of: 0))
             let bob = try await TickClient(cluster.url(of: 1))
             broadcast(cluster.servers[0], 1...2)
             try await alice.ticks.wait("2 ticks") { $0.count >= 2 }
-            let port = try #require(cluster.listeners[0].port)
-            await cluster.listeners[0].stop(timeout: .seconds(2))
-            try await alice.states.wait("disconnected") { !$0.isEmpty }
+            let port = try await takeDown(cluster, node: 0, waitingFor: alice)
             broadcast(cluster.servers[1], 3...40)
             try await bob.ticks.wait("40 kept") { $0.count >= 40 }
             let other = WebSocketListener(server: cluster.servers[1], host: "127.0.0.1", port: port)
@@ -198,12 +189,6 @@ struct JetStreamRecoveryTests {
             await alice.client.close()
             await bob.client.close()
             await other.stop()
-        } catch {
-            await cluster.stop()
-            await nats.stop()
-            throw error
         }
-        await cluster.stop()
-        await nats.stop()
     }
 }

@@ -26,7 +26,11 @@ package enum RecoveryWire {
 
     /// `frame` (a broadcast, empty wait field) with `position` as its wait field.
     package static func positioned(_ frame: ByteBuffer, at position: HistoryPosition) -> ByteBuffer {
-        let text = "~\(position)"
+        prefixed(frame, with: "~\(position)")
+    }
+
+    /// `frame` (a broadcast, empty wait field) with `text` as its wait field.
+    package static func prefixed(_ frame: ByteBuffer, with text: String) -> ByteBuffer {
         var out = ByteBuffer()
         out.reserveCapacity(text.utf8.count + frame.readableBytes)
         out.writeString(text)

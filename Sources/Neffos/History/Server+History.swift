@@ -152,29 +152,34 @@ extension Server {
     func deliverKept(_ frame: ByteBuffer, binary: Bool, to target: BroadcastTarget, rule: HistoryRule) -> Int {
         let store = configuration.history.store
         let stream = HistoryStream(namespace: target.namespace, room: target.room)
-        let metrics = self.metrics
-        let except = target.except
-        let count = index.withLock { index -> Int in
+        return index.withLock { index -> Int in
             let position = store.append(frame, isBinary: binary, to: stream, limits: rule.limits)
-            let (groups, count) = index.receivers(of: target)
-            guard count > 0 else { return 0 }
-            let positioned = RecoveryWire.positioned(frame, at: position)
-            // Queued (never inline) under the lock: every member's loop gets the room's
-            // messages in position order, after any join reply queued before.
-            for group in groups {
-                group.lane.queue {
-                    var dropped = 0
-                    for member in group.members.values where member.id != except {
-                        let out = member.nsConn.conn.wantsPositions ? positioned : frame
-                        if !member.transport.write(out, binary: binary, reliable: false) { dropped += 1 }
-                    }
-                    for member in group.members.values where member.id != except { member.transport.flush() }
-                    if dropped > 0 { metrics.dropped(dropped) }
-                }
-            }
-            return count
+            return queueKept(frame, binary: binary, at: position, to: target, in: index)
         }
-        if count > 0 { metrics.sent(count, bytes: frame.readableBytes) }
+    }
+
+    /// Under the index lock: queues a kept message to `target`'s local members, positioned for
+    /// those that take positions; returns how many. Queued (never inline) under the lock: every
+    /// member's loop gets the room's messages in position order, after any join reply queued
+    /// before.
+    func queueKept(_ frame: ByteBuffer, binary: Bool, at position: HistoryPosition, to target: BroadcastTarget, in index: ConnectionIndex) -> Int {
+        let (groups, count) = index.receivers(of: target)
+        guard count > 0 else { return 0 }
+        let positioned = RecoveryWire.positioned(frame, at: position)
+        let except = target.except
+        let metrics = self.metrics
+        for group in groups {
+            group.lane.queue {
+                var dropped = 0
+                for member in group.members.values where member.id != except {
+                    let out = member.nsConn.conn.wantsPositions ? positioned : frame
+                    if !member.transport.write(out, binary: binary, reliable: false) { dropped += 1 }
+                }
+                for member in group.members.values where member.id != except { member.transport.flush() }
+                if dropped > 0 { metrics.dropped(dropped) }
+            }
+        }
+        metrics.sent(count, bytes: frame.readableBytes)
         return count
     }
 

@@ -95,12 +95,7 @@ struct SharedRoomState {
 extension Server {
     /// The wait field a kept frame carries on the bus: `~<sequence>.<previous>`.
     static func sharedWireFrame(_ frame: ByteBuffer, sequence: UInt64, previous: UInt64) -> ByteBuffer {
-        let text = "~\(sequence).\(previous)"
-        var out = ByteBuffer()
-        out.reserveCapacity(text.utf8.count + frame.readableBytes)
-        out.writeString(text)
-        out.writeImmutableBuffer(frame)
-        return out
+        RecoveryWire.prefixed(frame, with: "~\(sequence).\(previous)")
     }
 
     /// Splits a kept frame from the bus into its chain position and the frame.
@@ -180,7 +175,7 @@ extension Server {
                 }
                 var next: SharedRoomState.Kept? = .init(entry: entry, binary: binary)
                 while let kept = next {
-                    queueShared(kept, epoch: epoch, to: target, in: index)
+                    _ = queueKept(kept.entry.frame, binary: kept.binary, at: HistoryPosition(epoch: epoch, offset: kept.entry.sequence), to: target, in: index)
                     state.remember(kept)
                     next = state.early.removeValue(forKey: kept.entry.sequence)
                 }
@@ -195,29 +190,5 @@ extension Server {
             let plain = BroadcastTarget(namespace: target.namespace, room: target.room)
             for found in read?.entries ?? [] { self.deliverShared(found, binary: binary, to: plain, store: store) }
         }
-    }
-
-    /// Under the index lock: queues a kept message to the room's members (positioned for those
-    /// that take positions).
-    private func queueShared(_ kept: SharedRoomState.Kept, epoch: String, to target: BroadcastTarget, in index: ConnectionIndex) {
-        let (groups, count) = index.receivers(of: target)
-        guard count > 0 else { return }
-        let frame = kept.entry.frame
-        let binary = kept.binary
-        let positioned = RecoveryWire.positioned(frame, at: HistoryPosition(epoch: epoch, offset: kept.entry.sequence))
-        let except = target.except
-        let metrics = self.metrics
-        for group in groups {
-            group.lane.queue {
-                var dropped = 0
-                for member in group.members.values where member.id != except {
-                    let out = member.nsConn.conn.wantsPositions ? positioned : frame
-                    if !member.transport.write(out, binary: binary, reliable: false) { dropped += 1 }
-                }
-                for member in group.members.values where member.id != except { member.transport.flush() }
-                if dropped > 0 { metrics.dropped(dropped) }
-            }
-        }
-        metrics.sent(count, bytes: frame.readableBytes)
     }
 }
