@@ -161,7 +161,8 @@ case "on", "jetstream":
             exit(2)
         }
         do {
-            configuration.history.shared = try await JetStreamHistory.connect(url: url, cluster: configuration.clusterName, maxPerRoom: 20_000, maxAge: .seconds(600))
+            // Opened when the server starts, with the rule's bounds as the stream's limits.
+            configuration.history.use(try HistoryStoreRegistry([.jetStream]).backend(for: url))
         } catch {
             FileHandle.standardError.write(Data("neffos-bench-server: \(error)\n".utf8))
             exit(2)

@@ -55,25 +55,37 @@ package final class JetStreamClient: Sendable {
         natsConnection_Destroy(connection.pointer)
     }
 
-    /// Connects to `url` (a `nats://` server with JetStream on).
-    ///
-    /// - Throws: ``NeffosError/dialFailed`` when no server answers.
+    /// Connects to `url` (as ``NATSExchange/init(url:)-(String)`` takes it).
     package static func connect(_ url: String) async throws -> JetStreamClient {
-        try await withCheckedThrowingContinuation { continuation in
+        try await connect(options: NATSExchange(url: url).options)
+    }
+
+    /// Connects to the servers of `options` (JetStream on: `nats-server -js`), reconnecting
+    /// every 100 ms for ever whatever the options say: a history read during a bus outage waits
+    /// for the bus (see `run`), it does not fail at once.
+    ///
+    /// - Throws: ``NeffosError/dialFailed`` when no server answers or JetStream is off;
+    ///   ``NeffosError/invalidConfiguration`` for options nats.c refuses.
+    package static func connect(options: NATSExchange.Options) async throws -> JetStreamClient {
+        var adjusted = options
+        adjusted.maxReconnects = nil
+        adjusted.reconnectWait = .milliseconds(100)
+        let options = adjusted
+        let url = options.servers.joined(separator: ",")
+        return try await withCheckedThrowingContinuation { continuation in
             DispatchQueue.global().async {
-                // Reconnect quickly and for ever: a history read during a bus outage waits
-                // for the bus (see `run`), it does not fail at once.
-                var options: OpaquePointer?
-                guard natsOptions_Create(&options) == NATS_OK, let options else {
+                var natsOptions: OpaquePointer?
+                guard natsOptions_Create(&natsOptions) == NATS_OK, let natsOptions else {
                     continuation.resume(throwing: NeffosError.dialFailed.with(detail: "nats.c could not create options"))
                     return
                 }
-                defer { natsOptions_Destroy(options) }
-                _ = natsOptions_SetURL(options, url)
-                _ = natsOptions_SetMaxReconnect(options, -1)
-                _ = natsOptions_SetReconnectWait(options, 100)
+                defer { natsOptions_Destroy(natsOptions) }
+                if let error = options.apply(to: natsOptions, name: "neffos history").compactMap({ $0 }).first {
+                    continuation.resume(throwing: error)
+                    return
+                }
                 var connection: OpaquePointer?
-                let status = natsConnection_Connect(&connection, options)
+                let status = natsConnection_Connect(&connection, natsOptions)
                 guard status == NATS_OK, let connection else {
                     continuation.resume(throwing: NeffosError.dialFailed.with(detail: "no NATS server at \(url) (\(Self.text(status))); is nats-server running with -js?"))
                     return
@@ -94,10 +106,12 @@ package final class JetStreamClient: Sendable {
     /// A call that fails because the bus is away (disconnected, JetStream not answering yet
     /// after a restart) is tried again, every 50 ms, for up to `patience`.
     /// (The closure holds `self`: the handles outlive every call in flight.)
-    private func run<Value: Sendable>(_ work: @escaping @Sendable (OpaquePointer) throws -> Value) async throws -> Value {
+    private func run<Value: Sendable>(
+        patience: Duration = JetStreamClient.patience, _ work: @escaping @Sendable (OpaquePointer) throws -> Value
+    ) async throws -> Value {
         try await withCheckedThrowingContinuation { continuation in
             queue.async { [self] in
-                let deadline = ContinuousClock.now + Self.patience
+                let deadline = ContinuousClock.now + patience
                 while true {
                     do {
                         return continuation.resume(returning: try work(context.pointer))
@@ -105,7 +119,8 @@ package final class JetStreamClient: Sendable {
                         _ = error
                         usleep(50_000)
                     } catch let error as Unavailable {
-                        return continuation.resume(throwing: NeffosError.timeout.with(detail: "JetStream unavailable for \(Self.patience): \(error.text)"))
+                        return continuation.resume(throwing: NeffosError.timeout.with(
+                            detail: "JetStream unavailable for \(patience) (\(error.text)); is nats-server running with -js?"))
                     } catch {
                         return continuation.resume(throwing: error)
                     }
@@ -132,11 +147,13 @@ package final class JetStreamClient: Sendable {
     private static func text(_ status: natsStatus) -> String { String(cString: natsStatus_GetText(status)) }
 
     /// Makes stream `name` over `subjects` (or updates its limits), with file or memory storage
-    /// and direct reads on; returns its identity.
+    /// and direct reads on; returns its identity. Waits `patience` for JetStream to answer (a
+    /// server without JetStream never does).
     package func ensureStream(
-        name: String, subjects: [String], maxMessagesPerSubject: Int, maxAge: Duration, fileStorage: Bool
+        name: String, subjects: [String], maxMessagesPerSubject: Int, maxAge: Duration, fileStorage: Bool,
+        patience: Duration = JetStreamClient.patience
     ) async throws -> StreamIdentity {
-        try await run { js in
+        try await run(patience: patience) { js in
             var config = jsStreamConfig()
             jsStreamConfig_Init(&config)
             let ageNanoseconds = Int64(maxAge.components.seconds) * 1_000_000_000 + maxAge.components.attoseconds / 1_000_000_000
@@ -212,12 +229,11 @@ package final class JetStreamClient: Sendable {
         try await directGet(stream: stream, subject: subject) { options, text in options.LastBySubject = text }
     }
 
-    /// The first message stored under `subject` in `stream` at or after `sequence`, or `nil`.
-    package func next(in stream: String, subject: String, from sequence: UInt64) async throws -> Stored? {
-        try await directGet(stream: stream, subject: subject) { options, text in
-            options.NextBySubject = text
-            options.Sequence = max(1, sequence)
-        }
+    /// The message at `sequence` in `stream`, or `nil` when there is none (never stored,
+    /// deleted, or aged out).
+    package func message(in stream: String, at sequence: UInt64) async throws -> Stored? {
+        guard sequence > 0 else { return nil }
+        return try await directGet(stream: stream, subject: "") { options, _ in options.Sequence = sequence }
     }
 
     private func directGet(

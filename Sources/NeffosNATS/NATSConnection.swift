@@ -95,42 +95,17 @@ final class NATSConnection: ExchangeConnection {
             return .failure(NeffosError.dialFailed.with(detail: "nats.c could not create options"))
         }
         defer { natsOptions_Destroy(natsOptions) }
-        func check(_ status: natsStatus, _ what: String) -> NeffosError? {
-            status == NATS_OK ? nil : NeffosError.invalidConfiguration.with(detail: "\(what): \(String(cString: natsStatus_GetText(status)))")
-        }
-        var servers = options.servers.map { strdup($0) }
-        defer { servers.forEach { free($0) } }
+        let check = NATSExchange.Options.check
         let closure = Unmanaged.passRetained(shared).toOpaque()
-        var errors: [NeffosError?] = []
-        servers.withUnsafeMutableBufferPointer { buffer in
-            buffer.withMemoryRebound(to: UnsafePointer<CChar>?.self) { pointers in
-                errors.append(check(natsOptions_SetServers(natsOptions, pointers.baseAddress, Int32(pointers.count)), "servers"))
-            }
-        }
-        errors.append(check(natsOptions_SetName(natsOptions, options.name ?? "neffos \(node)"), "name"))
+        var errors: [NeffosError?] = options.apply(to: natsOptions, name: "neffos \(node)")
         errors.append(check(natsOptions_SetNoEcho(natsOptions, true), "no echo"))
-        errors.append(check(natsOptions_SetNoRandomize(natsOptions, !options.randomize), "randomize"))
-        errors.append(check(natsOptions_SetIgnoreDiscoveredServers(natsOptions, !options.discoveredServers), "discovered servers"))
-        errors.append(check(natsOptions_SetTimeout(natsOptions, milliseconds(options.connectTimeout)), "connect timeout"))
-        errors.append(check(natsOptions_SetAllowReconnect(natsOptions, true), "reconnect"))
-        errors.append(check(natsOptions_SetMaxReconnect(natsOptions, Int32(options.maxReconnects ?? -1)), "max reconnects"))
-        errors.append(check(natsOptions_SetReconnectWait(natsOptions, milliseconds(options.reconnectWait)), "reconnect wait"))
-        errors.append(check(natsOptions_SetReconnectJitter(natsOptions, milliseconds(options.reconnectJitter), milliseconds(options.reconnectJitter)), "reconnect jitter"))
         errors.append(check(natsOptions_SetReconnectBufSize(natsOptions, Int32(options.reconnectBufferBytes)), "reconnect buffer"))
         errors.append(check(natsOptions_SetMaxPendingMsgs(natsOptions, Int32(options.pendingMessagesLimit)), "pending messages"))
-        errors.append(check(natsOptions_SetPingInterval(natsOptions, milliseconds(options.pingInterval)), "ping interval"))
         errors.append(check(natsOptions_UseGlobalMessageDelivery(natsOptions, true), "delivery pool"))
         errors.append(check(natsOptions_SetDisconnectedCB(natsOptions, onDisconnected, closure), "disconnected callback"))
         errors.append(check(natsOptions_SetReconnectedCB(natsOptions, onReconnected, closure), "reconnected callback"))
         errors.append(check(natsOptions_SetClosedCB(natsOptions, onClosed, closure), "closed callback"))
         errors.append(check(natsOptions_SetErrorHandler(natsOptions, onError, closure), "error handler"))
-        if let user = options.user { errors.append(check(natsOptions_SetUserInfo(natsOptions, user, options.password), "user")) }
-        if let token = options.token { errors.append(check(natsOptions_SetToken(natsOptions, token), "token")) }
-        if let file = options.credentialsFile { errors.append(check(natsOptions_SetUserCredentialsFromFiles(natsOptions, file, nil), "credentials")) }
-        if options.tls {
-            errors.append(check(natsOptions_SetSecure(natsOptions, true), "TLS"))
-            if let ca = options.tlsCAFile { errors.append(check(natsOptions_LoadCATrustedCertificates(natsOptions, ca), "TLS CA")) }
-        }
         if let error = errors.compactMap({ $0 }).first {
             Unmanaged<NATSCallbackContext>.fromOpaque(closure).release()
             return .failure(error)
@@ -147,9 +122,6 @@ final class NATSConnection: ExchangeConnection {
         return .success(NATSHandle(pointer: connection))
     }
 
-    private static func milliseconds(_ duration: Duration) -> Int64 {
-        Int64(duration.components.seconds) * 1000 + duration.components.attoseconds / 1_000_000_000_000_000
-    }
 
     // MARK: The queue
 
@@ -337,5 +309,48 @@ final class NATSConnection: ExchangeConnection {
             delivered: shared.delivered.load(ordering: .relaxed),
             dropped: shared.dropped.load(ordering: .relaxed),
             reconnects: shared.reconnects.load(ordering: .relaxed))
+    }
+}
+
+extension NATSExchange.Options {
+    /// Sets what every connection of ours takes from the options on `natsOptions`: servers,
+    /// name (`name` unless one is given), order, timeouts, reconnection, credentials and TLS.
+    /// Returns an error per option nats.c refused (`nil` for those it took).
+    func apply(to natsOptions: OpaquePointer, name: String) -> [NeffosError?] {
+        let check = Self.check
+        var errors: [NeffosError?] = []
+        var servers = self.servers.map { strdup($0) }
+        defer { servers.forEach { free($0) } }
+        servers.withUnsafeMutableBufferPointer { buffer in
+            buffer.withMemoryRebound(to: UnsafePointer<CChar>?.self) { pointers in
+                errors.append(check(natsOptions_SetServers(natsOptions, pointers.baseAddress, Int32(pointers.count)), "servers"))
+            }
+        }
+        errors.append(check(natsOptions_SetName(natsOptions, self.name ?? name), "name"))
+        errors.append(check(natsOptions_SetNoRandomize(natsOptions, !randomize), "randomize"))
+        errors.append(check(natsOptions_SetIgnoreDiscoveredServers(natsOptions, !discoveredServers), "discovered servers"))
+        errors.append(check(natsOptions_SetTimeout(natsOptions, Self.milliseconds(connectTimeout)), "connect timeout"))
+        errors.append(check(natsOptions_SetAllowReconnect(natsOptions, true), "reconnect"))
+        errors.append(check(natsOptions_SetMaxReconnect(natsOptions, Int32(maxReconnects ?? -1)), "max reconnects"))
+        errors.append(check(natsOptions_SetReconnectWait(natsOptions, Self.milliseconds(reconnectWait)), "reconnect wait"))
+        errors.append(check(natsOptions_SetReconnectJitter(natsOptions, Self.milliseconds(reconnectJitter), Self.milliseconds(reconnectJitter)), "reconnect jitter"))
+        errors.append(check(natsOptions_SetPingInterval(natsOptions, Self.milliseconds(pingInterval)), "ping interval"))
+        if let user { errors.append(check(natsOptions_SetUserInfo(natsOptions, user, password), "user")) }
+        if let token { errors.append(check(natsOptions_SetToken(natsOptions, token), "token")) }
+        if let credentialsFile { errors.append(check(natsOptions_SetUserCredentialsFromFiles(natsOptions, credentialsFile, nil), "credentials")) }
+        if tls {
+            errors.append(check(natsOptions_SetSecure(natsOptions, true), "TLS"))
+            if let tlsCAFile { errors.append(check(natsOptions_LoadCATrustedCertificates(natsOptions, tlsCAFile), "TLS CA")) }
+        }
+        return errors
+    }
+
+    /// `nil` for `NATS_OK`, else an error naming the option nats.c refused.
+    static func check(_ status: natsStatus, _ what: String) -> NeffosError? {
+        status == NATS_OK ? nil : NeffosError.invalidConfiguration.with(detail: "\(what): \(String(cString: natsStatus_GetText(status)))")
+    }
+
+    static func milliseconds(_ duration: Duration) -> Int64 {
+        Int64(duration.components.seconds) * 1000 + duration.components.attoseconds / 1_000_000_000_000_000
     }
 }

@@ -95,6 +95,12 @@ public struct NATSExchange: Exchange, CustomStringConvertible {
 
     /// An exchange from a parsed URL (see ``init(url:)-(String)``).
     public init(url: ExchangeURL) throws {
+        try self.init(url: url, alsoAccepting: [])
+    }
+
+    /// An exchange from a parsed URL whose options may also include `others` (left to the
+    /// caller: a JetStream history's `storage`).
+    package init(url: ExchangeURL, alsoAccepting others: Set<String>) throws {
         guard url.scheme == "nats" || url.scheme == "tls" else {
             throw NeffosError.invalidConfiguration.with(detail: "\(url) is not a nats:// URL")
         }
@@ -109,7 +115,7 @@ public struct NATSExchange: Exchange, CustomStringConvertible {
         options.tls = scheme == "tls"
         options.user = url.user
         options.password = url.password
-        var unknown = Set(url.options.keys)
+        var unknown = Set(url.options.keys).subtracting(others)
         func take(_ key: String) -> String? {
             unknown.remove(key)
             return url.options[key]

@@ -21,11 +21,15 @@ struct Serve: AsyncParsableCommand {
             environment variable of a key is its name in capitals with _ (NEFFOS_LIMITS_ROOMS). A wrong value stops \
             start-up with a line naming its key. With a certificate, the page and the endpoint are served over TLS \
             (https://, wss://), and SIGHUP reads the certificate files again. Exchanges: \
-            \(Serve.registry.schemes.map { "\($0)://" }.joined(separator: ", ")); none: this process only.
+            \(Serve.registry.schemes.map { "\($0)://" }.joined(separator: ", ")); none: this process only. Rooms keep \
+            their last lines in this node's memory, or in JetStream for the whole cluster with \
+            neffos.history.store.url=nats://HOST:PORT (nats-server -js).
             """)
 
     /// The exchanges the tool links.
     static let registry = ExchangeRegistry([.memory, .nats, .natsTLS])
+    /// The history stores the tool links: this node's memory, or JetStream for the cluster.
+    static let histories = HistoryStoreRegistry([.memory, .jetStream, .jetStreamTLS])
 
     @Option(help: "The address to listen on (default 127.0.0.1).") var host: String?
     @Option(help: "The port, 0 picks a free one (default 8080).") var port: Int?
@@ -58,7 +62,7 @@ struct Serve: AsyncParsableCommand {
         let logger = Logger(label: "neffos-serve")
         do {
             let reader = try await Server.Configuration.reader(overrides: overrides, file: config)
-            try await Chat.serve(config: reader, exchanges: Self.registry, logger: logger, metrics: metrics, services: try Self.tracingServices(logger))
+            try await Chat.serve(config: reader, exchanges: Self.registry, histories: Self.histories, logger: logger, metrics: metrics, services: try Self.tracingServices(logger))
         } catch let error as NeffosError where error == .invalidConfiguration {
             // One line naming the key, and a status for scripts.
             logger.error("cannot start: \(error)")

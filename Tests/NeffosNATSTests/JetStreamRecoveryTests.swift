@@ -42,9 +42,19 @@ private final class TickLog: Sendable {
 
     var entries: [String] { lines.withLock { $0 } }
 
+    /// How many lines, the last ones, and for numbers, those missing and those repeated.
+    var summary: String {
+        let entries = self.entries
+        let numbers = entries.compactMap { Int($0) }
+        guard numbers.count == entries.count, let top = numbers.max() else { return "\(entries.count): \(entries.suffix(10))" }
+        let missing = Set(1...top).subtracting(numbers).sorted()
+        let repeated = Dictionary(grouping: numbers, by: { $0 }).filter { $0.value.count > 1 }.keys.sorted()
+        return "\(entries.count), the last \(entries.suffix(5)); missing \(missing.prefix(20)), repeated \(repeated.prefix(20))"
+    }
+
     func wait(_ what: String, timeout: Duration = .seconds(10), until predicate: @escaping @Sendable ([String]) -> Bool) async throws {
         _ = try await changed.wait(
-            timeout: timeout, orThrow: { ConformanceFailure("timed out waiting for \(what); got \(self.entries.suffix(10))") },
+            timeout: timeout, orThrow: { ConformanceFailure("timed out waiting for \(what); got \(self.summary)") },
             until: { _ in predicate(self.entries) ? .success(true) : nil })
     }
 }
@@ -52,17 +62,13 @@ private final class TickLog: Sendable {
 @Suite("Recovery with JetStream")
 struct JetStreamRecoveryTests {
     /// Two nodes on one nats-server (JetStream on, file storage), both keeping the lobby's
-    /// history in one JetStream stream.
+    /// history in one JetStream stream, named by URL as `neffos.history.store.url` would (each
+    /// server opens it when it starts, for its cluster, with its rule's bounds).
     func cluster(_ nats: NATSServer, nodes: Int = 2, maxPerRoom: Int = 1000) async throws -> TestCluster {
-        var histories: [JetStreamHistory] = []
-        for _ in 0..<nodes {
-            histories.append(try await JetStreamHistory(
-                client: try await JetStreamClient.connect(nats.url), cluster: "jstest", maxPerRoom: maxPerRoom, maxAge: .seconds(600)))
-        }
-        let made = histories
+        let backend = try HistoryStoreRegistry([.memory, .jetStream]).backend(for: nats.url)
         return try await TestCluster.start(nodes: nodes, namespaces: ["default": Events()], configure: { node, configuration in
-            configuration.history.rules = [HistoryRule(namespace: "default", limits: HistoryLimits(maxCount: maxPerRoom))]
-            configuration.history.shared = made[node]
+            configuration.history.rules = [HistoryRule(namespace: "default", limits: HistoryLimits(maxCount: maxPerRoom, maxAge: .seconds(600)))]
+            configuration.history.use(backend)
             configuration.clusterName = "jstest"
         }) { _ in try NATSExchange(url: nats.url) }
     }
@@ -137,7 +143,7 @@ struct JetStreamRecoveryTests {
             let again = WebSocketListener(server: cluster.servers[0], host: "127.0.0.1", port: port)
             try await again.start()
             try await alice.recoveries.wait("the recovery") { !$0.isEmpty }
-            try await alice.ticks.wait("105 ticks") { $0.count >= 105 }
+            try await alice.ticks.wait("105 ticks after \(alice.recoveries.entries)") { $0.count >= 105 }
             #expect(alice.ticks.entries == (1...105).map(String.init), "each once, in order, whether recovered or live")
             #expect(alice.recoveries.entries.count == 1 && alice.recoveries.entries[0].hasPrefix("lobby:complete:"))
             await alice.client.close()

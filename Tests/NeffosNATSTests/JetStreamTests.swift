@@ -26,9 +26,9 @@ struct JetStreamTests {
 
             let last = try #require(try await client.last(in: stream, subject: r1))
             #expect(last.sequence == 4 && String(buffer: last.data) == "c" && last.subject == r1)
-            #expect(try await client.next(in: stream, subject: r1, from: 3)?.sequence == 4, "r2's 3 is skipped")
-            #expect(try await client.next(in: stream, subject: r1, from: 1).map { String(buffer: $0.data) } == "a")
-            #expect(try await client.next(in: stream, subject: r1, from: 5) == nil)
+            #expect(try await client.message(in: stream, at: 3)?.subject == r2, "by sequence, whatever the subject")
+            #expect(try await client.message(in: stream, at: 1).map { String(buffer: $0.data) } == "a")
+            #expect(try await client.message(in: stream, at: 5) == nil)
             #expect(try await client.last(in: stream, subject: "neffos.test.hist.default.none") == nil)
 
             // File storage: the messages and the stream's identity outlive a restart.
@@ -96,6 +96,11 @@ struct JetStreamHistoryTests {
             #expect(limited.entries.map(\.sequence) == all.entries.suffix(4).map(\.sequence) && !limited.isComplete, "the newest, not complete")
             let latest = try #require(all.entries.last?.sequence)
             #expect(try await nodeA.read(lobby, after: latest, limit: 10).isComplete, "nothing missed")
+            let none = try await nodeA.read(lobby, after: third, limit: 0)
+            #expect(none.entries.isEmpty && !none.isComplete && none.latest == latest, "a read of none says where the room is")
+            let binary = try await nodeA.append(ByteBuffer(bytes: [0, 1, 2]), isBinary: true, to: other)
+            let kept = try await nodeA.read(other, after: binary.previous, limit: 1)
+            #expect(kept.entries.map(\.isBinary) == [true] && kept.isComplete, "a binary message comes back binary")
 
             // Trimmed (20 per room): a position before what is kept is not complete.
             for n in 1...25 { _ = try await nodeA.append(ByteBuffer(string: "t\(n)"), to: lobby) }
@@ -106,5 +111,78 @@ struct JetStreamHistoryTests {
             throw error
         }
         await server.stop()
+    }
+}
+
+@Suite("JetStream history by URL")
+struct JetStreamHistoryURLTests {
+    let histories = HistoryStoreRegistry([.memory, .jetStream])
+
+    @Test("History: neffos.history.store.url=nats://… is a JetStream history the server opens when it starts, for its cluster, with its widest rule's bounds")
+    func openedAtStart() async throws {
+        let nats = try await NATSServer.start(name: "js-url", jetStream: true)
+        do {
+            let reader = try await Server.Configuration.reader(environment: [
+                "NEFFOS_HISTORY_STORE_URL": nats.url + "?storage=memory", "NEFFOS_HISTORY_ROOMS": "default/*",
+                "NEFFOS_HISTORY_MAX_COUNT": "7", "NEFFOS_CLUSTER_NAME": "urltest",
+            ])
+            var configuration = try Server.Configuration(config: reader, histories: histories)
+            configuration.history.rules.append(HistoryRule(namespace: "other", limits: HistoryLimits(maxCount: 3, maxAge: .seconds(900))))
+            let connector = try #require(configuration.history.shared as? JetStreamHistory.Connector)
+            #expect(!connector.fileStorage && connector.description == nats.url)
+            #expect(configuration.history.widestLimits == HistoryLimits(maxCount: 7, maxAge: .seconds(900)))
+            let server = try Server(namespaces: ["default": Events(), "other": Events()], configuration: configuration)
+            try await server.start()
+            // Kept in the cluster's stream, within the widest bounds: 7 of 9.
+            for n in 1...9 { server.broadcast(Message(namespace: "default", room: "lobby", event: "tick", body: "\(n)")) }
+            let stream = "NEFFOS_HISTORY_urltest"
+            // The appends run in the background, one after another: read (each read a round
+            // trip to JetStream) until the ninth is kept, within a deadline.
+            var read = try await server.history(ofRoom: "lobby", in: "default", limit: 100)
+            let deadline = ContinuousClock.now + .seconds(10)
+            while read.entries.last?.message?.bodyString != "9", ContinuousClock.now < deadline {
+                read = try await server.history(ofRoom: "lobby", in: "default", limit: 100)
+            }
+            #expect(read.entries.compactMap { $0.message?.bodyString } == (3...9).map(String.init))
+            #expect(read.latest.epoch.hasPrefix(stream + "-") && !read.isComplete, "trimmed to 7: not everything since the start")
+            await server.shutdown(timeout: .seconds(2))
+        } catch {
+            await nats.stop()
+            throw error
+        }
+        await nats.stop()
+    }
+
+    @Test("History: a JetStream history that cannot be opened fails the server's start, saying why; a wrong storage names its key")
+    func openFailures() async throws {
+        func start(_ url: String) async throws {
+            var configuration = Server.Configuration()
+            configuration.history.rules = [HistoryRule(namespace: "default")]
+            configuration.history.use(try histories.backend(for: url))
+            try await Server(namespaces: ["default": Events()], configuration: configuration).start()
+        }
+        // A nats-server without JetStream: the start fails in seconds, saying what to do.
+        let plain = try await NATSServer.start(name: "js-off")
+        let port = plain.clientPort
+        do {
+            try await start(plain.url)
+            Issue.record("the start succeeded without JetStream")
+        } catch let error as NeffosError {
+            #expect(error.description.contains("-js"), "\(error)")
+        }
+        await plain.stop()
+        // No nats-server at all: the start fails (not the first broadcast), naming the server.
+        do {
+            try await start("nats://127.0.0.1:\(port)?connectTimeout=500")
+            Issue.record("the start succeeded without a nats-server")
+        } catch let error as NeffosError {
+            #expect(error == .dialFailed && error.description.contains("127.0.0.1:\(port)") && error.description.contains("-js"), "\(error)")
+        }
+        let reader = try await Server.Configuration.reader(environment: ["NEFFOS_HISTORY_STORE_URL": "nats://127.0.0.1:4222?storage=disk"])
+        #expect {
+            _ = try Server.Configuration(config: reader, histories: histories)
+        } throws: { error in
+            "\(error)".contains("neffos.history.store.url: storage must be file or memory, got disk")
+        }
     }
 }

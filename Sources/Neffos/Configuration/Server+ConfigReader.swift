@@ -46,7 +46,7 @@ extension Server.Configuration {
     /// | `neffos.history.replayOnJoin` | ``HistoryRule/replayOnJoin`` of those rules | 0 |
     /// | `neffos.history.maxRecoveryMessages` | ``Server/HistoryConfiguration/maxRecoveryMessages`` | 1000 |
     /// | `neffos.history.maxLingeringRooms` | ``Server/HistoryConfiguration/maxLingeringRooms`` | 10000 |
-    /// | `neffos.history.store.url` | ``Server/HistoryConfiguration/store``, made by `histories` | `memory://` |
+    /// | `neffos.history.store.url` | ``Server/HistoryConfiguration/store`` (`memory://`) or ``Server/HistoryConfiguration/shared`` (`nats://`, with NeffosNATS's plugin), made by `histories` | `memory://` |
     /// | `neffos.limits.messageBytes` | ``Server/TransportConfiguration/maxMessageSize`` | 512 KiB |
     /// | `neffos.limits.frameBytes` | ``Server/TransportConfiguration/maxFrameSize`` | 512 KiB |
     /// | `neffos.limits.outboxBytes` | ``Server/TransportConfiguration/maxOutboxBytes`` | 512 KiB |
@@ -68,7 +68,8 @@ extension Server.Configuration {
     ///   - scope: the first part of every key. Default: `neffos`; `""` reads the keys bare.
     ///   - exchanges: the exchanges `neffos.exchange.url` may name. Default: `memory://` only.
     ///   - histories: the history stores `neffos.history.store.url` may name. Default:
-    ///     `memory://` only.
+    ///     `memory://` only; NeffosNATS adds `nats://` (JetStream, shared by the cluster:
+    ///     `HistoryStoreRegistry([.memory, .jetStream])`).
     /// - Throws: ``NeffosError/invalidConfiguration``, its detail naming the key and what is
     ///   wrong (`neffos.limits.rooms: must be at least 1, got -5`).
     public init(
@@ -116,7 +117,7 @@ extension Server.HistoryConfiguration {
         }
         maxRecoveryMessages = try values.int("history.maxRecoveryMessages", minimum: 1) ?? maxRecoveryMessages
         maxLingeringRooms = try values.int("history.maxLingeringRooms", minimum: 0) ?? maxLingeringRooms
-        store = try values.made("history.store.url", by: stores) ?? store
+        if let backend = try values.made("history.store.url", by: stores) { use(backend) }
     }
 }
 

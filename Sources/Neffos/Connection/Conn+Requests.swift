@@ -54,7 +54,7 @@ extension Conn {
         guard !request.wait.isEmpty, !request.isNoOp else { return }
         var request = request
         var recovery = server?.joinRecovery(for: &request, on: self)
-        if let server, let pending = recovery, server.configuration.history.shared != nil {
+        if let server, let pending = recovery, server.sharedHistory != nil {
             recovery = await server.prefetch(pending)
         }
         guard let ns = namespace(request.namespace) else {

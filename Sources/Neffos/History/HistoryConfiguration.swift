@@ -16,8 +16,10 @@ extension Server {
         public var store: any HistoryStore = MemoryHistoryStore()
         /// A history kept for the whole cluster (JetStream): when set, the rules' rooms keep
         /// their broadcasts there instead of in ``store``, with positions that mean the same on
-        /// every node. Default: none.
-        public var shared: (any SharedHistoryStore)?
+        /// every node. An open store (`JetStreamHistory.connect(…)`), or what a URL names
+        /// (`neffos.history.store.url` = `nats://…`), which ``Server/start()`` opens. Default:
+        /// none.
+        public var shared: (any SharedHistoryConnector)?
         /// The most kept messages one join sends back (recovery); past it, the newest ones are
         /// sent and the join reports "not recovered". Default: 1,000.
         public var maxRecoveryMessages = 1000
@@ -31,6 +33,15 @@ extension Server {
 
         /// No history.
         public init() {}
+
+        /// The widest bounds of the rules (the most messages and the longest age any of them
+        /// keeps): what a shared history keeps per room. The default limits without rules.
+        public var widestLimits: HistoryLimits {
+            guard let first = rules.first?.limits else { return HistoryLimits() }
+            return rules.dropFirst().reduce(first) { widest, rule in
+                HistoryLimits(maxCount: max(widest.maxCount, rule.limits.maxCount), maxAge: max(widest.maxAge, rule.limits.maxAge))
+            }
+        }
 
         /// The rule for `room` of `namespace`, if any.
         func rule(for room: String, in namespace: String) -> HistoryRule? {

@@ -1,7 +1,17 @@
-/// One kind of history store an application can pick by URL scheme.
-public typealias HistoryStorePlugin = URLPlugin<any HistoryStore>
+/// What a history store URL names: a store of this node (``MemoryHistoryStore``), or a
+/// history shared by the cluster (JetStream, in NeffosNATS) that the server opens when it
+/// starts.
+public enum HistoryBackend: Sendable {
+    /// A store of this node: ``Server/HistoryConfiguration/store``.
+    case node(any HistoryStore)
+    /// A history shared by the cluster: ``Server/HistoryConfiguration/shared``.
+    case shared(any SharedHistoryConnector)
+}
 
-extension URLPlugin where Product == any HistoryStore {
+/// One kind of history store an application can pick by URL scheme.
+public typealias HistoryStorePlugin = URLPlugin<HistoryBackend>
+
+extension URLPlugin where Product == HistoryBackend {
     /// `memory://[?maxStreams=N&maxBytes=SIZE]`: a ``MemoryHistoryStore`` (per node).
     public static var memory: HistoryStorePlugin {
         HistoryStorePlugin(scheme: "memory", summary: "memory://[?maxStreams=N&maxBytes=SIZE] — this node's memory (the default)") { url in
@@ -19,28 +29,46 @@ extension URLPlugin where Product == any HistoryStore {
                 }
                 maxBytes = value
             }
-            return MemoryHistoryStore(maxStreams: maxStreams, maxBytes: maxBytes)
+            return .node(MemoryHistoryStore(maxStreams: maxStreams, maxBytes: maxBytes))
         }
     }
 }
 
 /// The history stores an application can choose from, by URL scheme (as ``ExchangeRegistry``
-/// does for exchanges).
+/// does for exchanges): the core's `memory://`, and what the application links (NeffosNATS's
+/// `nats://`, JetStream shared by the cluster).
 ///
 /// ```swift
-/// configuration.history.store = try HistoryStoreRegistry.standard.store(for: "memory://?maxStreams=1000")
+/// let histories = HistoryStoreRegistry.standard.adding(.jetStream)  // NeffosNATS
+/// try configuration.history.use(histories.backend(for: "nats://10.0.0.1:4222"))
+/// // or, from configuration (neffos.history.store.url):
+/// let configured = try Server.Configuration(config: reader, histories: histories)
 /// ```
-public typealias HistoryStoreRegistry = URLRegistry<any HistoryStore>
+public typealias HistoryStoreRegistry = URLRegistry<HistoryBackend>
 
-extension URLRegistry where Product == any HistoryStore {
+extension URLRegistry where Product == HistoryBackend {
     /// The registry with the core's plugin: `memory://`.
     public static var standard: HistoryStoreRegistry { HistoryStoreRegistry([.memory]) }
 
-    /// The store for `url`.
+    /// What `url` names.
     ///
     /// - Throws: ``NeffosError/invalidConfiguration`` for a malformed URL or an unknown scheme
     ///   (the message lists the registered schemes), or the plugin's own error.
-    public func store(for url: String) throws -> any HistoryStore {
+    public func backend(for url: String) throws -> HistoryBackend {
         try make(for: url)
+    }
+}
+
+extension Server.HistoryConfiguration {
+    /// Keeps the rules' rooms where `backend` says: a store of this node (replacing
+    /// ``store``, no shared history), or a history shared by the cluster (``shared``).
+    public mutating func use(_ backend: HistoryBackend) {
+        switch backend {
+        case .node(let node):
+            store = node
+            shared = nil
+        case .shared(let connector):
+            shared = connector
+        }
     }
 }

@@ -20,18 +20,39 @@ struct JoinRecovery: Sendable {
 }
 
 extension Server {
-    /// Reads a room with history from the server's store: the entries after `position` (all
-    /// kept ones when `nil` or of another epoch), at most `limit`, the newest ones. On a server
-    /// without a rule for the room, an empty read.
+    /// Reads a room with history: the entries after `position` (all kept ones when `nil` or
+    /// of another epoch), at most `limit`, the newest ones. On a server without a rule for the
+    /// room, an empty read. For an app's own "history" event, for example:
     ///
-    /// History is per node with ``MemoryHistoryStore``: this node's record of the room's
-    /// broadcasts, from the first time it had a member there.
-    public func history(ofRoom room: String, in namespace: String, after position: HistoryPosition? = nil, limit: Int = 100) -> HistoryRead {
-        let stream = HistoryStream(namespace: namespace, room: room)
+    /// ```swift
+    /// events.answer("history") { ns, message in
+    ///     guard let server = ns.server else { return nil }
+    ///     let read = try await server.history(ofRoom: message.room, in: ns.namespace, limit: 50)
+    ///     return "\(read.entries.count) kept, the last at \(read.latest)"
+    /// }
+    /// ```
+    ///
+    /// With ``MemoryHistoryStore``, history is per node: this node's record of the room's
+    /// broadcasts, from the first time it had a member there. With a shared history, it is the
+    /// cluster's.
+    ///
+    /// - Throws: the shared history's error (for example, its NATS server unreachable for the
+    ///   read's deadline); a memory store never throws.
+    public func history(ofRoom room: String, in namespace: String, after position: HistoryPosition? = nil, limit: Int = 100) async throws -> HistoryRead {
         guard configuration.history.rule(for: room, in: namespace) != nil else {
             return HistoryRead(entries: [], latest: HistoryPosition(epoch: "none", offset: 0), isComplete: false)
         }
-        return index.withLock { _ in configuration.history.store.read(stream, after: position, limit: max(0, limit)) }
+        guard let shared = sharedHistory else {
+            let stream = HistoryStream(namespace: namespace, room: room)
+            return index.withLock { _ in configuration.history.store.read(stream, after: position, limit: max(0, limit)) }
+        }
+        let epoch = shared.epoch
+        let after = position.flatMap { $0.epoch == epoch ? $0.offset : nil } ?? 0
+        let read = try await shared.read(namespace: namespace, room: room, after: after, through: nil, limit: max(0, limit))
+        return HistoryRead(
+            entries: read.entries.map { HistoryEntry(position: HistoryPosition(epoch: epoch, offset: $0.sequence), frame: $0.frame, isBinary: $0.isBinary) },
+            latest: HistoryPosition(epoch: epoch, offset: read.latest),
+            isComplete: read.isComplete && (position == nil || position?.epoch == epoch))
     }
 
     /// On a join request (server side): whether the room keeps history and what the join
@@ -55,7 +76,7 @@ extension Server {
     /// With a shared history: reads what a join sends back, before the join takes effect (the
     /// read waits on the network; the join then adds what this node delivered meanwhile).
     func prefetch(_ recovery: JoinRecovery) async -> JoinRecovery {
-        guard let shared = configuration.history.shared else { return recovery }
+        guard let shared = sharedHistory else { return recovery }
         var recovery = recovery
         let from = recovery.after.flatMap { $0.epoch == shared.epoch ? $0.offset : nil } ?? 0
         let limit = recovery.asked ? configuration.history.maxRecoveryMessages : min(recovery.replay, configuration.history.maxRecoveryMessages)
@@ -80,7 +101,7 @@ extension Server {
         let stream = HistoryStream(namespace: ns.namespace, room: recovery.request.room)
         let limit = recovery.asked ? history.maxRecoveryMessages : min(recovery.replay, history.maxRecoveryMessages)
         let read: HistoryRead
-        if let shared = history.shared, let prefetched = recovery.prefetched {
+        if let shared = sharedHistory, let prefetched = recovery.prefetched {
             read = sharedJoinRead(prefetched, stream: stream, recovery: recovery, epoch: shared.epoch, limit: limit)
         } else {
             read = history.store.read(stream, after: recovery.asked ? recovery.after : nil, limit: limit)
@@ -121,20 +142,22 @@ extension Server {
         let after = recovery.after.flatMap { $0.epoch == epoch ? $0.offset : nil } ?? 0
         return sharedRooms.withLock { rooms -> HistoryRead in
             var state = rooms[stream] ?? SharedRoomState()
-            let readEnd = max(prefetched.entries.last?.sequence ?? 0, prefetched.latest)
+            // Where what the read returned ends (its entries' end; the room's last message
+            // when it returned none): never past what this join sends.
+            let readEnd = prefetched.entries.last?.sequence ?? prefetched.latest
             if state.last == nil { state.last = readEnd }
             let delivered = state.last!
             rooms[stream] = state
-            var entries = prefetched.entries.filter { $0.sequence <= delivered }.map { (entry: $0, binary: false) }
+            var entries = prefetched.entries.filter { $0.sequence <= delivered }
             var complete = prefetched.isComplete
             // Where the read left off (within what this node delivered); what this node
             // delivered after it comes from its recent deliveries, chained.
-            var chainEnd = entries.last?.entry.sequence ?? (recovery.asked ? after : 0)
+            var chainEnd = entries.last?.sequence ?? (recovery.asked ? after : 0)
             if readEnd <= delivered { chainEnd = max(chainEnd, readEnd) }
-            for kept in state.recent where kept.entry.sequence > chainEnd && kept.entry.sequence <= delivered {
-                if kept.entry.previous != chainEnd { complete = false }
-                entries.append((kept.entry, kept.binary))
-                chainEnd = kept.entry.sequence
+            for kept in state.recent where kept.sequence > chainEnd && kept.sequence <= delivered {
+                if kept.previous != chainEnd { complete = false }
+                entries.append(kept)
+                chainEnd = kept.sequence
             }
             if chainEnd < delivered { complete = false }
             if entries.count > limit {
@@ -142,7 +165,7 @@ extension Server {
                 complete = false
             }
             return HistoryRead(
-                entries: entries.map { HistoryEntry(position: HistoryPosition(epoch: epoch, offset: $0.entry.sequence), frame: $0.entry.frame, isBinary: $0.binary) },
+                entries: entries.map { HistoryEntry(position: HistoryPosition(epoch: epoch, offset: $0.sequence), frame: $0.frame, isBinary: $0.isBinary) },
                 latest: HistoryPosition(epoch: epoch, offset: delivered), isComplete: complete)
         }
     }

@@ -1,5 +1,18 @@
 import DequeModule
+import Logging
 import NIOCore
+
+/// What opens a history shared by the cluster when the server starts: what a history store URL
+/// such as `nats://10.0.0.1:4222` names (JetStream, in NeffosNATS), or a store already open.
+///
+/// ``Server/start()`` opens it before accepting connections (a failure, such as no NATS
+/// server, fails the start), for the server's cluster (``Server/Configuration/clusterName``)
+/// with bounds wide enough for every history rule.
+public protocol SharedHistoryConnector: Sendable {
+    /// Opens the history of cluster `cluster`, keeping each room's messages within `limits` at
+    /// least (the widest of the server's rules).
+    func open(cluster: String, limits: HistoryLimits, logger: Logger) async throws -> any SharedHistoryStore
+}
 
 /// A history kept for the whole cluster (JetStream, in NeffosNATS): a position means the same
 /// on every node, so a client recovers wherever it reconnects.
@@ -8,15 +21,28 @@ import NIOCore
 /// before delivering it, and reads what a join recovers before the join takes effect.
 /// Sequences grow within an epoch but are not contiguous within a room: each message carries
 /// its room predecessor's sequence instead, and the store guarantees the chain.
-public protocol SharedHistoryStore: Sendable {
+///
+/// A store is its own connector (already open, it ignores the cluster and limits it is given).
+public protocol SharedHistoryStore: SharedHistoryConnector {
     /// The epoch of the positions it gives (the stream's identity).
     var epoch: String { get }
-    /// Keeps `frame` as the next message of the room; returns its sequence and its room
-    /// predecessor's (0 for the first).
-    func append(_ frame: ByteBuffer, namespace: String, room: String) async throws -> (sequence: UInt64, previous: UInt64)
+    /// Keeps `frame` (sent as a binary WebSocket message when `isBinary`) as the next message
+    /// of the room; returns its sequence and its room predecessor's (0 for the first).
+    func append(_ frame: ByteBuffer, isBinary: Bool, namespace: String, room: String) async throws -> (sequence: UInt64, previous: UInt64)
     /// The room's messages after `sequence` (0: all kept), up to `through` when given, at most
     /// `limit`, the newest ones; complete when they are everything after `sequence`.
     func read(namespace: String, room: String, after sequence: UInt64, through: UInt64?, limit: Int) async throws -> SharedHistoryRead
+}
+
+extension SharedHistoryStore {
+    /// Itself: a store given to the configuration is open already.
+    public func open(cluster: String, limits: HistoryLimits, logger: Logger) async throws -> any SharedHistoryStore { self }
+}
+
+/// The shared history a server opened (set once, read on every kept broadcast).
+final class OpenedSharedHistory: Sendable {
+    let store: any SharedHistoryStore
+    init(_ store: any SharedHistoryStore) { self.store = store }
 }
 
 /// A message of a shared history.
@@ -27,12 +53,15 @@ public struct SharedHistoryEntry: Sendable {
     public var previous: UInt64
     /// The frame as broadcast.
     public var frame: ByteBuffer
+    /// Whether it went out as a binary WebSocket message.
+    public var isBinary: Bool
 
     /// An entry.
-    public init(sequence: UInt64, previous: UInt64, frame: ByteBuffer) {
+    public init(sequence: UInt64, previous: UInt64, frame: ByteBuffer, isBinary: Bool = false) {
         self.sequence = sequence
         self.previous = previous
         self.frame = frame
+        self.isBinary = isBinary
     }
 }
 
@@ -42,7 +71,8 @@ public struct SharedHistoryRead: Sendable {
     public var entries: [SharedHistoryEntry]
     /// Whether they are everything after the position asked for.
     public var isComplete: Bool
-    /// The room's last sequence when it was read (0: nothing kept).
+    /// The room's last sequence when the read began (0: nothing kept): never newer than the
+    /// last entry (a message kept during the read is not claimed as read).
     public var latest: UInt64
 
     /// A read.
@@ -65,15 +95,11 @@ struct PendingAppends {
 /// that arrived before their predecessor, and the last ones it delivered (what a join adds
 /// after its read).
 struct SharedRoomState {
-    struct Kept {
-        var entry: SharedHistoryEntry
-        var binary: Bool
-    }
 
     var last: UInt64?
     /// Early arrivals, by their predecessor's sequence.
-    var early: [UInt64: Kept] = [:]
-    var recent = Deque<Kept>()
+    var early: [UInt64: SharedHistoryEntry] = [:]
+    var recent = Deque<SharedHistoryEntry>()
     var fetching = false
 
     static let maxEarly = 1024
@@ -85,10 +111,10 @@ struct SharedRoomState {
     /// dropped (counted).
     static let maxPendingAppends = 10_000
 
-    mutating func remember(_ kept: Kept) {
-        recent.append(kept)
+    mutating func remember(_ entry: SharedHistoryEntry) {
+        recent.append(entry)
         if recent.count > Self.maxRecent { recent.removeFirst() }
-        last = kept.entry.sequence
+        last = entry.sequence
     }
 }
 
@@ -135,8 +161,8 @@ extension Server {
                     }
                 }
                 do {
-                    let (sequence, previous) = try await store.append(frame, namespace: target.namespace, room: target.room)
-                    self.deliverShared(SharedHistoryEntry(sequence: sequence, previous: previous, frame: frame), binary: binary, to: target, store: store)
+                    let (sequence, previous) = try await store.append(frame, isBinary: binary, namespace: target.namespace, room: target.room)
+                    self.deliverShared(SharedHistoryEntry(sequence: sequence, previous: previous, frame: frame, isBinary: binary), to: target, store: store)
                     self.link?.publish(.broadcast, frame: Self.sharedWireFrame(frame, sequence: sequence, previous: previous), binary: binary, to: target)
                 } catch {
                     self.logger.warning("a broadcast to a room with history was not kept, so not sent", metadata: ["room": "\(target.room)", "error": "\(error)"])
@@ -156,7 +182,7 @@ extension Server {
 
     /// A kept message (from this node or the bus, or fetched): delivered in its room's chain
     /// order; one that arrives before its predecessor waits (and the gap is fetched).
-    func deliverShared(_ entry: SharedHistoryEntry, binary: Bool, to target: BroadcastTarget, store: any SharedHistoryStore) {
+    func deliverShared(_ entry: SharedHistoryEntry, to target: BroadcastTarget, store: any SharedHistoryStore) {
         let stream = HistoryStream(namespace: target.namespace, room: target.room)
         let epoch = store.epoch
         let fetch = index.withLock { index -> (after: UInt64, through: UInt64)? in
@@ -167,17 +193,17 @@ extension Server {
                 if let last = state.last {
                     if entry.sequence <= last { return nil }
                     if entry.previous != last {
-                        if state.early.count < SharedRoomState.maxEarly { state.early[entry.previous] = .init(entry: entry, binary: binary) }
+                        if state.early.count < SharedRoomState.maxEarly { state.early[entry.previous] = entry }
                         guard !state.fetching else { return nil }
                         state.fetching = true
                         return (last, entry.sequence)
                     }
                 }
-                var next: SharedRoomState.Kept? = .init(entry: entry, binary: binary)
+                var next: SharedHistoryEntry? = entry
                 while let kept = next {
-                    _ = queueKept(kept.entry.frame, binary: kept.binary, at: HistoryPosition(epoch: epoch, offset: kept.entry.sequence), to: target, in: index)
+                    _ = queueKept(kept.frame, binary: kept.isBinary, at: HistoryPosition(epoch: epoch, offset: kept.sequence), to: target, in: index)
                     state.remember(kept)
-                    next = state.early.removeValue(forKey: kept.entry.sequence)
+                    next = state.early.removeValue(forKey: kept.sequence)
                 }
                 return nil
             }
@@ -188,7 +214,7 @@ extension Server {
             guard let self else { return }
             self.sharedRooms.withLock { $0[stream]?.fetching = false }
             let plain = BroadcastTarget(namespace: target.namespace, room: target.room)
-            for found in read?.entries ?? [] { self.deliverShared(found, binary: binary, to: plain, store: store) }
+            for found in read?.entries ?? [] { self.deliverShared(found, to: plain, store: store) }
         }
     }
 }

@@ -25,7 +25,7 @@ extension Server {
             return 0
         }
         let target = BroadcastTarget(of: message, except: except?.connectionID)
-        if let shared = configuration.history.shared, target.to.isEmpty,
+        if !configuration.history.rules.isEmpty, let shared = sharedHistory, target.to.isEmpty,
             configuration.history.rule(for: target.room, in: target.namespace) != nil
         {
             return broadcastShared(frame, binary: message.isBinary, to: target, store: shared)
@@ -46,12 +46,12 @@ extension Server {
         if keeping, !configuration.history.rules.isEmpty, target.to.isEmpty,
             let rule = configuration.history.rule(for: target.room, in: target.namespace)
         {
-            if let shared = configuration.history.shared {
+            if let shared = sharedHistory {
                 // From another node, with its chain position.
                 guard let (sequence, previous, plain) = Self.parseSharedWireFrame(frame) else {
                     return deliverLocally(frame, binary: binary, to: target, keeping: false)
                 }
-                deliverShared(SharedHistoryEntry(sequence: sequence, previous: previous, frame: plain), binary: binary, to: target, store: shared)
+                deliverShared(SharedHistoryEntry(sequence: sequence, previous: previous, frame: plain, isBinary: binary), to: target, store: shared)
                 return 0
             }
             return deliverKept(frame, binary: binary, to: target, rule: rule)

@@ -47,6 +47,9 @@ public final class Server: Sendable {
     /// this node delivered of each room.
     let sharedAppends = Locked<[HistoryStream: PendingAppends]>([:])
     let sharedRooms = Locked<[HistoryStream: SharedRoomState]>([:])
+    /// The shared history, once open (at start, or at once when the configuration gives an
+    /// open store).
+    let openedShared = AtomicLazyReference<OpenedSharedHistory>()
     /// Connections accepted and not yet closed (what `maxConnections` limits).
     let live = Atomic<Int>(0)
     /// Transport-level connections (TCP, upgraded or not) holding a slot.
@@ -91,24 +94,41 @@ public final class Server: Sendable {
         settings.maxPendingAsks = max(1, configuration.maxPendingAsks)
         settings.membership = .init(maxRooms: max(0, configuration.maxRoomsPerConnection), maxNameBytes: max(1, configuration.maxNameLength))
         self.settings = settings
+        if let store = configuration.history.shared as? any SharedHistoryStore { _ = openedShared.storeIfNil(OpenedSharedHistory(store)) }
     }
 
     // MARK: Starting
 
-    /// Connects the configured exchange (if any), before connections are accepted. The
-    /// listener calls it; call it yourself when you drive the server through another
-    /// transport. Idempotent.
+    /// Opens the shared history and connects the exchange (if configured), before connections
+    /// are accepted. The listener calls it; call it yourself when you drive the server through
+    /// another transport. Idempotent.
     ///
-    /// - Throws: the exchange's error (for example, no NATS server reachable).
+    /// - Throws: the shared history's or the exchange's error (for example, no NATS server
+    ///   reachable, or JetStream off).
     public func start() async throws {
-        guard let exchange = configuration.exchange else { return }
+        let exchange = configuration.exchange
+        let connector = sharedHistory == nil ? configuration.history.shared : nil
+        guard exchange != nil || connector != nil else { return }
         let task = starting.withLock { task -> Task<Void, any Error> in
             if let task { return task }
-            let started = Task { try await self.connect(exchange) }
+            let started = Task {
+                if let connector { try await self.open(connector) }
+                if let exchange { try await self.connect(exchange) }
+            }
             task = started
             return started
         }
         try await task.value
+    }
+
+    /// The shared history, once open; `nil` without one (or before ``start()`` opened it).
+    var sharedHistory: (any SharedHistoryStore)? { openedShared.load()?.store }
+
+    private func open(_ connector: any SharedHistoryConnector) async throws {
+        let limits = configuration.history.widestLimits
+        let store = try await connector.open(cluster: configuration.clusterName, limits: limits, logger: logger)
+        _ = openedShared.storeIfNil(OpenedSharedHistory(store))
+        logger.info("shared history open", metadata: ["epoch": "\(store.epoch)", "maxCount": "\(limits.maxCount)", "maxAge": "\(limits.maxAge)"])
     }
 
     private func connect(_ exchange: any Exchange) async throws {

@@ -30,7 +30,7 @@ public struct URLRegistry<Product>: Sendable {
         var table: [String: URLPlugin<Product>] = [:]
         for plugin in plugins { table[plugin.scheme] = plugin }
         self.plugins = table
-        kind = Product.self == (any HistoryStore).self ? "history store" : "exchange"
+        kind = Product.self == HistoryBackend.self ? "history store" : "exchange"
     }
 
     /// The registered schemes, sorted.

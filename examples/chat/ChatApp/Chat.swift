@@ -162,9 +162,11 @@ extension Chat {
     /// listens.
     ///
     /// - Parameters:
-    ///   - config: the settings (``Neffos/Server/Configuration/init(config:scope:exchanges:)``
+    ///   - config: the settings (``Neffos/Server/Configuration/init(config:scope:exchanges:histories:)``
     ///     and the listener's `neffos.listener.*`); the port defaults to 8080.
     ///   - exchanges: the exchanges `neffos.exchange.url` may name.
+    ///   - histories: the history stores `neffos.history.store.url` may name (`memory://`
+    ///     only by default).
     ///   - logger: where the server logs.
     ///   - metrics: a Prometheus registry to serve at `/metrics` (the program bootstraps
     ///     swift-metrics with it; the library never does).
@@ -172,10 +174,10 @@ extension Chat {
     /// - Throws: ``Neffos/NeffosError/invalidConfiguration`` naming the key of a wrong value,
     ///   before anything starts; then the listener's bind error.
     public static func serve(
-        config: ConfigReader, exchanges: ExchangeRegistry, logger: Logger, metrics: PrometheusCollectorRegistry? = nil,
-        services more: [any Service] = []
+        config: ConfigReader, exchanges: ExchangeRegistry, histories: HistoryStoreRegistry = .standard, logger: Logger,
+        metrics: PrometheusCollectorRegistry? = nil, services more: [any Service] = []
     ) async throws {
-        var configuration = try Server.Configuration(config: config, exchanges: exchanges)
+        var configuration = try Server.Configuration(config: config, exchanges: exchanges, histories: histories)
         configuration.logger = logger
         configure(&configuration)
         let server = try Server(namespaces: namespaces, configuration: configuration)

@@ -26,7 +26,7 @@ let metrics = Chat.bootstrapMetrics()
 let config = await Chat.configuration(
     program: "neffos-chat", flags: [.host, .port, .exchange, .node, .tlsCertificate, .tlsKey])
 do {
-    try await Chat.serve(config: config, exchanges: ChatExchanges.registry, logger: logger, metrics: metrics)
+    try await Chat.serve(config: config, exchanges: ChatExchanges.registry, histories: ChatExchanges.histories, logger: logger, metrics: metrics)
 } catch let error as NeffosError where error == .invalidConfiguration {
     logger.error("cannot start: \(error)")
     if let hint = ChatExchanges.hint(for: config) { logger.error("\(hint)") }
