@@ -140,7 +140,7 @@ func account(_ chaos: ChaosCluster, published: [Int], lostBefore: [Int], label: 
     return (delivered, missing)
 }
 
-@Suite("Chaos: a NATS cluster under faults, with loss accounting", .serialized, .timeLimit(.minutes(3)))
+@Suite("Chaos: a NATS cluster under faults, with loss accounting", .serialized, .heavyLoad, .timeLimit(.minutes(3)))
 struct ChaosTests {
     @Test("Chaos: the nats-server of one node, then another's, then all of them are killed and restarted while every node publishes")
     func serverKills() async throws {

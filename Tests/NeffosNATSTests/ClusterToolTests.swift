@@ -117,7 +117,7 @@ struct ScaleOutExampleTests {
     }
 }
 
-@Suite("neffos bench presence")
+@Suite("neffos bench presence", .heavyLoad)
 struct PresenceBenchTests {
     @Test("Presence: the bench scenario runs on 3 nodes over NATS and reports one bus publish and one event per node per change")
     func presenceScenario() async throws {

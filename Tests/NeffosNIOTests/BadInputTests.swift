@@ -12,7 +12,7 @@ func assertNeighbourWorks(_ neighbour: RawWebSocket, token: String) async throws
     #expect(try await neighbour.nextText() == "\(token);default;;echo;0;0;still here")
 }
 
-@Suite("Bad input")
+@Suite("Bad input", .heavyLoad)
 struct BadInputTests {
     var events: Namespaces {
         var events = Events()

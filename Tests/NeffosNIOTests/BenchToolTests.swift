@@ -3,7 +3,7 @@ import NeffosProcess
 import NeffosTesting
 import Testing
 
-@Suite("neffos bench", .serialized)
+@Suite("neffos bench", .serialized, .heavyLoad)
 struct BenchToolTests {
     /// This test's mark, in the environment of every process its tool starts: other suites run
     /// bench servers of their own meanwhile.

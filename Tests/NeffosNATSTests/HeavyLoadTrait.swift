@@ -1,0 +1,1 @@
+../NeffosNIOTests/HeavyLoadTrait.swift
