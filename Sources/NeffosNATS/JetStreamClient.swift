@@ -229,6 +229,55 @@ package final class JetStreamClient: Sendable {
         try await directGet(stream: stream, subject: subject) { options, text in options.LastBySubject = text }
     }
 
+    /// The messages stored under `subject` in `stream` from `start` through `end` (sequences),
+    /// oldest first, at most `limit` (the first ones): one ordered consumer streams them,
+    /// thousands a second where a message-by-message read makes a round trip each.
+    package func range(in stream: String, subject: String, from start: UInt64, through end: UInt64, limit: Int) async throws -> [Stored] {
+        guard start <= end, limit > 0 else { return [] }
+        return try await run { js in
+            var options = jsSubOptions()
+            jsSubOptions_Init(&options)
+            options.Ordered = true
+            options.Config.DeliverPolicy = js_DeliverByStartSequence
+            options.Config.OptStartSeq = start
+            var subscription: OpaquePointer?
+            var error = jsErrCode(rawValue: 0)
+            let status = stream.withCString { name in
+                options.Stream = name
+                return js_SubscribeSync(&subscription, js, subject, nil, &options, &error)
+            }
+            try Self.checkAvailable(status)
+            guard status == NATS_OK, let subscription else {
+                throw NeffosError.invalidConfiguration.with(detail: "JetStream read of \(subject) in \(stream): \(Self.text(status)) (error \(error.rawValue))")
+            }
+            defer {
+                natsSubscription_Unsubscribe(subscription)
+                natsSubscription_Destroy(subscription)
+            }
+            var found: [Stored] = []
+            while found.count < limit {
+                var message: OpaquePointer?
+                let next = natsSubscription_NextMsg(&message, subscription, 2000)
+                // Nothing more came (the rest aged out meanwhile): what was found.
+                if next == NATS_TIMEOUT { break }
+                try Self.checkAvailable(next)
+                guard next == NATS_OK, let message else { throw NeffosError.invalidConfiguration.with(detail: "JetStream read of \(subject): \(Self.text(next))") }
+                defer { natsMsg_Destroy(message) }
+                var metadata: UnsafeMutablePointer<jsMsgMetaData>?
+                guard natsMsg_GetMetaData(&metadata, message) == NATS_OK, let metadata else { continue }
+                defer { jsMsgMetaData_Destroy(metadata) }
+                let sequence = metadata.pointee.Sequence.Stream
+                guard sequence <= end else { break }
+                let length = Int(natsMsg_GetDataLength(message))
+                var data = ByteBuffer()
+                if length > 0, let bytes = natsMsg_GetData(message) { data.writeBytes(UnsafeRawBufferPointer(start: bytes, count: length)) }
+                found.append(Stored(sequence: sequence, subject: subject, data: data))
+                if sequence == end || metadata.pointee.NumPending == 0 { break }
+            }
+            return found
+        }
+    }
+
     /// The message at `sequence` in `stream`, or `nil` when there is none (never stored,
     /// deleted, or aged out).
     package func message(in stream: String, at sequence: UInt64) async throws -> Stored? {

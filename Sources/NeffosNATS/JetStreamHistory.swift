@@ -111,8 +111,9 @@ public final class JetStreamHistory: SharedHistoryStore {
     /// after the position: the oldest one's predecessor is the position.
     ///
     /// It walks the room's chain backwards, from its last message (or `through`) to the
-    /// position: a read costs one request per message it returns, plus one, however many the
-    /// room keeps (a join that replays the newest message reads two).
+    /// position: a short read costs one request per message it returns, plus one, however many
+    /// the room keeps (a join that replays the newest message reads two). Past
+    /// ``walkLimit`` steps, the rest streams from one ordered consumer instead.
     package func read(_ subject: String, after position: UInt64, through: UInt64? = nil, limit: Int) async throws -> Read {
         let newest: Entry?
         if let through {
@@ -124,6 +125,9 @@ public final class JetStreamHistory: SharedHistoryStore {
         var complete = newest == nil && position == 0
         var current = newest
         while let entry = current {
+            if newestFirst.count == Self.walkLimit, let newest, newest.sequence > position {
+                return try await readForward(subject, after: position, through: newest.sequence, limit: limit)
+            }
             if entry.sequence <= position {
                 complete = entry.sequence == position
                 break
@@ -140,6 +144,32 @@ public final class JetStreamHistory: SharedHistoryStore {
             current = try await self.entry(at: entry.previous, of: subject)
         }
         return Read(entries: newestFirst.reversed(), isComplete: complete, latest: newest?.sequence ?? 0)
+    }
+
+    /// How many messages a read walks back one by one before it streams the rest.
+    static let walkLimit = 16
+
+    /// The room's messages after `position` through `end`, streamed oldest first: the newest
+    /// `limit`, complete when they chain from the position to `end` without a hole.
+    private func readForward(_ subject: String, after position: UInt64, through end: UInt64, limit: Int) async throws -> Read {
+        // Sequences are the stream's: the room has at most `end - position` of them.
+        let span = Int(clamping: end - position)
+        let stored = try await client.range(in: stream, subject: subject, from: position + 1, through: end, limit: span)
+        var entries: [Entry] = []
+        var complete = true
+        var chainEnd = position
+        for item in stored {
+            guard let entry = Self.entry(item) else { continue }
+            if entry.previous != chainEnd { complete = false }
+            entries.append(entry)
+            chainEnd = entry.sequence
+        }
+        if chainEnd != end { complete = false }
+        if entries.count > limit {
+            entries = Array(entries.suffix(max(0, limit)))
+            complete = false
+        }
+        return Read(entries: entries, isComplete: complete, latest: end)
     }
 
     /// The room's message at `sequence`, if it is kept (and is the room's).

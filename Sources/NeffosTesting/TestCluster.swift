@@ -19,7 +19,7 @@ public final class TestCluster: Sendable {
     public let listeners: [WebSocketListener]
     private let clients = Locked<[Client]>([])
 
-    private init(servers: [Server], listeners: [WebSocketListener]) {
+    init(servers: [Server], listeners: [WebSocketListener]) {
         self.servers = servers
         self.listeners = listeners
     }

@@ -59,6 +59,25 @@ private final class TickLog: Sendable {
     }
 }
 
+/// The history store conformance suite on JetStream: two nodes on one `nats-server -js` (a
+/// server per check), the history named by URL and opened by each server at its start.
+@Suite("History store conformance: JetStream")
+struct JetStreamConformanceTests {
+    @Test("History: JetStream passes the store conformance suite, shared by the cluster", arguments: HistoryConformance.checks(shared: true))
+    func jetStream(_ check: HistoryConformance.Check) async throws {
+        let nats = try await NATSServer.start(name: "js-conformance", jetStream: true)
+        do {
+            let backend = try HistoryStoreRegistry([.jetStream]).backend(for: nats.url + "?storage=memory")
+            let suite = HistoryConformance(name: "JetStream", shared: true, makeExchange: { _ in try NATSExchange(url: nats.url) }) { _ in backend }
+            try await suite.run(check)
+        } catch {
+            await nats.stop()
+            throw error
+        }
+        await nats.stop()
+    }
+}
+
 @Suite("Recovery with JetStream")
 struct JetStreamRecoveryTests {
     /// Two nodes on one nats-server (JetStream on, file storage), both keeping the lobby's
@@ -105,52 +124,6 @@ struct JetStreamRecoveryTests {
         for n in range { server.broadcast(Message(namespace: "default", room: "lobby", event: "tick", body: "\(n)")) }
     }
 
-    @Test("Recovery: with JetStream, a client away while 100 messages are broadcast gets exactly those 100, even on another node")
-    func recoversOnAnotherNode() async throws {
-        try await withCluster("js-recovery") { cluster, _ in
-            let alice = try await TickClient(cluster.url(of: 0))
-            // Bob, on node 1, tells when node 1 has kept and delivered every broadcast.
-            let bob = try await TickClient(cluster.url(of: 1))
-            broadcast(cluster.servers[1], 1...5)
-            try await alice.ticks.wait("5 ticks") { $0.count >= 5 }
-            // Node 0 goes away; node 1 takes its port: alice comes back to another node.
-            let port = try await takeDown(cluster, node: 0, waitingFor: alice)
-            broadcast(cluster.servers[1], 6...105)
-            try await bob.ticks.wait("105 kept") { $0.count >= 105 }
-            let other = WebSocketListener(server: cluster.servers[1], host: "127.0.0.1", port: port)
-            try await other.start()
-            try await alice.recoveries.wait("the recovery") { !$0.isEmpty }
-            try await alice.ticks.wait("105 ticks") { $0.count >= 105 }
-            #expect(alice.ticks.entries == (1...105).map(String.init))
-            #expect(alice.recoveries.entries == ["lobby:complete:100"])
-            broadcast(cluster.servers[0], 106...110)
-            try await alice.ticks.wait("110 ticks") { $0.count >= 110 }
-            #expect(alice.ticks.entries == (1...110).map(String.init), "live again, from either node, in order")
-            await alice.client.close()
-            await bob.client.close()
-            await other.stop()
-        }
-    }
-
-    @Test("Recovery: with JetStream, a client away while 100 messages are broadcast gets exactly those 100 on its own node")
-    func recoversOnItsNode() async throws {
-        try await withCluster("js-same-node", nodes: 1) { cluster, _ in
-            let alice = try await TickClient(cluster.url(of: 0))
-            broadcast(cluster.servers[0], 1...5)
-            try await alice.ticks.wait("5 ticks") { $0.count >= 5 }
-            let port = try await takeDown(cluster, node: 0, waitingFor: alice)
-            broadcast(cluster.servers[0], 6...105)
-            let again = WebSocketListener(server: cluster.servers[0], host: "127.0.0.1", port: port)
-            try await again.start()
-            try await alice.recoveries.wait("the recovery") { !$0.isEmpty }
-            try await alice.ticks.wait("105 ticks after \(alice.recoveries.entries)") { $0.count >= 105 }
-            #expect(alice.ticks.entries == (1...105).map(String.init), "each once, in order, whether recovered or live")
-            #expect(alice.recoveries.entries.count == 1 && alice.recoveries.entries[0].hasPrefix("lobby:complete:"))
-            await alice.client.close()
-            await again.stop()
-        }
-    }
-
     @Test("Recovery: with JetStream, a client recovers after the nats-server restarted (file storage), on a node that never saw the room")
     func recoversAfterRestart() async throws {
         try await withCluster("js-restart", nodes: 3) { cluster, nats in
@@ -173,28 +146,6 @@ struct JetStreamRecoveryTests {
             await alice.client.close()
             await bob.client.close()
             await again.stop()
-        }
-    }
-
-    @Test("Recovery: with JetStream, history trimmed past the client's position is reported as not recovered")
-    func trimmed() async throws {
-        try await withCluster("js-trimmed", maxPerRoom: 10) { cluster, _ in
-            let alice = try await TickClient(cluster.url(of: 0))
-            let bob = try await TickClient(cluster.url(of: 1))
-            broadcast(cluster.servers[0], 1...2)
-            try await alice.ticks.wait("2 ticks") { $0.count >= 2 }
-            let port = try await takeDown(cluster, node: 0, waitingFor: alice)
-            broadcast(cluster.servers[1], 3...40)
-            try await bob.ticks.wait("40 kept") { $0.count >= 40 }
-            let other = WebSocketListener(server: cluster.servers[1], host: "127.0.0.1", port: port)
-            try await other.start()
-            try await alice.recoveries.wait("the recovery") { !$0.isEmpty }
-            try await alice.ticks.wait("12 ticks") { $0.count >= 12 }
-            #expect(alice.recoveries.entries == ["lobby:incomplete:10"])
-            #expect(alice.ticks.entries == ["1", "2"] + (31...40).map(String.init))
-            await alice.client.close()
-            await bob.client.close()
-            await other.stop()
         }
     }
 }

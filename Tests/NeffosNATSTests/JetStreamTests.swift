@@ -59,8 +59,8 @@ struct JetStreamHistoryTests {
     func chainAcrossNodes() async throws {
         let server = try await NATSServer.start(name: "js-history", jetStream: true)
         do {
-            let nodeA = try await JetStreamHistory(client: try await JetStreamClient.connect(server.url), cluster: "test", maxPerRoom: 20, maxAge: .seconds(60))
-            let nodeB = try await JetStreamHistory(client: try await JetStreamClient.connect(server.url), cluster: "test", maxPerRoom: 20, maxAge: .seconds(60))
+            let nodeA = try await JetStreamHistory(client: try await JetStreamClient.connect(server.url), cluster: "test", maxPerRoom: 50, maxAge: .seconds(60))
+            let nodeB = try await JetStreamHistory(client: try await JetStreamClient.connect(server.url), cluster: "test", maxPerRoom: 50, maxAge: .seconds(60))
             #expect(nodeA.epoch == nodeB.epoch && nodeA.epoch.hasPrefix("NEFFOS_HISTORY_test-"))
             let lobby = nodeA.subject("default", "lobby")
             let other = nodeA.subject("default", "other")
@@ -102,10 +102,17 @@ struct JetStreamHistoryTests {
             let kept = try await nodeA.read(other, after: binary.previous, limit: 1)
             #expect(kept.entries.map(\.isBinary) == [true] && kept.isComplete, "a binary message comes back binary")
 
-            // Trimmed (20 per room): a position before what is kept is not complete.
+            // A long read streams past the first steps back, with the same answers.
+            for n in 1...40 { _ = try await nodeA.append(ByteBuffer(string: "l\(n)"), to: lobby) }
+            let long = try await nodeB.read(lobby, after: latest, limit: 100)
+            #expect(long.entries.map { String(buffer: $0.frame) } == (1...40).map { "l\($0)" } && long.isComplete, "40 after the position, complete")
+            let longLimited = try await nodeB.read(lobby, after: latest, limit: 25)
+            #expect(longLimited.entries.count == 25 && longLimited.entries.last?.sequence == long.entries.last?.sequence && !longLimited.isComplete)
+
+            // Trimmed (50 per room): a position before what is kept is not complete.
             for n in 1...25 { _ = try await nodeA.append(ByteBuffer(string: "t\(n)"), to: lobby) }
             let trimmed = try await nodeB.read(lobby, after: third, limit: 100)
-            #expect(trimmed.entries.count == 20 && !trimmed.isComplete)
+            #expect(trimmed.entries.count == 50 && !trimmed.isComplete)
         } catch {
             await server.stop()
             throw error

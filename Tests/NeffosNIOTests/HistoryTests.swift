@@ -37,13 +37,6 @@ private final class HistoryServer: Sendable {
         await listener?.stop(timeout: .seconds(2))
     }
 
-    /// Listens again on the same port, with the same server.
-    func listenAgain() async throws {
-        let listener = WebSocketListener(server: server, port: port)
-        try await listener.start()
-        self.listener.withLock { $0 = listener }
-    }
-
     func stop() async {
         await stopListening()
         await server.shutdown(timeout: .seconds(5))
@@ -107,116 +100,6 @@ private struct RecordingClient {
 
 @Suite("History and recovery")
 struct HistoryTests {
-    @Test("Recovery: a client away while 100 messages are broadcast to its room gets exactly those 100, in order, on reconnect (memory store)")
-    func recoversMissedMessages() async throws {
-        let history = try await HistoryServer()
-        let alice = try await RecordingClient(history.url)
-        history.broadcast(1...5)
-        try await alice.waitForTicks(Array(1...5))
-
-        await history.stopListening()
-        try await alice.states.log.wait(for: "disconnected")
-        history.broadcast(6...105)
-        try await history.listenAgain()
-        try await alice.recoveries.wait(for: "lobby:complete:100")
-        try await alice.waitForTicks(Array(1...105))
-
-        // Live again, after the recovered ones, without a gap.
-        history.broadcast(106...110)
-        try await alice.waitForTicks(Array(1...110))
-        await alice.client.close()
-        await history.stop()
-    }
-
-    @Test("Recovery: clients dropped again and again while broadcasts flow receive every message once, in order")
-    func recoversUnderChurn() async throws {
-        let history = try await HistoryServer(
-            rule: HistoryRule(namespace: "default", limits: HistoryLimits(maxCount: 1_000_000)), maxRecovery: 1_000_000)
-        var clients: [RecordingClient] = []
-        for _ in 0..<4 { clients.append(try await RecordingClient(history.url)) }
-        // Broadcasts flow at a fixed rate (10 every 10 ms, 1,000/s) from a timer on an event
-        // loop: a load that does not grow when the machine is slow (paced by how fast a client
-        // received, it flooded the event loops every test shares while the reconnections were
-        // slow, and made them slower).
-        let published = Atomic<Int>(0)
-        let publisher = MultiThreadedEventLoopGroup.singleton.next().scheduleRepeatedTask(
-            initialDelay: .zero, delay: .milliseconds(10)
-        ) { _ in
-            let n = published.load(ordering: .relaxed)
-            history.broadcast((n + 1)...(n + 10))
-            published.store(n + 10, ordering: .relaxed)
-        }
-        // Whatever happens, the publisher stops (left running, it would load every other test).
-        defer { publisher.cancel() }
-        // Drop each client's connection, server side, three times, while the publisher runs;
-        // each time, wait until that client is back before dropping the next.
-        for round in 1...3 {
-            for client in clients {
-                let id = client.client.id
-                for ns in history.server.members(ofRoom: "lobby", in: "default") where ns.conn.id == id {
-                    ns.conn.close(code: .goingAway, reason: "churn")
-                }
-                do {
-                    try await client.states.log.wait(for: "reconnection \(round)", timeout: .seconds(30)) {
-                        $0.filter { $0.hasPrefix("reconnected:") }.count >= round
-                    }
-                } catch {
-                    Issue.record("\(error); the client's log: \(client.logs.entries.suffix(20))")
-                    throw error
-                }
-            }
-        }
-        let stopped = MultiThreadedEventLoopGroup.singleton.next().makePromise(of: Void.self)
-        publisher.cancel(promise: stopped)
-        try await stopped.futureResult.get()
-        let total = published.load(ordering: .relaxed)
-        for client in clients {
-            try await client.waitForTicks(Array(1...total), timeout: .seconds(60))
-            // Three drops, three recoveries; more only if the client lost its connection on its
-            // own as well (a loaded machine), each of which must be complete too.
-            #expect(client.recoveries.entries.count >= 3, "\(client.recoveries.entries)")
-            #expect(!client.recoveries.entries.contains { $0.contains("incomplete") }, "\(client.recoveries.entries)")
-            await client.client.close()
-        }
-        // The drops did miss broadcasts (each reconnection takes a few timer ticks): the seams
-        // were crossed with messages in flight, not between them.
-        let recovered = clients.flatMap(\.recoveries.entries).compactMap { Int($0.split(separator: ":").last ?? "") }
-        #expect(recovered.reduce(0, +) > 0, "recovered: \(recovered)")
-        await history.stop()
-    }
-
-    @Test("Recovery: history trimmed past the client's position is reported as not recovered, with what is kept")
-    func trimmedHistoryIsNotRecovered() async throws {
-        let history = try await HistoryServer(rule: HistoryRule(namespace: "default", limits: HistoryLimits(maxCount: 10)))
-        let alice = try await RecordingClient(history.url)
-        history.broadcast(1...3)
-        try await alice.waitForTicks([1, 2, 3])
-        await history.stopListening()
-        try await alice.states.log.wait(for: "disconnected")
-        history.broadcast(4...50)
-        try await history.listenAgain()
-        try await alice.recoveries.wait(for: "lobby:incomplete:10")
-        try await alice.waitForTicks([1, 2, 3] + Array(41...50))
-        await alice.client.close()
-        await history.stop()
-    }
-
-    @Test("Recovery: more missed than the server sends back at once is not recovered; the newest come back")
-    func recoveryIsBounded() async throws {
-        let history = try await HistoryServer(maxRecovery: 20)
-        let alice = try await RecordingClient(history.url)
-        history.broadcast(1...1)
-        try await alice.waitForTicks([1])
-        await history.stopListening()
-        try await alice.states.log.wait(for: "disconnected")
-        history.broadcast(2...101)
-        try await history.listenAgain()
-        try await alice.recoveries.wait(for: "lobby:incomplete:20")
-        try await alice.waitForTicks([1] + Array(82...101))
-        await alice.client.close()
-        await history.stop()
-    }
-
     @Test("Recovery: a position from another epoch (the server restarted) is not recovered; what is kept comes back")
     func otherEpochIsNotRecovered() async throws {
         let first = try await HistoryServer()
@@ -242,91 +125,6 @@ struct HistoryTests {
         await alice.client.close()
         await listener.stop()
         await second.shutdown(timeout: .seconds(5))
-    }
-
-    @Test("History: a client that does not ask for recovery sees exactly the neffos frames; one that asks sees positions")
-    func framesWithoutAndWithTheExtension() async throws {
-        let history = try await HistoryServer()
-        // neffos.js and neffos Go clients send no X-Neffos-Recovery header.
-        let (plain, _) = try await handshake(history.url)
-        try await connectNamespace(plain, "default")
-        try await plain.send("$j;default;lobby;_OnRoomJoin;0;0;~ignored:1")
-        #expect(try await plain.nextText() == "$j;;;;;;")
-
-        let (extended, _) = try await handshake(history.url, headers: [(name: "X-Neffos-Recovery", value: "1")])
-        try await connectNamespace(extended, "default")
-        try await extended.send("$j;default;lobby;_OnRoomJoin;0;0;")
-        let reply = try await extended.nextText()
-        #expect(reply.hasPrefix("$j;default;lobby;_OnRoomJoin;0;0;~- 0 "), "\(reply)")
-        let epoch = try #require(reply.split(separator: " ").last?.split(separator: ":").first.map(String.init))
-        #expect(reply == "$j;default;lobby;_OnRoomJoin;0;0;~- 0 \(epoch):0")
-
-        history.broadcast(1...2)
-        #expect(try await plain.nextText() == ";default;lobby;tick;0;0;1")
-        #expect(try await plain.nextText() == ";default;lobby;tick;0;0;2")
-        #expect(try await extended.nextText() == "~\(epoch):1;default;lobby;tick;0;0;1")
-        #expect(try await extended.nextText() == "~\(epoch):2;default;lobby;tick;0;0;2")
-
-        // Recovering from position 1 sends the reply, then message 2.
-        let (again, _) = try await handshake(history.url, headers: [(name: "X-Neffos-Recovery", value: "1")])
-        try await connectNamespace(again, "default")
-        try await again.send("$r;default;lobby;_OnRoomJoin;0;0;~\(epoch):1")
-        #expect(try await again.nextText() == "$r;default;lobby;_OnRoomJoin;0;0;~1 1 \(epoch):2")
-        #expect(try await again.nextText() == "~\(epoch):2;default;lobby;tick;0;0;2")
-        // A position that is not one is no recovery.
-        try await again.send("$x;default;other;_OnRoomJoin;0;0;~not a position")
-        let other = try await again.nextText()
-        let latest = try await history.server.history(ofRoom: "other", in: "default").latest
-        #expect(other == "$x;default;other;_OnRoomJoin;0;0;~- 0 \(latest)")
-        for socket in [plain, extended, again] { await socket.abort() }
-        await history.stop()
-    }
-
-    @Test("History: a room with replayOnJoin gives a joining member its newest messages at once, to every client")
-    func replayOnJoin() async throws {
-        let history = try await HistoryServer(rule: HistoryRule(namespace: "default", rooms: "gauge-*", replayOnJoin: 1))
-        history.broadcast(1...3, to: "gauge-cpu")
-        let (plain, _) = try await handshake(history.url)
-        try await connectNamespace(plain, "default")
-        try await plain.send("$j;default;gauge-cpu;_OnRoomJoin;0;0;")
-        #expect(try await plain.nextText() == "$j;;;;;;")
-        #expect(try await plain.nextText() == ";default;gauge-cpu;tick;0;0;3")
-        // A room the rule does not cover: nothing kept, nothing sent.
-        try await plain.send("$k;default;lobby;_OnRoomJoin;0;0;")
-        #expect(try await plain.nextText() == "$k;;;;;;")
-        #expect(try await history.server.history(ofRoom: "lobby", in: "default").entries.isEmpty)
-        await plain.abort()
-        await history.stop()
-    }
-
-    @Test("Recovery: on a node of a cluster (memory store), a client recovers what another node broadcast while it was away")
-    func recoversOnAClusterNode() async throws {
-        let bus = InProcessExchange()
-        let cluster = try await TestCluster.start(nodes: 2, namespaces: ["default": Events()], configure: { _, configuration in
-            configuration.history.rules = [HistoryRule(namespace: "default")]
-        }) { _ in bus }
-        try await cluster.servers[0].waitForClusterNodes("both nodes") { $0.count == 2 }
-        let alice = try await RecordingClient(cluster.url(of: 0))
-        let broadcast: @Sendable (ClosedRange<Int>) -> Void = { range in
-            for n in range { cluster.servers[1].broadcast(Message(namespace: "default", room: "lobby", event: "tick", body: ByteBuffer(string: "\(n)"))) }
-        }
-        broadcast(1...3)
-        try await alice.waitForTicks([1, 2, 3])
-
-        // Alice's node loses her; node 1 goes on broadcasting. Node 0 has no member in the
-        // lobby now, but keeps receiving it for the history's age, so she can recover there.
-        let port = try #require(cluster.listeners[0].port)
-        await cluster.listeners[0].stop(timeout: .seconds(2))
-        try await alice.states.log.wait(for: "disconnected")
-        broadcast(4...50)
-        // Whether they reach node 0 before or after she rejoins, she gets each once, in order.
-        let again = WebSocketListener(server: cluster.servers[0], host: "127.0.0.1", port: port)
-        try await again.start()
-        try await alice.recoveries.wait(for: "a complete recovery") { $0.contains { $0.hasPrefix("lobby:complete:") } }
-        try await alice.waitForTicks(Array(1...50))
-        await alice.client.close()
-        await again.stop()
-        await cluster.stop()
     }
 
     @Test("History: a client joining and leaving many rooms cannot make a cluster node hold more than maxLingeringRooms of them")
@@ -402,18 +200,4 @@ struct HistoryTests {
         #expect(try Server.Configuration(config: try await Server.Configuration.reader(environment: [:])).history.rules.isEmpty)
     }
 
-    @Test("History: the server reads a room's kept messages back (an app's own history ask)")
-    func serverReadsHistory() async throws {
-        let history = try await HistoryServer(rule: HistoryRule(namespace: "default", limits: HistoryLimits(maxCount: 5)))
-        history.broadcast(1...8)
-        let read = try await history.server.history(ofRoom: "lobby", in: "default")
-        #expect(read.entries.compactMap { $0.message?.bodyString } == ["4", "5", "6", "7", "8"])
-        #expect(read.latest.offset == 8 && !read.isComplete)
-        let after = try await history.server.history(ofRoom: "lobby", in: "default", after: read.entries[2].position, limit: 10)
-        #expect(after.entries.compactMap { $0.message?.bodyString } == ["7", "8"])
-        #expect(after.isComplete)
-        let limited = try await history.server.history(ofRoom: "lobby", in: "default", after: read.entries[0].position, limit: 2)
-        #expect(limited.entries.compactMap { $0.message?.bodyString } == ["7", "8"] && !limited.isComplete)
-        await history.stop()
-    }
 }

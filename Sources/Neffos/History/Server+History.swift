@@ -78,12 +78,15 @@ extension Server {
     func prefetch(_ recovery: JoinRecovery) async -> JoinRecovery {
         guard let shared = sharedHistory else { return recovery }
         var recovery = recovery
-        let from = recovery.after.flatMap { $0.epoch == shared.epoch ? $0.offset : nil } ?? 0
+        // A position of another epoch asks for everything kept, and is not recovered; one of
+        // this epoch at offset 0 (a join's reply in an empty room) is the room's start.
+        let sameEpoch = recovery.after.map { $0.epoch == shared.epoch } ?? true
+        let from = sameEpoch ? recovery.after?.offset ?? 0 : 0
         let limit = recovery.asked ? configuration.history.maxRecoveryMessages : min(recovery.replay, configuration.history.maxRecoveryMessages)
         do {
             var read = try await shared.read(
                 namespace: recovery.request.namespace, room: recovery.request.room, after: recovery.asked ? from : 0, through: nil, limit: max(0, limit))
-            if recovery.asked && from == 0 && recovery.after != nil { read.isComplete = false }  // another epoch
+            if recovery.asked && !sameEpoch { read.isComplete = false }
             recovery.prefetched = read
         } catch {
             logger.warning("could not read a room's shared history for a join", metadata: ["room": "\(recovery.request.room)", "error": "\(error)"])
