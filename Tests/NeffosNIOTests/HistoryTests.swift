@@ -15,13 +15,17 @@ private final class HistoryServer: Sendable {
     let port: Int
     private let listener: Mutex<WebSocketListener?>
 
-    init(rule: HistoryRule = HistoryRule(namespace: "default", limits: HistoryLimits(maxCount: 1000)), maxRecovery: Int = 1000) async throws {
+    init(
+        rule: HistoryRule = HistoryRule(namespace: "default", limits: HistoryLimits(maxCount: 1000)), maxRecovery: Int = 1000,
+        shared: (any SharedHistoryStore)? = nil
+    ) async throws {
         var events = Events()
         events.on("shout") { ns, m in ns.broadcast(Message(namespace: ns.namespace, room: m.room, event: "tick", body: m.body)) }
         var configuration = Server.Configuration()
         configuration.logger = Logger(label: "test") { _ in SwiftLogNoOpLogHandler() }
         configuration.history.rules = [rule]
         configuration.history.maxRecoveryMessages = maxRecovery
+        configuration.history.shared = shared
         server = try Server(namespaces: ["default": events], configuration: configuration)
         let listener = WebSocketListener(server: server, port: 0)
         try await listener.start()
@@ -127,6 +131,33 @@ struct HistoryTests {
         await second.shutdown(timeout: .seconds(5))
     }
 
+    @Test("Recovery: with a shared history, a read that takes long while hundreds are delivered leaves no hole at the seam")
+    func slowSharedRead() async throws {
+        let store = SlowSharedHistory()
+        let history = try await HistoryServer(shared: store)
+        let bob = try await RecordingClient(history.url)
+        let alice = try await RecordingClient(history.url)
+        history.broadcast(1...5)
+        try await alice.waitForTicks(Array(1...5))
+        try await bob.waitForTicks(Array(1...5))
+        // Alice's connection drops; her rejoin's read takes its snapshot (through 10), then
+        // waits while 390 more are delivered: more than the node's last deliveries hold.
+        store.holdNextRead()
+        for ns in history.server.members(ofRoom: "lobby", in: "default") where ns.conn.id == alice.client.id {
+            ns.conn.close(code: .goingAway, reason: "test")
+        }
+        history.broadcast(6...10)
+        try await bob.waitForTicks(Array(1...10))
+        try await store.waitUntilHolding()
+        history.broadcast(11...400)
+        try await bob.waitForTicks(Array(1...400))
+        store.release()
+        try await alice.recoveries.wait(for: "lobby:complete:395")
+        try await alice.waitForTicks(Array(1...400))
+        for client in [alice, bob] { await client.client.close() }
+        await history.stop()
+    }
+
     @Test("History: a client joining and leaving many rooms cannot make a cluster node hold more than maxLingeringRooms of them")
     func lingeringRoomsAreBounded() async throws {
         let bus = InProcessExchange()
@@ -200,4 +231,49 @@ struct HistoryTests {
         #expect(try Server.Configuration(config: try await Server.Configuration.reader(environment: [:])).history.rules.isEmpty)
     }
 
+}
+
+/// A shared history in memory whose next read can be held: it takes its snapshot when called,
+/// and answers once released (a long read).
+private final class SlowSharedHistory: SharedHistoryStore {
+    private let state = Watched(State())
+
+    private struct State {
+        var entries: [SharedHistoryEntry] = []
+        var holdNext = false
+        var holding = false
+        var released = false
+    }
+
+    let epoch = "slow-1"
+
+    func holdNextRead() { state.update { $0.holdNext = true } }
+    func release() { state.update { $0.released = true } }
+
+    func waitUntilHolding() async throws {
+        _ = try await state.wait(timeout: .seconds(10), orThrow: { ConformanceFailure("no read was held") }, until: { $0.holding ? .success(true) : nil })
+    }
+
+    func append(_ frame: ByteBuffer, isBinary: Bool, namespace: String, room: String) async throws -> (sequence: UInt64, previous: UInt64) {
+        state.update { state -> (sequence: UInt64, previous: UInt64) in
+            let previous = state.entries.last?.sequence ?? 0
+            state.entries.append(SharedHistoryEntry(sequence: previous + 1, previous: previous, frame: frame, isBinary: isBinary))
+            return (previous + 1, previous)
+        }
+    }
+
+    func read(namespace: String, room: String, after sequence: UInt64, through: UInt64?, limit: Int) async throws -> SharedHistoryRead {
+        let (snapshot, hold) = state.update { state -> ([SharedHistoryEntry], Bool) in
+            defer { state.holdNext = false }
+            if state.holdNext { state.holding = true }
+            return (state.entries, state.holdNext)
+        }
+        if hold {
+            _ = try await state.wait(timeout: .seconds(10), orThrow: { ConformanceFailure("never released") }, until: { $0.released ? .success(true) : nil })
+        }
+        let after = snapshot.filter { $0.sequence > sequence && $0.sequence <= (through ?? .max) }
+        let entries = Array(after.suffix(max(0, limit)))
+        let complete = entries.count == after.count && (entries.first?.previous ?? snapshot.last?.sequence ?? 0) == sequence
+        return SharedHistoryRead(entries: entries, isComplete: complete, latest: snapshot.last?.sequence ?? 0)
+    }
 }

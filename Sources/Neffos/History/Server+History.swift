@@ -87,12 +87,37 @@ extension Server {
             var read = try await shared.read(
                 namespace: recovery.request.namespace, room: recovery.request.room, after: recovery.asked ? from : 0, through: nil, limit: max(0, limit))
             if recovery.asked && !sameEpoch { read.isComplete = false }
+            if recovery.asked { read = try await topUp(read, of: recovery.request, from: shared, limit: max(0, limit)) }
             recovery.prefetched = read
         } catch {
             logger.warning("could not read a room's shared history for a join", metadata: ["room": "\(recovery.request.room)", "error": "\(error)"])
             recovery.prefetched = SharedHistoryRead(entries: [], isComplete: false, latest: 0)
         }
         return recovery
+    }
+
+    /// After a recovery's read: while this node delivered more of the room since the read's
+    /// end than its last deliveries reach back to (a long read under load), reads on from
+    /// there, so that the join's seam has no hole (a few rounds at most; each reads what
+    /// arrived during the previous one).
+    private func topUp(_ first: SharedHistoryRead, of request: Message, from shared: any SharedHistoryStore, limit: Int) async throws -> SharedHistoryRead {
+        let stream = HistoryStream(namespace: request.namespace, room: request.room)
+        var read = first
+        for _ in 0..<4 {
+            let end = read.entries.last?.sequence ?? read.latest
+            let covered = sharedRooms.withLock { rooms -> Bool in
+                guard let state = rooms[stream], let delivered = state.last, delivered > end else { return true }
+                return state.recent.contains { $0.previous == end }
+            }
+            guard !covered, read.entries.count < limit else { break }
+            let more = try await shared.read(
+                namespace: request.namespace, room: request.room, after: end, through: nil, limit: limit - read.entries.count)
+            read.entries += more.entries
+            read.latest = max(read.latest, more.latest)
+            read.isComplete = read.isComplete && more.isComplete
+            if more.entries.isEmpty { break }
+        }
+        return read
     }
 
     /// Under the index lock, once `ns` is in `room`: queues the join's reply and what follows
