@@ -147,3 +147,38 @@ struct PresenceBenchTests {
         #expect(ChildProcess.running(withEnvironment: "NEFFOS_TEST_MARK", mark).isEmpty, "no bench server or nats-server outlives its run")
     }
 }
+
+@Suite("neffos bench history on a cluster", .heavyLoad)
+struct HistoryBenchTests {
+    /// Runs the tool with `arguments` (JSON out) and returns its results; nothing may outlive it.
+    private func bench(_ arguments: [String]) async throws -> [[String: Any]] {
+        let mark = UUID().uuidString
+        let (status, output) = try await ChildProcess.run(
+            try ChildProcess.sibling("neffos"), arguments + ["--json", "--no-progress"], environment: ["NEFFOS_TEST_MARK": mark], timeout: .seconds(240))
+        #expect(status == 0, "it wrote:\n\(output)")
+        #expect(ChildProcess.running(withEnvironment: "NEFFOS_TEST_MARK", mark).isEmpty, "no bench server or nats-server outlives its run")
+        let start = try #require(output.firstIndex(of: "["), "no JSON in:\n\(output)")
+        let end = try #require(output.lastIndex(of: "]"))
+        return try #require(try JSONSerialization.jsonObject(with: Data(output[start...end].utf8)) as? [[String: Any]])
+    }
+
+    @Test("Recovery: neffos bench recovery --history jetstream recovers on another node, and its churn over two nodes loses and repeats nothing")
+    func recoveryOnJetStream() async throws {
+        let results = try await bench(["bench", "recovery", "--history", "jetstream", "--missed", "100", "--rounds", "2", "--clients", "4", "--duration", "2", "--rate", "500"])
+        #expect(results.map { $0["scenario"] as? String } == ["recovery", "recovery-churn"])
+        #expect(results.allSatisfy { $0["errors"] as? Int == 0 && $0["drops"] as? Int == 0 }, "\(results)")
+        let notes = results.compactMap { $0["notes"] as? [String: String] }
+        #expect(notes.first?["history"] == "JetStream, recovered on another node", "\(notes)")
+        #expect(notes.last?["clientsExact"] == "4/4" && notes.last?["recoveriesIncomplete"] == "0", "\(notes)")
+    }
+
+    @Test("History: neffos bench cluster --history compares the nodes' CPU per delivery with history off and in JetStream")
+    func clusterCost() async throws {
+        let results = try await bench(["bench", "cluster", "--history", "off,jetstream", "--clients", "30", "--duration", "1"])
+        #expect(results.map { ($0["notes"] as? [String: String])?["history"] } == ["off", "jetstream"])
+        for result in results {
+            #expect(result["errors"] as? Int == 0 && (result["operations"] as? Int ?? 0) > 0, "\(result)")
+            #expect((result["notes"] as? [String: String])?["serverCPUMicrosPerDelivery"].flatMap(Double.init) != nil, "\(result)")
+        }
+    }
+}

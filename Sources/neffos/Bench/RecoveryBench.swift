@@ -21,7 +21,10 @@ extension Bench {
                 --duration seconds, and each client asking the server to drop it every --drop-every \
                 milliseconds on average; each then reconnects and recovers. Every client's sequence \
                 must be 1…N with no gap and no repeat; the result counts gaps, repeats, and incomplete \
-                recoveries.
+                recoveries. With --history jetstream: a nats-server -js and two bench servers on it \
+                keeping the history in JetStream; a recovery joins the node the burst was not sent \
+                on (another node), after the burst is kept (a member in the room received it all), \
+                and the churn's clients are spread over both nodes.
                 """)
         @Option(help: "Missed messages per recovery, comma-separated.") var missed = "100,10000"
         @Option(help: "Recoveries measured per size.") var rounds = 20
@@ -29,6 +32,7 @@ extension Bench {
         @Option(help: "Numbered broadcasts a second during the churn.") var rate = 2000
         @Option(help: "Mean milliseconds between two drops of one client.") var dropEvery = 500
         @Option(help: "Seconds of churn.") var duration = 10
+        @Option(help: "Where the history is kept: on (each server's memory) or jetstream (2 nodes on a nats-server -js).") var history = "on"
         @OptionGroup var generator: GeneratorOptions
 
         private var sizes: [Int] { missed.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) } }
@@ -37,6 +41,7 @@ extension Bench {
             guard !sizes.isEmpty, sizes.allSatisfy({ (1...20_000).contains($0) }) else { throw ValidationError("--missed takes sizes 1…20000, comma-separated") }
             guard (1...1000).contains(rounds) else { throw ValidationError("--rounds must be 1…1000") }
             guard clients >= 0, rate > 0, dropEvery > 0, (1...600).contains(duration) else { throw ValidationError("--clients ≥ 0, --rate and --drop-every > 0, --duration 1…600") }
+            guard ["on", "jetstream"].contains(history) else { throw ValidationError("--history is on or jetstream") }
         }
 
         func run() async throws {
@@ -45,10 +50,17 @@ extension Bench {
             startWatchdog(seconds: 120 + duration * 3 + rounds * sizes.count * 2)
             var results: [BenchResult] = []
             do {
-                let server = try await BenchProcesses.startServer(raw: false, arguments: ["--history", "on"])
-                let url = try WebSocketURL(server.url)
-                for size in sizes { results.append(try await latency(url, missed: size)) }
-                if clients > 0 { results.append(try await churn(server.url)) }
+                var urls: [String] = []
+                if history == "jetstream" {
+                    let nats = try await BenchProcesses.startNATS(jetStream: true)
+                    for _ in 0..<2 {
+                        urls.append(try await BenchProcesses.startServer(raw: false, exchange: nats.url, arguments: ["--history", "jetstream"]).url)
+                    }
+                } else {
+                    urls.append(try await BenchProcesses.startServer(raw: false, arguments: ["--history", "on"]).url)
+                }
+                for size in sizes { results.append(try await latency(urls.map { try WebSocketURL($0) }, missed: size)) }
+                if clients > 0 { results.append(try await churn(urls)) }
                 await BenchProcesses.stopAll()
             } catch {
                 await BenchProcesses.stopAll()
@@ -57,12 +69,18 @@ extension Bench {
             report(results, json: generator.json)
         }
 
-        /// Recovery time for `missed` messages, `rounds` times.
-        private func latency(_ url: WebSocketURL, missed: Int) async throws -> BenchResult {
+        /// Recovery time for `missed` messages, `rounds` times: the burst sent on the first of
+        /// `urls`, the recovery on the last.
+        private func latency(_ urls: [WebSocketURL], missed: Int) async throws -> BenchResult {
+            let (url, recoveryURL) = (urls[0], urls[urls.count - 1])
             let runner = BenchRunner(threads: generator.threads, progress: false, positions: true)
-            let control = try await Client.dial(url.text, namespaces: ["bench": Events()])
+            // The control client asks for the bursts from inside the room; the ticks it gets
+            // say when a burst is kept (with JetStream, a message is delivered once appended).
+            let ticks = Watched(0)
+            var events = Events()
+            events.on("tick") { _, _ in ticks.update { $0 += 1 } }
+            let control = try await Client.dial(url.text, namespaces: ["bench": events])
             let room = "recover-\(missed)"
-            // The control client asks for the bursts from inside the room (it ignores the ticks).
             _ = try await control.connect("bench").joinRoom(room)
             var times = Histogram<UInt64>(highestTrackableValue: 120_000_000_000, numberOfSignificantValueDigits: .three)
             for round in 0..<rounds {
@@ -71,7 +89,11 @@ extension Bench {
                 guard let position = try await marker[0].joinedAt() else { throw ToolError("the server did not give a position: is --history on?") }
                 marker[0].close()
                 _ = try await control.conn.ask(Message(namespace: "bench", room: room, event: "burst", body: "\(missed)"), timeout: .seconds(60))
-                let (recovered, setup) = try await runner.connect(1, recoverFrom: { _ in position }) { _ in (url, [room], .receiver) }
+                let kept = (round + 1) * missed
+                _ = try await ticks.wait(
+                    timeout: .seconds(120), orThrow: { ToolError("the burst was not delivered in 120 s (\(ticks.read { $0 }) of \(kept))") },
+                    until: { $0 >= kept ? .success(true) : nil })
+                let (recovered, setup) = try await runner.connect(1, recoverFrom: { _ in position }) { _ in (recoveryURL, [room], .receiver) }
                 _ = times.record(setup.max)
                 recovered[0].close()
                 if generator.progress { FileHandle.standardError.write(Data("  [recovery \(missed)] round \(round + 1)/\(rounds): \(String(format: "%.2f", Double(setup.max) / 1e6)) ms\n".utf8)) }
@@ -85,11 +107,14 @@ extension Bench {
             result.perSecond = result.p50Milliseconds > 0 ? Double(missed) / (result.p50Milliseconds / 1000) : 0
             result.notes["missed"] = missed.formatted
             result.notes["measures"] = "dial + handshake + namespace + join + the missed messages; perSecond = missed / p50"
+            result.notes["history"] = history == "jetstream" ? "JetStream, recovered on another node" : "memory"
             return result
         }
 
-        /// Clients dropped again and again while numbered broadcasts flow.
-        private func churn(_ url: String) async throws -> BenchResult {
+        /// Clients dropped again and again while numbered broadcasts flow: client *i* on
+        /// `urls[i % urls.count]`, the publisher on the first.
+        private func churn(_ urls: [String]) async throws -> BenchResult {
+            let url = urls[0]
             let room = "churn"
             let received = (0..<clients).map { _ in Locked<[Int]>([]) }
             let outcomes = Mutex<(complete: Int, incomplete: Int)>((0, 0))
@@ -106,7 +131,7 @@ extension Bench {
                 configuration.onRecovery = { recovery in
                     outcomes.withLock { recovery.isComplete ? ($0.complete += 1) : ($0.incomplete += 1) }
                 }
-                let client = try await Client.dial(url, namespaces: ["bench": events], configuration: configuration)
+                let client = try await Client.dial(urls[index % urls.count], namespaces: ["bench": events], configuration: configuration)
                 let ns = try await client.connect("bench")
                 _ = try await ns.joinRoom(room)
                 members.append((client, ns))
@@ -188,6 +213,7 @@ extension Bench {
             result.notes["recoveriesIncomplete"] = done.incomplete.formatted
             result.notes["clientsExact"] = "\(exact)/\(clients)"
             result.notes["meaning"] = "drops = messages missing, errors = messages repeated, over all clients"
+            result.notes["history"] = history == "jetstream" ? "JetStream, clients over 2 nodes" : "memory"
             return result
         }
     }
