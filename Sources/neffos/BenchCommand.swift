@@ -34,6 +34,9 @@ struct BenchOptions: ParsableArguments {
     @Option(help: "Drive a server already running at this ws:// or wss:// URL (loopback only) instead of starting one.")
     var url: String?
 
+    @Option(help: "With --url: the server's process ID, so that its CPU (and, for memory, its resident memory) is measured.")
+    var pid: Int32?
+
     @Option(name: .customLong("tls-ca"), help: "For a wss:// --url: the CA certificate (PEM) its chain ends at (default: the system's roots).")
     var tlsCA: String?
 
@@ -107,11 +110,10 @@ func runScenario(
             if options.progress && options.repeat > 1 {
                 FileHandle.standardError.write(Data("run \(round + 1)/\(options.repeat)\n".utf8))
             }
-            let runner = BenchRunner(threads: options.threads, progress: options.progress, tls: try options.tlsSession(), positions: options.positions)
             let target: BenchProcesses.Server?
             let url: String
             if let given = options.url {
-                target = nil
+                target = options.pid.map { BenchProcesses.Server(url: given, pid: $0) }
                 url = given
             } else {
                 var exchange = kind == .raw ? nil : options.exchange
@@ -122,6 +124,9 @@ func runScenario(
                 url = target!.url
             }
             if options.progress { FileHandle.standardError.write(Data("\(kind.rawValue): \(url)\n".utf8)) }
+            let runner = BenchRunner(
+                threads: options.threads, progress: options.progress, tls: try options.tlsSession(), positions: options.positions,
+                pids: target.map { [$0.pid] } ?? [])
             let result = try await body(runner, try WebSocketURL(url), options.url == nil ? kind.rawValue : url, target?.pid)
             runs[position].append(result)
             await runner.shutdown()
@@ -151,9 +156,33 @@ func report(_ results: [BenchResult], json: Bool) {
         return
     }
     for result in results { print(result.line) }
-    if results.count == 2, results[1].perSecond > 0 {
-        print(String(format: "ratio %@/%@: %.2f", results[0].server, results[1].server, results[0].perSecond / results[1].perSecond))
+    if results.count == 2, results[1].perSecond > 0 { print(compareLine(results[0], results[1])) }
+}
+
+/// Ours against the raw server: the throughput ratio, the server-CPU-per-operation ratio, and
+/// which one to trust (the generator shares the machine: when it is busy, it bounds the
+/// throughput of both servers, and only the CPU each server spent per operation compares them).
+func compareLine(_ ours: BenchResult, _ raw: BenchResult) -> String {
+    var text = String(format: "ratio %@/%@: throughput %.2f", ours.server, raw.server, ours.perSecond / raw.perSecond)
+    if let mine = ours.serverCPUMicrosPerOperation, let theirs = raw.serverCPUMicrosPerOperation, theirs > 0 {
+        text += String(format: ", server CPU per op %.2f", mine / theirs)
     }
+    // The cores the machine spent in each run: the generator's and the server's.
+    func used(_ result: BenchResult) -> (generator: Double, total: Double) {
+        let generator = result.generatorCores ?? 0
+        let server = result.seconds > 0 ? (result.serverCPUSeconds ?? 0) / result.seconds : 0
+        return (generator, generator + server)
+    }
+    let cores = Double(System.coreCount)
+    let (mine, theirs) = (used(ours), used(raw))
+    if max(mine.total, theirs.total) >= 0.85 * cores {
+        text += String(
+            format: " (the machine was busy: %.2f and %.2f of its %.0f cores, the generator %.2f and %.2f of them; the throughput measures the generator as much as the server: trust the CPU per op)",
+            mine.total, theirs.total, cores, mine.generator, theirs.generator)
+    } else if ours.generatorCores != nil {
+        text += String(format: " (the machine had cores to spare: %.2f and %.2f of %.0f used; both ratios hold)", mine.total, theirs.total, cores)
+    }
+    return text
 }
 
 private let signalSources = Locked<[any DispatchSourceSignal]>([])
@@ -193,7 +222,7 @@ extension Bench {
         func run() async throws {
             let (clients, window, duration, room) = (clients, window, Duration.seconds(options.duration), room)
             try await runScenario(options, clients: clients) { runner, url, server, pid in
-                try await runner.fanout([url], server: server, clients: clients, window: window, duration: duration, pids: pid.map { [$0] } ?? [], room: room)
+                try await runner.fanout([url], server: server, clients: clients, window: window, duration: duration, room: room)
             }
         }
     }
@@ -247,13 +276,13 @@ extension Bench {
         @Option(help: "Idle connections.") var clients = 10_000
 
         func validate() throws {
-            if options.url != nil { throw ValidationError("memory needs to start the server itself (to read its memory): drop --url") }
+            if options.url != nil && options.pid == nil { throw ValidationError("memory reads the server's memory: with --url, give its --pid") }
         }
 
         func run() async throws {
             let clients = clients
             try await runScenario(options, clients: clients) { runner, url, server, pid in
-                guard let pid else { throw ToolError("memory needs a started server") }
+                guard let pid else { throw ToolError("memory needs the server's process: start it, or give --pid") }
                 return try await runner.idleMemory(url, server: server, pid: pid, clients: clients)
             }
         }
@@ -347,7 +376,7 @@ extension Bench {
                 if history == nil {
                     results.append(try await fanout(history: nil))
                     let single = try await BenchProcesses.startServer(raw: false)
-                    let alone = BenchRunner(threads: generator.threads, progress: generator.progress)
+                    let alone = BenchRunner(threads: generator.threads, progress: generator.progress, pids: [single.pid])
                     results.append(try await alone.fanout([try WebSocketURL(single.url)], server: "neffos alone", clients: clients, window: window, duration: .seconds(duration)))
                     await alone.shutdown()
                     await BenchProcesses.stopAll()
@@ -375,10 +404,11 @@ extension Bench {
             for _ in 0..<max(2, nodes) {
                 servers.append(try await BenchProcesses.startServer(raw: false, exchange: nats.url, arguments: ["--history", history ?? "off"]))
             }
-            let runner = BenchRunner(threads: generator.threads, progress: generator.progress, positions: history != nil && history != "off")
+            let runner = BenchRunner(
+                threads: generator.threads, progress: generator.progress, positions: history != nil && history != "off", pids: servers.map(\.pid))
             var result = try await runner.fanout(
                 try servers.map { try WebSocketURL($0.url) }, server: "neffos ×\(servers.count) over NATS", clients: clients, window: window,
-                duration: .seconds(duration), warmUp: .seconds(1), pids: servers.map(\.pid), room: history == nil ? "" : "all")
+                duration: .seconds(duration), warmUp: .seconds(1), room: history == nil ? "" : "all")
             if let history { result.notes["history"] = history }
             await runner.shutdown()
             await BenchProcesses.stopAll()

@@ -40,7 +40,31 @@ struct BenchToolTests {
         #expect((rooms.first?["operations"] as? Int ?? 0) > 0, "\(rooms)")
         let connect = try await bench(["connect", "--clients", "50", "--concurrency", "10"])
         #expect(connect.first?["operations"] as? Int == 50, "\(connect)")
+        let memory = try await bench(["memory", "--clients", "50"])
+        // Every scenario reports the server's CPU per operation over its measured window, and
+        // the generator's own.
+        for result in ask + fanout + rooms + connect + memory {
+            #expect((result["serverCPUSeconds"] as? Double ?? -1) >= 0, "\(result)")
+            #expect(result["serverCPUMicrosPerOperation"] as? Double != nil, "\(result)")
+            #expect((result["generatorCores"] as? Double ?? -1) >= 0, "\(result)")
+        }
         #expect(leftovers.isEmpty, "no bench or raw server outlives its run")
+    }
+
+    @Test("a server given by --url and --pid is measured like a started one: CPU per op, and its memory")
+    func givenServer() async throws {
+        let (server, port) = try await startBenchServer()
+        defer { server.terminate(signal: SIGKILL) }
+        let url = "ws://127.0.0.1:\(port)/"
+        let ask = try await bench(["ask", "--duration", "1", "--clients", "4", "--url", url, "--pid", "\(server.pid)"])
+        #expect(ask.first?["serverCPUMicrosPerOperation"] as? Double != nil, "\(ask)")
+        let memory = try await bench(["memory", "--clients", "20", "--url", url, "--pid", "\(server.pid)"])
+        #expect((memory.first?["notes"] as? [String: String])?["bytesPerConnection"] != nil, "\(memory)")
+        // Without --pid: no server CPU, and memory says what it needs.
+        let blind = try await bench(["ask", "--duration", "1", "--clients", "2", "--url", url])
+        #expect(blind.first?["serverCPUMicrosPerOperation"] == nil && blind.first?["generatorCores"] as? Double != nil, "\(blind)")
+        let (status, output) = try await ChildProcess.run(try ChildProcess.sibling("neffos"), ["bench", "memory", "--url", url])
+        #expect(status != 0 && output.contains("--pid"), "\(output)")
     }
 
     @Test("Recovery: neffos bench recovery measures catching up, and clients dropped while broadcasts flow get every message once")

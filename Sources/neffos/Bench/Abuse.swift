@@ -94,7 +94,7 @@ extension BenchRunner {
                 notes.withLock { $0["attackError"] = "\(error)" }
             }
         }
-        let (end, drained) = try await run(abuse.name, active: healthy, duration: duration)
+        let (end, drained, _) = try await run(abuse.name, active: healthy, duration: duration)
         attack.cancel()
         sampling.cancel()
         _ = await attack.value

@@ -20,7 +20,25 @@ struct BenchResult: Codable, Sendable {
     var maxMilliseconds: Double
     var errors: Int
     var drops: Int
+    /// The servers' CPU time (user + system, every server process watched) over the measured
+    /// window, and per operation; `nil` when no server process is known (a `--url` without
+    /// `--pid`).
+    var serverCPUSeconds: Double?
+    var serverCPUMicrosPerOperation: Double?
+    /// The generator's own CPU time over the same window, and the cores it used on average:
+    /// near the machine's cores, the generator (not the server) bounded the throughput.
+    var generatorCPUSeconds: Double?
+    var generatorCores: Double?
     var notes: [String: String] = [:]
+
+    /// Fills the CPU fields from `window`, over `operations` operations.
+    mutating func cpu(_ window: CPUWindow, operations: Int) {
+        generatorCPUSeconds = (window.generator * 1000).rounded() / 1000
+        generatorCores = window.wall > 0 ? (window.generator / window.wall * 100).rounded() / 100 : nil
+        guard let server = window.server else { return }
+        serverCPUSeconds = (server * 1000).rounded() / 1000
+        if operations > 0 { serverCPUMicrosPerOperation = (server / Double(operations) * 1e8).rounded() / 100 }
+    }
 
     /// Fills the latency fields from `histogram`.
     mutating func latency(_ histogram: Histogram<UInt64>) {
@@ -40,6 +58,10 @@ struct BenchResult: Codable, Sendable {
             text += ", latency p50 \(p50Milliseconds) ms, p99 \(p99Milliseconds) ms, p99.9 \(p999Milliseconds) ms, max \(maxMilliseconds) ms"
         }
         text += ", errors \(errors), drops \(drops)"
+        if let perOperation = serverCPUMicrosPerOperation, let seconds = serverCPUSeconds {
+            text += ", server CPU \(String(format: "%.2f", perOperation)) µs/op (\(String(format: "%.2f", seconds)) s)"
+        }
+        if let cores = generatorCores { text += ", generator \(String(format: "%.2f", cores)) cores" }
         for (key, value) in notes.sorted(by: { $0.key < $1.key }) { text += ", \(key) \(value)" }
         return text
     }
@@ -58,6 +80,35 @@ extension Int {
     }
 }
 
+/// CPU times at one instant: the watched servers' and the generator's (this process).
+struct CPUMark: Sendable {
+    let pids: [Int32]
+    let server: Double
+    let generator: Double
+    let time: ContinuousClock.Instant
+
+    init(_ pids: [Int32]) {
+        self.pids = pids
+        server = BenchProcesses.cpuSeconds(of: pids)
+        generator = BenchProcesses.cpuSeconds(of: [getpid()])
+        time = ContinuousClock.now
+    }
+
+    /// The CPU spent from this mark to now.
+    func window() -> CPUWindow {
+        let end = CPUMark(pids)
+        return CPUWindow(server: pids.isEmpty ? nil : end.server - server, generator: end.generator - generator, wall: (end.time - time).seconds)
+    }
+}
+
+/// CPU spent over a measured window.
+struct CPUWindow: Sendable {
+    /// The watched servers' (user + system), `nil` without any.
+    var server: Double?
+    var generator: Double
+    var wall: Double
+}
+
 /// Drives load connections against a server and measures.
 final class BenchRunner: Sendable {
     let group: MultiThreadedEventLoopGroup
@@ -65,8 +116,11 @@ final class BenchRunner: Sendable {
     let dialer: LoadDialer
     let namespace = "bench"
     let progress: Bool
+    /// The server processes whose CPU every result reports (all of a cluster's nodes).
+    let pids: [Int32]
 
-    init(threads: Int, progress: Bool, tls: ClientTLSSession? = nil, positions: Bool = false) {
+    init(threads: Int, progress: Bool, tls: ClientTLSSession? = nil, positions: Bool = false, pids: [Int32] = []) {
+        self.pids = pids
         group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, threads))
         var recorders: [Recorder] = []
         var table: [ObjectIdentifier: Recorder] = [:]
@@ -140,10 +194,12 @@ final class BenchRunner: Sendable {
 
     /// Starts `active`, prints a progress line every second for `duration`, stops them, waits
     /// until what is in flight has arrived, and returns (counters at the end of `duration`,
-    /// counters after draining).
-    func run(_ label: String, active: [LoadConnection], duration: Duration) async throws -> (Tally, Tally) {
+    /// counters after draining, the CPU spent over `duration`: the measured phase only, not the
+    /// connects before it nor the drain after it).
+    func run(_ label: String, active: [LoadConnection], duration: Duration) async throws -> (Tally, Tally, CPUWindow) {
         try await reset()
         let start = ContinuousClock.now
+        let mark = CPUMark(pids)
         for connection in active { connection.start() }
         var previous = 0
         while ContinuousClock.now - start < duration {
@@ -162,6 +218,7 @@ final class BenchRunner: Sendable {
             }
         }
         let atEnd = try await tally()
+        let cpu = mark.window()
         for connection in active { connection.stop() }
         // Let what is in flight arrive: until nothing more comes for half a second (or 10 s).
         var settled = atEnd
@@ -172,6 +229,6 @@ final class BenchRunner: Sendable {
             if now.received == settled.received { break }
             settled = now
         }
-        return (atEnd, settled)
+        return (atEnd, settled, cpu)
     }
 }

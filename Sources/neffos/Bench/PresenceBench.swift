@@ -74,7 +74,7 @@ extension Bench {
         }
 
         private func cpuPerDelivery(_ result: BenchResult) -> Double {
-            result.notes["serverCPUMicrosPerDelivery"].flatMap(Double.init) ?? .infinity
+            result.serverCPUMicrosPerOperation ?? .infinity
         }
 
         /// A cluster of `nodes` bench servers on one nats-server.
@@ -122,7 +122,7 @@ extension Bench {
             let busBefore = try await BusCounters(nats)
             let eventsBefore = try await probes.asyncMap { try await $0.stats().events }.reduce(0, +)
             let churnStart = ContinuousClock.now
-            let (churnEnd, churned) = try await members.run("churn", active: churning, duration: .seconds(duration))
+            let (churnEnd, churned, _) = try await members.run("churn", active: churning, duration: .seconds(duration))
             let churnSeconds = (ContinuousClock.now - churnStart).seconds
             let bus = try await BusCounters(nats).minus(busBefore).minus(idleRate.scaled(churnSeconds))
             let raised = try await probes.asyncMap { try await $0.stats().events }.reduce(0, +) - eventsBefore
@@ -146,7 +146,7 @@ extension Bench {
             var results = [churn]
             for churning in [churning, []] {
                 for connection in churning { connection.start() }
-                let (queryEnd, queried) = try await askers.run("query", active: queryConnections, duration: .seconds(duration))
+                let (queryEnd, queried, _) = try await askers.run("query", active: queryConnections, duration: .seconds(duration))
                 for connection in churning { connection.stop() }
                 var query = BenchResult(
                     scenario: "presence-query", server: "neffos ×\(nodes) over NATS", clients: queriers,
@@ -166,10 +166,10 @@ extension Bench {
 
         private func fanout(presence: String) async throws -> BenchResult {
             let (_, servers) = try await cluster(presence: presence)
-            let runner = BenchRunner(threads: generator.threads, progress: generator.progress)
+            let runner = BenchRunner(threads: generator.threads, progress: generator.progress, pids: servers.map(\.pid))
             var result = try await runner.fanout(
                 try servers.map { try WebSocketURL($0.url) }, server: "neffos ×\(nodes) over NATS, presence \(presence)",
-                clients: fanoutClients, window: 4, duration: .seconds(duration), warmUp: .seconds(1), pids: servers.map(\.pid))
+                clients: fanoutClients, window: 4, duration: .seconds(duration), warmUp: .seconds(1))
             result.notes["presence"] = presence
             await runner.shutdown()
             return result

@@ -8,30 +8,24 @@ import NeffosNIO
 extension BenchRunner {
     /// Fan-out: one publisher broadcasts to all `clients` (itself included), keeping `window`
     /// broadcasts in flight; deliveries per second and delivery latency.
-    /// With `pids`, also the servers' CPU time (user + system, all of them) per delivery over the
-    /// measured run (its drain included).
     /// With `room`, every client joins it and the broadcasts go to it instead of the namespace.
-    func fanout(_ urls: [WebSocketURL], server: String, clients: Int, window: Int, duration: Duration, warmUp: Duration = .zero, pids: [Int32] = [], room: String = "") async throws -> BenchResult {
+    func fanout(_ urls: [WebSocketURL], server: String, clients: Int, window: Int, duration: Duration, warmUp: Duration = .zero, room: String = "") async throws -> BenchResult {
         let (connections, _) = try await connect(clients) { index in
             (urls[index % urls.count], room.isEmpty ? [] : [room], index == 0 ? .publisher(window: window, room: room) : .receiver)
         }
         defer { for connection in connections { connection.close() } }
         if warmUp > .zero { _ = try await run("warm-up", active: [connections[0]], duration: warmUp) }
-        let cpuBefore = BenchProcesses.cpuSeconds(of: pids)
-        let (end, drained) = try await run("fanout", active: [connections[0]], duration: duration)
-        let cpu = BenchProcesses.cpuSeconds(of: pids) - cpuBefore
+        let (end, drained, cpu) = try await run("fanout", active: [connections[0]], duration: duration)
         var result = BenchResult(
             scenario: "fanout", server: server, clients: clients, seconds: duration.seconds,
             operations: end.received, perSecond: Double(end.received) / duration.seconds,
             p50Milliseconds: 0, p99Milliseconds: 0, p999Milliseconds: 0, maxMilliseconds: 0,
             errors: drained.errors, drops: max(0, drained.sent * clients - drained.received))
         result.latency(drained.latency)
+        result.cpu(cpu, operations: end.received)
         result.notes["broadcasts"] = drained.sent.formatted
         if urls.count > 1 { result.notes["nodes"] = "\(urls.count)" }
         if !room.isEmpty { result.notes["room"] = room }
-        if !pids.isEmpty, drained.received > 0 {
-            result.notes["serverCPUMicrosPerDelivery"] = String(format: "%.2f", cpu / Double(drained.received) * 1e6)
-        }
         return result
     }
 
@@ -44,13 +38,14 @@ extension BenchRunner {
             return (url, [room], index < rooms ? .publisher(window: window, room: room) : .receiver)
         }
         defer { for connection in connections { connection.close() } }
-        let (end, drained) = try await run("rooms", active: Array(connections.prefix(rooms)), duration: duration)
+        let (end, drained, cpu) = try await run("rooms", active: Array(connections.prefix(rooms)), duration: duration)
         var result = BenchResult(
             scenario: "rooms", server: server, clients: clients, seconds: duration.seconds,
             operations: end.received, perSecond: Double(end.received) / duration.seconds,
             p50Milliseconds: 0, p99Milliseconds: 0, p999Milliseconds: 0, maxMilliseconds: 0,
             errors: drained.errors, drops: max(0, drained.sent * members - drained.received))
         result.latency(drained.latency)
+        result.cpu(cpu, operations: end.received)
         result.notes["rooms"] = "\(rooms)×\(members)"
         result.notes["broadcasts"] = drained.sent.formatted
         return result
@@ -61,13 +56,14 @@ extension BenchRunner {
     func ask(_ url: WebSocketURL, server: String, clients: Int, inflight: Int, duration: Duration) async throws -> BenchResult {
         let (connections, _) = try await connect(clients) { _ in (url, [], .asker(inflight: inflight)) }
         defer { for connection in connections { connection.close() } }
-        let (end, drained) = try await run("ask", active: connections, duration: duration)
+        let (end, drained, cpu) = try await run("ask", active: connections, duration: duration)
         var result = BenchResult(
             scenario: "ask", server: server, clients: clients, seconds: duration.seconds,
             operations: end.received, perSecond: Double(end.received) / duration.seconds,
             p50Milliseconds: 0, p99Milliseconds: 0, p999Milliseconds: 0, maxMilliseconds: 0,
             errors: drained.errors, drops: max(0, drained.sent - drained.received))
         result.latency(drained.latency)
+        result.cpu(cpu, operations: end.received)
         result.notes["inflight"] = "\(inflight) per client"
         return result
     }
@@ -76,7 +72,9 @@ extension BenchRunner {
     /// `concurrency` at once; connections per second and setup latency.
     func connectStorm(_ url: WebSocketURL, server: String, clients: Int, concurrency: Int) async throws -> BenchResult {
         let start = ContinuousClock.now
+        let mark = CPUMark(pids)
         let (connections, setup) = try await connect(clients, concurrency: concurrency) { _ in (url, [], .receiver) }
+        let cpu = mark.window()
         let elapsed = (ContinuousClock.now - start).seconds
         for connection in connections { connection.close() }
         var result = BenchResult(
@@ -85,18 +83,21 @@ extension BenchRunner {
             p50Milliseconds: 0, p99Milliseconds: 0, p999Milliseconds: 0, maxMilliseconds: 0,
             errors: clients - connections.count, drops: 0)
         result.latency(setup)
+        result.cpu(cpu, operations: connections.count)
         result.notes["concurrency"] = "\(concurrency)"
         return result
     }
 
     /// Idle memory: the server's resident memory per idle connection (each connected to the
-    /// namespace and joined to a room).
+    /// namespace and joined to a room); the CPU is the connects' (the operations).
     func idleMemory(_ url: WebSocketURL, server: String, pid: Int32, clients: Int) async throws -> BenchResult {
         // A few connections first, so that one-time allocations do not count per connection.
         let (warm, _) = try await connect(10) { _ in (url, ["idle"], .receiver) }
         guard let before = BenchProcesses.residentBytes(of: pid) else { throw ToolError("cannot read /proc/\(pid)/status") }
         let start = ContinuousClock.now
+        let mark = CPUMark([pid])
         let (connections, setup) = try await connect(clients) { _ in (url, ["idle"], .receiver) }
+        let cpu = mark.window()
         let elapsed = (ContinuousClock.now - start).seconds
         guard let after = BenchProcesses.residentBytes(of: pid) else { throw ToolError("cannot read /proc/\(pid)/status") }
         for connection in connections + warm { connection.close() }
@@ -106,6 +107,7 @@ extension BenchRunner {
             p50Milliseconds: 0, p99Milliseconds: 0, p999Milliseconds: 0, maxMilliseconds: 0,
             errors: clients - connections.count, drops: 0)
         result.latency(setup)
+        result.cpu(cpu, operations: connections.count)
         result.notes["rssBeforeMiB"] = String(format: "%.1f", Double(before) / 1_048_576)
         result.notes["rssAfterMiB"] = String(format: "%.1f", Double(after) / 1_048_576)
         result.notes["bytesPerConnection"] = "\(max(0, after - before) / max(1, connections.count))"
