@@ -16,7 +16,7 @@ struct Bench: AsyncParsableCommand {
             runs the same scenario against both servers and prints the ratio. --url drives a server \
             you started (loopback only).
             """,
-        subcommands: [Fanout.self, Rooms.self, Ask.self, Connect.self, Memory.self, Cluster.self, Presence.self, Recovery.self, Abuse.self])
+        subcommands: [Fanout.self, Rooms.self, Ask.self, Connect.self, Memory.self, Sweep.self, Cluster.self, Presence.self, Recovery.self, Abuse.self])
 }
 
 /// Options every scenario takes.

@@ -51,6 +51,22 @@ struct BenchToolTests {
         #expect(leftovers.isEmpty, "no bench or raw server outlives its run")
     }
 
+    @Test("a sweep runs a scenario over sizes and writes a table and a self-contained SVG plot")
+    func sweep() async throws {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("neffos-sweep-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let results = try await bench(["sweep", "memory", "--sizes", "20,40", "--compare", "--out", folder])
+        #expect(results.map { $0["server"] as? String } == ["neffos", "raw", "neffos", "raw"], "\(results)")
+        let table = try String(contentsOfFile: folder + "/sweep-memory.md", encoding: .utf8)
+        #expect(table.contains("| 20 |") && table.contains("| 40 |") && table.contains("memory per connection"), "\(table)")
+        let svg = try String(contentsOfFile: folder + "/sweep-memory.svg", encoding: .utf8)
+        #expect(svg.hasPrefix("<svg") && svg.contains("<polyline"), "\(svg.prefix(200))")
+        // Self-contained: nothing fetched, the namespace the only address.
+        #expect(svg.components(separatedBy: "http").count == 2 && svg.contains("xmlns=\"http://www.w3.org/2000/svg\""), "\(svg.prefix(200))")
+        #expect(leftovers.isEmpty, "no bench or raw server outlives its run")
+    }
+
     @Test("a server given by --url and --pid is measured like a started one: CPU per op, and its memory")
     func givenServer() async throws {
         let (server, port) = try await startBenchServer()

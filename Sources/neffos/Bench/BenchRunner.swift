@@ -177,7 +177,7 @@ final class BenchRunner: Sendable {
             }
             while next < min(count, concurrency) { add() }
             var lastReport = monotonicNanoseconds()
-            while let (index, connection, elapsed) = try await group.next() {
+            while let (index, connection, elapsed) = try await nextConnection(&group, opened: opened) {
                 connections[index] = connection
                 opened += 1
                 _ = setup.record(elapsed)
@@ -190,6 +190,17 @@ final class BenchRunner: Sendable {
         }
         // In plan order: index i is the connection plan(i) described.
         return (connections.compactMap { $0 }, setup)
+    }
+
+    /// The next connection made; a refusal past the server's connection limit (503) says so.
+    private func nextConnection(
+        _ group: inout ThrowingTaskGroup<(Int, LoadConnection, UInt64), any Error>, opened: Int
+    ) async throws -> (Int, LoadConnection, UInt64)? {
+        do {
+            return try await group.next()
+        } catch where "\(error)".contains("503") {
+            throw ToolError("\(error), after \(opened.formatted) connections: the server refuses connections past its limit (a neffos server: neffos.limits.connections, 10,000 by default)")
+        }
     }
 
     /// Starts `active`, prints a progress line every second for `duration`, stops them, waits

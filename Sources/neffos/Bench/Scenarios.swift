@@ -91,8 +91,11 @@ extension BenchRunner {
     /// Idle memory: the server's resident memory per idle connection (each connected to the
     /// namespace and joined to a room); the CPU is the connects' (the operations).
     func idleMemory(_ url: WebSocketURL, server: String, pid: Int32, clients: Int) async throws -> BenchResult {
-        // A few connections first, so that one-time allocations do not count per connection.
-        let (warm, _) = try await connect(10) { _ in (url, ["idle"], .receiver) }
+        // A few connections first, so that one-time allocations do not count per connection
+        // (within the `clients`: a server's connection limit is usually a round number).
+        let warmCount = min(10, clients / 10)
+        let clients = clients - warmCount
+        let (warm, _) = try await connect(warmCount) { _ in (url, ["idle"], .receiver) }
         guard let before = BenchProcesses.residentBytes(of: pid) else { throw ToolError("cannot read /proc/\(pid)/status") }
         let start = ContinuousClock.now
         let mark = CPUMark([pid])
