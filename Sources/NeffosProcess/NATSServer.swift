@@ -93,6 +93,20 @@ public final class NATSServer: Sendable {
                           clusterName: clusterName, routes: routes, jetStream: jetStream, directory: directory, process: process)
     }
 
+    /// Runs `body` with a server started as ``start(name:clusterName:routes:clientPort:monitorPort:clusterPort:jetStream:)``
+    /// starts one, and stops it whatever happens.
+    public static func with<T>(name: String = "nats-1", jetStream: Bool = false, _ body: (NATSServer) async throws -> T) async throws -> T {
+        let server = try await start(name: name, jetStream: jetStream)
+        do {
+            let result = try await body(server)
+            await server.stop()
+            return result
+        } catch {
+            await server.stop()
+            throw error
+        }
+    }
+
     /// Starts `size` servers joined by routes (each routes to the first; they gossip the rest),
     /// and waits until each sees all the others.
     public static func startCluster(size: Int = 3, name: String = "neffos-test") async throws -> [NATSServer] {

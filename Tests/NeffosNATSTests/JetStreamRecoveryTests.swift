@@ -65,16 +65,11 @@ private final class TickLog: Sendable {
 struct JetStreamConformanceTests {
     @Test("History: JetStream passes the store conformance suite, shared by the cluster", arguments: HistoryConformance.checks(shared: true))
     func jetStream(_ check: HistoryConformance.Check) async throws {
-        let nats = try await NATSServer.start(name: "js-conformance", jetStream: true)
-        do {
+        try await NATSServer.with(name: "js-conformance", jetStream: true) { nats in
             let backend = try HistoryStoreRegistry([.jetStream]).backend(for: nats.url + "?storage=memory")
             let suite = HistoryConformance(name: "JetStream", shared: true, makeExchange: { _ in try NATSExchange(url: nats.url) }) { _ in backend }
             try await suite.run(check)
-        } catch {
-            await nats.stop()
-            throw error
         }
-        await nats.stop()
     }
 }
 

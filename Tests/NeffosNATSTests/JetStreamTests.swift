@@ -9,8 +9,7 @@ import Testing
 struct JetStreamTests {
     @Test("History: JetStream keeps a per-subject chain, reads by subject, survives a nats-server restart (file storage), and a recreated stream has a new identity")
     func chainReadsAndRestart() async throws {
-        let server = try await NATSServer.start(name: "js-1", jetStream: true)
-        do {
+        try await NATSServer.with(name: "js-1", jetStream: true) { server in
             let client = try await JetStreamClient.connect(server.url)
             let stream = "NEFFOS_TEST_HISTORY"
             let identity = try await client.ensureStream(
@@ -45,11 +44,7 @@ struct JetStreamTests {
                 name: stream, subjects: ["neffos.test.hist.>"], maxMessagesPerSubject: 100, maxAge: .seconds(60), fileStorage: true)
             #expect(recreated != identity && recreated.description.hasPrefix("\(stream)-"))
             #expect(try await again.last(in: stream, subject: r1) == nil)
-        } catch {
-            await server.stop()
-            throw error
         }
-        await server.stop()
     }
 }
 
@@ -57,8 +52,7 @@ struct JetStreamTests {
 struct JetStreamHistoryTests {
     @Test("History: two nodes appending to one room through JetStream make one chain; reads after a position are complete until trimmed")
     func chainAcrossNodes() async throws {
-        let server = try await NATSServer.start(name: "js-history", jetStream: true)
-        do {
+        try await NATSServer.with(name: "js-history", jetStream: true) { server in
             let nodeA = try await JetStreamHistory(client: try await JetStreamClient.connect(server.url), cluster: "test", maxPerRoom: 50, maxAge: .seconds(60))
             let nodeB = try await JetStreamHistory(client: try await JetStreamClient.connect(server.url), cluster: "test", maxPerRoom: 50, maxAge: .seconds(60))
             #expect(nodeA.epoch == nodeB.epoch && nodeA.epoch.hasPrefix("NEFFOS_HISTORY_test-"))
@@ -113,11 +107,7 @@ struct JetStreamHistoryTests {
             for n in 1...25 { _ = try await nodeA.append(ByteBuffer(string: "t\(n)"), to: lobby) }
             let trimmed = try await nodeB.read(lobby, after: third, limit: 100)
             #expect(trimmed.entries.count == 50 && !trimmed.isComplete)
-        } catch {
-            await server.stop()
-            throw error
         }
-        await server.stop()
     }
 }
 
@@ -127,8 +117,7 @@ struct JetStreamHistoryURLTests {
 
     @Test("History: neffos.history.store.url=nats://… is a JetStream history the server opens when it starts, for its cluster, with its widest rule's bounds")
     func openedAtStart() async throws {
-        let nats = try await NATSServer.start(name: "js-url", jetStream: true)
-        do {
+        try await NATSServer.with(name: "js-url", jetStream: true) { nats in
             let reader = try await Server.Configuration.reader(environment: [
                 "NEFFOS_HISTORY_STORE_URL": nats.url + "?storage=memory", "NEFFOS_HISTORY_ROOMS": "default/*",
                 "NEFFOS_HISTORY_MAX_COUNT": "7", "NEFFOS_CLUSTER_NAME": "urltest",
@@ -153,11 +142,7 @@ struct JetStreamHistoryURLTests {
             #expect(read.entries.compactMap { $0.message?.bodyString } == (3...9).map(String.init))
             #expect(read.latest.epoch.hasPrefix(stream + "-") && !read.isComplete, "trimmed to 7: not everything since the start")
             await server.shutdown(timeout: .seconds(2))
-        } catch {
-            await nats.stop()
-            throw error
         }
-        await nats.stop()
     }
 
     @Test("History: a JetStream history that cannot be opened fails the server's start, saying why; a wrong storage names its key")
