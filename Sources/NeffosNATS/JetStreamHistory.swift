@@ -26,23 +26,10 @@ import Neffos
 ///     url: "nats://10.0.0.1:4222", cluster: configuration.clusterName, maxPerRoom: 100, maxAge: .seconds(300))
 /// ```
 public final class JetStreamHistory: SharedHistoryStore {
-    /// A kept message: where it is, its room's previous one, and the frame as broadcast.
-    package struct Entry: Sendable {
-        package var sequence: UInt64
-        package var previous: UInt64
-        package var frame: ByteBuffer
-        package var isBinary = false
-    }
-
-    /// What a read found.
-    package struct Read: Sendable {
-        package var entries: [Entry]
-        /// Whether the entries are everything after the position asked for.
-        package var isComplete: Bool
-        /// The room's last sequence when the read began (0: nothing kept): never newer than
-        /// the last entry.
-        package var latest: UInt64
-    }
+    /// A kept message: the core's shared-history entry (sequence, predecessor, frame).
+    package typealias Entry = SharedHistoryEntry
+    /// What a read found: the core's shared-history read.
+    package typealias Read = SharedHistoryRead
 
     package let client: JetStreamClient
     package let stream: String
@@ -198,10 +185,7 @@ extension JetStreamHistory {
 
     /// The room's messages after `sequence` (see ``SharedHistoryStore``).
     public func read(namespace: String, room: String, after sequence: UInt64, through: UInt64?, limit: Int) async throws -> SharedHistoryRead {
-        let found = try await read(subject(namespace, room), after: sequence, through: through, limit: limit)
-        return SharedHistoryRead(
-            entries: found.entries.map { SharedHistoryEntry(sequence: $0.sequence, previous: $0.previous, frame: $0.frame, isBinary: $0.isBinary) },
-            isComplete: found.isComplete, latest: found.latest)
+        try await read(subject(namespace, room), after: sequence, through: through, limit: limit)
     }
 }
 
