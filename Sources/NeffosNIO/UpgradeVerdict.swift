@@ -13,8 +13,7 @@ package enum UpgradeVerdict {
     case refuse(HTTPResponseStatus, NeffosError)
 
     init(head: HTTPRequestHead, server: Server, path: String?) {
-        let requestPath = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
-        if let path, requestPath != path {
+        if let path, head.uri.utf8.prefix(while: { $0 != UInt8(ascii: "?") }).elementsEqual(path.utf8) == false {
             self = .notOurs
             return
         }
@@ -22,7 +21,7 @@ package enum UpgradeVerdict {
             self = .notOurs
             return
         }
-        let isUpgrade = head.headers["upgrade"].contains { $0.lowercased() == "websocket" }
+        let isUpgrade = head.headers.contains { $0.name.isASCIICaseInsensitive("upgrade") && $0.value.isASCIICaseInsensitive("websocket") }
         guard isUpgrade else {
             self = .notOurs
             return
@@ -41,26 +40,60 @@ package enum UpgradeVerdict {
     }
 
     /// Why a request is not a valid WebSocket upgrade (RFC 6455 §4.2.1), or `nil`.
+    ///
+    /// One pass over the headers, comparing names without copying them: this runs per
+    /// connect.
     package static func protocolRefusal(of head: HTTPRequestHead) -> (status: HTTPResponse.Status, reason: String)? {
-        let headers = head.headers
         guard head.version.major > 1 || (head.version.major == 1 && head.version.minor >= 1) else {
             return (.badRequest, "a WebSocket upgrade needs HTTP/1.1 or later, not \(head.version)")
         }
-        guard headers["host"].count == 1 else {
+        var hosts = 0
+        var connectionUpgrade = false
+        var versions: [String] = []
+        var keys = 0
+        var validKey = false
+        for (name, value) in head.headers {
+            if name.isASCIICaseInsensitive("host") {
+                hosts += 1
+            } else if name.isASCIICaseInsensitive("connection") {
+                connectionUpgrade = connectionUpgrade
+                    || value.split(separator: ",").contains { $0.trimmingASCIISpaces.isASCIICaseInsensitive("upgrade") }
+            } else if name.isASCIICaseInsensitive("sec-websocket-version") {
+                versions.append(value)
+            } else if name.isASCIICaseInsensitive("sec-websocket-key") {
+                keys += 1
+                validKey = isWebSocketKey(value)
+            }
+        }
+        guard hosts == 1 else {
             return (.badRequest, "the upgrade request needs one Host header")
         }
-        let connectionTokens = headers[canonicalForm: "connection"].map { $0.lowercased() }
-        guard connectionTokens.contains("upgrade") else {
+        guard connectionUpgrade else {
             return (.badRequest, "the upgrade request has no \"Connection: Upgrade\" header")
         }
-        guard headers["sec-websocket-version"] == ["13"] else {
-            return (.upgradeRequired, "unsupported Sec-WebSocket-Version \(headers["sec-websocket-version"]); this server speaks 13")
+        guard versions == ["13"] else {
+            return (.upgradeRequired, "unsupported Sec-WebSocket-Version \(versions); this server speaks 13")
         }
-        let keys = headers["sec-websocket-key"]
-        guard keys.count == 1, let key = Data(base64Encoded: keys[0].trimmingCharacters(in: .whitespaces)), key.count == 16 else {
+        guard keys == 1, validKey else {
             return (.badRequest, "Sec-WebSocket-Key must be the base64 text of 16 bytes")
         }
         return nil
+    }
+
+    /// Whether `value` (spaces around it ignored) is the base64 text of 16 bytes: 22 characters
+    /// of the base64 alphabet and `==` (RFC 6455 §4.1).
+    package static func isWebSocketKey(_ value: String) -> Bool {
+        let key = value.trimmingASCIISpaces.utf8
+        guard key.count == 24, key.suffix(2).elementsEqual("==".utf8) else { return false }
+        return key.prefix(22).allSatisfy { byte in
+            switch byte {
+            case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"),
+                 UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "+"), UInt8(ascii: "/"):
+                true
+            default:
+                false
+            }
+        }
     }
 
     /// Counts, logs and reports (``Server/Configuration/onUpgradeError``) a refused upgrade.
@@ -81,8 +114,8 @@ package enum UpgradeVerdict {
             return (.requestHeaderFieldsTooLarge,
                     "the request line and headers take \(headerBytes) bytes; the limit is \(transport.maxRequestHeaderBytes) (transport.maxRequestHeaderBytes)")
         }
-        let origin = headers.first { $0.name.lowercased() == "origin" }?.value
-        let host = headers.first { $0.name.lowercased() == "host" }?.value
+        let origin = headers.first { $0.name.isASCIICaseInsensitive("origin") }?.value
+        let host = headers.first { $0.name.isASCIICaseInsensitive("host") }?.value
         let originAllowed = transport.checkOrigin.map { $0(origin) } ?? transport.allowedOrigins.allows(origin: origin, host: host)
         guard originAllowed else {
             return (.forbidden, "origin \(origin ?? "none") refused (transport.allowedOrigins)")
@@ -109,5 +142,23 @@ extension UpgradeRequest {
                 ?? HTTPRequest(method: .get, scheme: nil, authority: nil, path: head.uri, headerFields: HTTPFields(head.headers, splitCookie: false))
         }
         self.init(request, remoteAddress: remoteAddress.map { "\($0)" }, identity: identity)
+    }
+}
+
+extension StringProtocol {
+    /// Whether this equals `other` ignoring ASCII case, without copying either.
+    func isASCIICaseInsensitive(_ other: String) -> Bool {
+        utf8.elementsEqual(other.utf8) { a, b in
+            a == b || (a | 0x20 == b | 0x20 && (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(a | 0x20))
+        }
+    }
+
+    /// This without the spaces and tabs around it.
+    var trimmingASCIISpaces: SubSequence {
+        let isSpace: (Character) -> Bool = { $0 == " " || $0 == "\t" }
+        guard let first = firstIndex(where: { !isSpace($0) }), let last = lastIndex(where: { !isSpace($0) }) else {
+            return self[endIndex...]
+        }
+        return self[first...last]
     }
 }

@@ -27,8 +27,9 @@ final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     let eventLoop: any EventLoop
     let settings: WebSocketSettings
-    /// Creates the neffos connection once the handler is in the pipeline.
-    let makeConn: (WebSocketTransport) -> Conn?
+    /// Creates the neffos connection once the handler is in the pipeline; dropped once used
+    /// (what it captures, the upgrade request among it, is the connection's to keep).
+    private var makeConn: ((WebSocketTransport) -> Conn?)?
 
     var context: ChannelHandlerContext?
     private(set) var conn: Conn?
@@ -62,7 +63,9 @@ final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler {
         self.context = context
         scheduleBeat()
         scheduleReadCheck()
-        conn = makeConn(WebSocketTransport(self))
+        let make = makeConn
+        makeConn = nil
+        conn = make?(WebSocketTransport(self))
         if conn == nil { context.close(promise: nil) }
     }
 

@@ -134,7 +134,11 @@ public final class WebSocketListener: Service, Sendable {
             .childChannelOption(.writeBufferWaterMark, value: .init(low: outbox / 2, high: outbox))
             .childChannelOption(.maxMessagesPerRead, value: 16)
             .childChannelInitializer { channel in
-                guard Self.track(channel, in: state) else {
+                // One slot of the connection limit, taken before anything else is set up; a
+                // connection past the limit is answered 503 and closed.
+                let holdsSlot = limit.map { server.reserveConnectionSlot(limit: $0) }
+                guard Self.track(channel, in: state, releasingSlotOf: holdsSlot == true ? server : nil) else {
+                    if holdsSlot == true { server.releaseConnectionSlot() }
                     return channel.eventLoop.makeFailedFuture(ChannelError.ioOnClosedChannel)
                 }
                 if let tls {
@@ -144,15 +148,12 @@ public final class WebSocketListener: Service, Sendable {
                         return channel.eventLoop.makeFailedFuture(error)
                     }
                 }
-                if let limit {
-                    guard server.reserveConnectionSlot(limit: limit) else {
-                        server.countRefusedConnection()
-                        atLimit.log(server.logger, "connection refused (503): the server holds \(limit) connections (transport.maxConnections)")
-                        return channel.eventLoop.makeCompletedFuture {
-                            try channel.pipeline.syncOperations.addHandler(ConnectionLimitHandler())
-                        }
+                if let limit, holdsSlot == false {
+                    server.countRefusedConnection()
+                    atLimit.log(server.logger, "connection refused (503): the server holds \(limit) connections (transport.maxConnections)")
+                    return channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(ConnectionLimitHandler())
                     }
-                    channel.closeFuture.whenComplete { _ in server.releaseConnectionSlot() }
                 }
                 return Self.initialize(channel, server: server, path: path, responder: responder)
             }
@@ -200,15 +201,22 @@ public final class WebSocketListener: Service, Sendable {
     /// The number of connections (HTTP or WebSocket) this listener holds open.
     public var openConnections: Int { state.read { $0.children.count } }
 
-    /// Records a new connection until it closes; `false` once the listener stopped.
-    private static func track(_ channel: any Channel, in state: Watched<ListenerState>) -> Bool {
+    /// Records a new connection until it closes, and then gives back its slot of `server`'s
+    /// connection limit if it holds one (one close callback for both: each costs memory for as
+    /// long as the connection lives); `false` once the listener stopped.
+    private static func track(_ channel: any Channel, in state: Watched<ListenerState>, releasingSlotOf server: Server?) -> Bool {
         let key = ObjectIdentifier(channel)
         let tracked = state.update { s -> Bool in
             guard !s.stopped else { return false }
             s.children[key] = channel
             return true
         }
-        if tracked { channel.closeFuture.whenComplete { _ in state.update { _ = $0.children.removeValue(forKey: key) } } }
+        if tracked {
+            channel.closeFuture.whenComplete { _ in
+                state.update { _ = $0.children.removeValue(forKey: key) }
+                server?.releaseConnectionSlot()
+            }
+        }
         return tracked
     }
 

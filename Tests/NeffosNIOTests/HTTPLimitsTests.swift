@@ -95,6 +95,28 @@ struct HTTPLimitsTests {
         }
     }
 
+    @Test("a Sec-WebSocket-Key is 22 base64 characters and ==, spaces around it ignored")
+    func webSocketKeys() {
+        #expect(UpgradeVerdict.isWebSocketKey("dGhlIHNhbXBsZSBub25jZQ=="))
+        #expect(UpgradeVerdict.isWebSocketKey(" \tAAAAAAAAAAAAAAAAAAAA+/== "))
+        for bad in ["", "c2hvcnQ=", "dGhlIHNhbXBsZSBub25jZQ=", "dGhlIHNhbXBsZSBub25jZQ===", "dGhlIHNhbXBsZSBub25jZ-==",
+                    "dGhlIHNhbXBsZSBub25jZQ=A", "dGhlIHNhbXBs ZSBub25jZQ==", "é" + String(repeating: "A", count: 21) + "=="] {
+            #expect(!UpgradeVerdict.isWebSocketKey(bad), "\(bad)")
+        }
+    }
+
+    @Test("the default connection ID is a random version-4 UUID in lower case")
+    func connectionIDs() throws {
+        let ids = (0..<1000).map { _ in Server.randomConnectionID() }
+        #expect(Set(ids).count == ids.count)
+        for id in ids.prefix(50) {
+            let uuid = try #require(UUID(uuidString: id), "\(id)")
+            #expect(uuid.uuidString.lowercased() == id)
+            #expect(uuid.uuid.6 >> 4 == 4, "version 4: \(id)")
+            #expect(uuid.uuid.8 >> 6 == 0b10, "variant 10: \(id)")
+        }
+    }
+
     @Test("upgrade headers past maxRequestHeaderBytes get 431, in headers or in X-Websocket-Header query parameters")
     func headerBytes() async throws {
         try await withServer(events, configure: { $0.transport.maxRequestHeaderBytes = 2048 }) { running in

@@ -177,7 +177,11 @@ extension Conn {
                 runInline(body, ns, message)
             }
         case .start:
-            startDraining(with: .message(message))
+            if message.event == .namespaceConnect, connectsInline(message) {
+                runNow { replyConnectNow(message) }
+            } else {
+                startDraining(with: .message(message))
+            }
         case .queued(let pause):
             if let pause {
                 pause.setReadingPaused(true)
@@ -189,7 +193,30 @@ extension Conn {
     }
 
     private func enqueue(_ item: ConnStateMachine.Inbound) {
-        if machine.withLock({ $0.enqueue(item) }) { startDraining(with: item) }
+        guard machine.withLock({ $0.enqueue(item) }) else { return }
+        if case .closed(let reason) = item, closesInline() {
+            runNow { fireCloseEventsNow(reason) }
+        } else {
+            startDraining(with: item)
+        }
+    }
+
+    /// Runs `body` at once, in the place of the handler task the queue was about to start
+    /// (the queue is marked busy, so what arrives meanwhile waits behind it), then hands what
+    /// did arrive to a task. For the system requests whose handlers are all synchronous, such
+    /// as most namespace connects and closes: a task per connect and per close is most of
+    /// what a connection costs to open and to close.
+    private func runNow(_ body: () -> Void) {
+        if settings.bindsBodyCoder {
+            BodyCoders.$current.withValue(settings.bodyCoder) { body() }
+        } else {
+            body()
+        }
+        let (next, resume) = machine.withLock { $0.nextInbound() }
+        if let resume {
+            resume.eventLoop.execute { resume.setReadingPaused(false) }
+        }
+        if let next { startDraining(with: next) }
     }
 
     @inline(__always)
@@ -304,16 +331,35 @@ extension Conn {
     /// Fires, in order, room-leave/left for every room and namespace-disconnect for every
     /// namespace (all marked forced and local), then tells the owner.
     private func fireCloseEvents(_ reason: CloseReason) async {
+        for (event, ns, message) in closeEvents() { await fireLocal(event, on: ns, message) }
+        await delegate.connDidFinish(self, reason: reason)
+    }
+
+    /// ``fireCloseEvents(_:)`` without a task, when ``closesInline()``.
+    private func fireCloseEventsNow(_ reason: CloseReason) {
+        for (event, ns, message) in closeEvents() { fireLocalNow(event, on: ns, message) }
+        delegate.connDidFinishNow(self, reason: reason)
+    }
+
+    /// Whether the close events can fire at once, with no task: the connected namespaces'
+    /// leave and disconnect handlers are synchronous or absent, and so is the owner's part.
+    private func closesInline() -> Bool {
+        let events = machine.withLock { $0.namespaces.values.map(\.nsConn.events) }
+        return events.allSatisfy { $0.runInline(.roomLeave, .roomLeft, .namespaceDisconnect) }
+            && delegate.connFinishesNow(self)
+    }
+
+    /// Removes every namespace and returns the local close events to fire, in order.
+    private func closeEvents() -> [(EventName, NSConn, Message)] {
         let entries = machine.withLock { $0.removeAllNamespaces() }
         notifyOwner()
-        for (ns, rooms) in entries {
-            await fireForcedLeaves(ns, rooms: rooms, isLocal: true)
-            var message = Message(namespace: ns.namespace, event: .namespaceDisconnect)
-            message.isForced = true
-            message.isLocal = true
-            await fireLocal(.namespaceDisconnect, on: ns, message)
+        return entries.flatMap { ns, rooms -> [(EventName, NSConn, Message)] in
+            var disconnect = Message(namespace: ns.namespace, event: .namespaceDisconnect)
+            disconnect.isForced = true
+            disconnect.isLocal = true
+            return Self.forcedLeaves(ns, rooms: rooms, isLocal: true).map { ($0.0, ns, $0.1) }
+                + [(.namespaceDisconnect, ns, disconnect)]
         }
-        await delegate.connDidFinish(self, reason: reason)
     }
 
     // MARK: Client handshake

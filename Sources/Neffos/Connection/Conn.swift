@@ -4,32 +4,37 @@ import NIOCore
 import Synchronization
 
 /// Settings a connection runs with; the server's and the client's configurations fill them.
-struct ConnSettings: Sendable {
-    var askTimeout: Duration
+///
+/// A class, shared by every connection of a server: kept inline, these ~200 bytes would be
+/// held once per connection.
+final class ConnSettings: Sendable {
+    let askTimeout: Duration
     let bodyCoder: any BodyCoder
     /// Whether handlers run with ``bodyCoder`` bound as ``BodyCoders/current`` (it is not the
     /// default JSON coder, which needs no binding).
     let bindsBodyCoder: Bool
-    var knownErrors: KnownErrors
+    let knownErrors: KnownErrors
     /// What a handler's thrown error sends on the wire.
-    var handlerErrors: HandlerErrorPolicy = .describe
+    let handlerErrors: HandlerErrorPolicy
     /// Events waiting for their handler before the connection stops reading (and frames kept
     /// before the handshake completes, past which it is closed).
-    var maxQueuedEvents: Int
+    let maxQueuedEvents: Int
     /// Bytes of frames kept before the handshake completes, past which it is closed.
-    var maxBytesBeforeHandshake: Int
+    let maxBytesBeforeHandshake: Int
     /// Body bytes of events waiting for their handler before the connection stops reading.
-    var maxQueuedBytes: Int = .max
+    let maxQueuedBytes: Int
     /// Asks this side may have waiting for their reply; one more fails with
     /// ``NeffosError/limitExceeded``.
-    var maxPendingAsks = Int.max
+    let maxPendingAsks: Int
     /// What the peer may join.
-    var membership = ConnStateMachine.MembershipBounds()
-    var logger: Logger
+    let membership: ConnStateMachine.MembershipBounds
+    let logger: Logger
 
     init(
         askTimeout: Duration, bodyCoder: any BodyCoder, knownErrors: KnownErrors, maxQueuedEvents: Int,
-        maxBytesBeforeHandshake: Int, logger: Logger
+        maxBytesBeforeHandshake: Int, logger: Logger, handlerErrors: HandlerErrorPolicy = .describe,
+        maxQueuedBytes: Int = .max, maxPendingAsks: Int = .max,
+        membership: ConnStateMachine.MembershipBounds = .init()
     ) {
         self.askTimeout = askTimeout
         self.bodyCoder = bodyCoder
@@ -38,6 +43,10 @@ struct ConnSettings: Sendable {
         self.maxQueuedEvents = maxQueuedEvents
         self.maxBytesBeforeHandshake = maxBytesBeforeHandshake
         self.logger = logger
+        self.handlerErrors = handlerErrors
+        self.maxQueuedBytes = maxQueuedBytes
+        self.maxPendingAsks = maxPendingAsks
+        self.membership = membership
     }
 }
 
@@ -65,9 +74,20 @@ protocol ConnDelegate: AnyObject, Sendable {
     func connDidClose(_ conn: Conn, reason: CloseReason)
     /// The local close events have all been fired: the connection is finished.
     func connDidFinish(_ conn: Conn, reason: CloseReason) async
+    /// Whether ``connDidFinishNow(_:reason:)`` can stand for ``connDidFinish(_:reason:)`` (the
+    /// owner has nothing to await for `conn`). Default: `false`.
+    func connFinishesNow(_ conn: Conn) -> Bool
+    /// ``connDidFinish(_:reason:)`` without suspending; called only after
+    /// ``connFinishesNow(_:)`` said so.
+    func connDidFinishNow(_ conn: Conn, reason: CloseReason)
     /// A reply arrived whose token this connection does not wait for; returns whether the
     /// owner took it (a server-wide ask).
     func conn(_ conn: Conn, didReceiveUnmatchedReply reply: Message) -> Bool
+}
+
+extension ConnDelegate {
+    func connFinishesNow(_ conn: Conn) -> Bool { false }
+    func connDidFinishNow(_ conn: Conn, reason: CloseReason) {}
 }
 
 /// A WebSocket connection that speaks neffos: the server's view of a client, or a client's
@@ -92,8 +112,17 @@ public final class Conn: Sendable {
     /// Whether the client asked for the history extension (server side: the upgrade header
     /// `X-Neffos-Recovery: 1`): its room broadcasts carry positions and its joins may recover.
     public let wantsPositions: Bool
-    /// The connection's logger (metadata: `neffos.conn`).
-    public let logger: Logger
+    /// The connection's logger: the server's (or client's) logger with metadata `neffos.conn`
+    /// (the connection's ID).
+    ///
+    /// Made when read rather than kept: a logger with metadata of its own costs a few hundred
+    /// bytes, which an idle connection would hold for nothing. Keep the value in a local when
+    /// logging several times in a row.
+    public var logger: Logger {
+        var logger = settings.logger
+        logger[metadataKey: "neffos.conn"] = .string(id)
+        return logger
+    }
 
     let namespaces: Namespaces
     let settings: ConnSettings
@@ -125,9 +154,6 @@ public final class Conn: Sendable {
         self.settings = settings
         self.delegate = delegate
         self.tokens = tokens
-        var logger = settings.logger
-        logger[metadataKey: "neffos.conn"] = "\(id)"
-        self.logger = logger
         self.machine = Locked(ConnStateMachine(
             isClient: isClient, maxQueuedEvents: settings.maxQueuedEvents, maxQueuedBytes: settings.maxQueuedBytes))
         self.idBox = Locked(id)

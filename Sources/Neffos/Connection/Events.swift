@@ -185,6 +185,12 @@ public struct Events: Sendable, ExpressibleByDictionaryLiteral {
         handlers[event.rawValue] ?? handlers[EventName.anyEvent.rawValue]
     }
 
+    /// Whether the handlers of all of `events` (each its own or the any-event handler) are
+    /// synchronous or absent: then they can run on the event loop with no task.
+    func runInline(_ events: EventName...) -> Bool {
+        events.allSatisfy { handler(for: $0)?.isSynchronous ?? true }
+    }
+
     // MARK: Handlers that answer nothing
 
     /// Registers a handler for `event`. A closure without `await` is synchronous: it runs

@@ -20,9 +20,7 @@ extension Server {
         /// Makes the ID of each new connection. Default: a random UUIDv4, lower case.
         /// IDs you generate need not be unique; a message sent `to` an ID reaches every
         /// connection bearing it.
-        public var idGenerator: @Sendable (UpgradeRequest) -> String = { _ in
-            UUID().uuidString.lowercased()
-        }
+        public var idGenerator: @Sendable (UpgradeRequest) -> String = { _ in Server.randomConnectionID() }
         /// Encodes and decodes typed bodies. Default: JSON.
         public var bodyCoder: any BodyCoder = JSONBodyCoder()
         /// The error texts resolved back to error values. Default: the built-in ones.

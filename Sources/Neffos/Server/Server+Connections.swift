@@ -61,11 +61,22 @@ extension Server: ConnDelegate {
     }
 
     func connDidFinish(_ conn: Conn, reason: CloseReason) async {
-        if let hook = configuration.onDisconnect, conn.everOpened || configuration.fireDisconnectAlways {
-            await hook(conn)
-        }
+        if let hook = disconnectHook(for: conn) { await hook(conn) }
+        connDidFinishNow(conn, reason: reason)
+    }
+
+    func connFinishesNow(_ conn: Conn) -> Bool { disconnectHook(for: conn) == nil }
+
+    func connDidFinishNow(_ conn: Conn, reason: CloseReason) {
         let remaining = unfinished.subtract(1, ordering: .relaxed).newValue
         if remaining == 0 { lifecycle.withLock { $0.drained }?.set() }
+    }
+
+    /// The disconnect hook to run for `conn`, if any: it runs for connections that opened, or
+    /// for all with ``Configuration/fireDisconnectAlways``.
+    private func disconnectHook(for conn: Conn) -> (@Sendable (Conn) async -> Void)? {
+        guard let hook = configuration.onDisconnect, conn.everOpened || configuration.fireDisconnectAlways else { return nil }
+        return hook
     }
 
     func conn(_ conn: Conn, didReceiveUnmatchedReply reply: Message) -> Bool {

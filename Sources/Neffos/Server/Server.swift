@@ -82,18 +82,17 @@ public final class Server: Sendable {
         self.nodeName = configuration.nodeName ?? UUID().uuidString.lowercased()
         self.metrics = ServerMetrics(name: configuration.metricsName)
         self.tracing = ServerTracing(configured: configuration.tracer, node: nodeName)
-        var settings = ConnSettings(
+        self.settings = ConnSettings(
             askTimeout: configuration.askTimeout,
             bodyCoder: configuration.bodyCoder,
             knownErrors: configuration.knownErrors,
             maxQueuedEvents: max(2, configuration.maxQueuedEvents),
             maxBytesBeforeHandshake: configuration.transport.maxMessageSize,
-            logger: configuration.logger)
-        settings.handlerErrors = configuration.handlerErrors
-        settings.maxQueuedBytes = max(1, configuration.maxQueuedBytes)
-        settings.maxPendingAsks = max(1, configuration.maxPendingAsks)
-        settings.membership = .init(maxRooms: max(0, configuration.maxRoomsPerConnection), maxNameBytes: max(1, configuration.maxNameLength))
-        self.settings = settings
+            logger: configuration.logger,
+            handlerErrors: configuration.handlerErrors,
+            maxQueuedBytes: max(1, configuration.maxQueuedBytes),
+            maxPendingAsks: max(1, configuration.maxPendingAsks),
+            membership: .init(maxRooms: max(0, configuration.maxRoomsPerConnection), maxNameBytes: max(1, configuration.maxNameLength)))
         if let store = configuration.history.shared as? any SharedHistoryStore { _ = openedShared.storeIfNil(OpenedSharedHistory(store)) }
     }
 
