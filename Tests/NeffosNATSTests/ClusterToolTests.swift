@@ -181,4 +181,21 @@ struct HistoryBenchTests {
             #expect(result["serverCPUMicrosPerOperation"] as? Double != nil, "\(result)")
         }
     }
+
+    @Test("Cost: neffos bench cluster --cost 1,2 reports per node count the bus messages per broadcast, cross-node latency, and that a room on one node costs the other nothing on the bus")
+    func costTable() async throws {
+        let rows = try await bench(["bench", "cluster", "--cost", "1,2", "--clients", "20", "--duration", "1", "--rate", "50"])
+        #expect(rows.map { $0["nodes"] as? Int } == [1, 2])
+        for row in rows {
+            #expect((row["deliveriesPerSecond"] as? Double ?? 0) > 0, "\(row)")
+            #expect((row["crossNodeP99Milliseconds"] as? Double ?? 0) > 0, "\(row)")
+            // One publish per broadcast, whatever the node count.
+            #expect(abs((row["busPublishesPerBroadcast"] as? Double ?? 0) - 1) < 0.2, "\(row)")
+        }
+        // One delivery per other node with interest: none with one node, one with two.
+        #expect((rows[0]["busDeliveriesPerBroadcast"] as? Double ?? 1) < 0.2, "\(rows[0])")
+        #expect(abs((rows[1]["busDeliveriesPerBroadcast"] as? Double ?? 0) - 1) < 0.2, "\(rows[1])")
+        #expect(rows[0]["oneNodeRoomBusDeliveriesPerBroadcast"] == nil)
+        #expect((rows[1]["oneNodeRoomBusDeliveriesPerBroadcast"] as? Double ?? 1) < 0.05, "\(rows[1])")
+    }
 }

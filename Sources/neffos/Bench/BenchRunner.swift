@@ -119,8 +119,17 @@ final class BenchRunner: Sendable {
     /// The server processes whose CPU every result reports (all of a cluster's nodes).
     let pids: [Int32]
 
-    init(threads: Int, progress: Bool, tls: ClientTLSSession? = nil, positions: Bool = false, pids: [Int32] = []) {
+    /// Called at the start (`true`) and the end (`false`) of each measured window, right
+    /// where its CPU is marked: for what a scenario counts besides (a nats-server's CPU and
+    /// message counters).
+    let onWindow: (@Sendable (_ starts: Bool) async -> Void)?
+
+    init(
+        threads: Int, progress: Bool, tls: ClientTLSSession? = nil, positions: Bool = false, pids: [Int32] = [],
+        onWindow: (@Sendable (_ starts: Bool) async -> Void)? = nil
+    ) {
         self.pids = pids
+        self.onWindow = onWindow
         group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, threads))
         var recorders: [Recorder] = []
         var table: [ObjectIdentifier: Recorder] = [:]
@@ -210,6 +219,7 @@ final class BenchRunner: Sendable {
     func run(_ label: String, active: [LoadConnection], duration: Duration) async throws -> (Tally, Tally, CPUWindow) {
         try await reset()
         let start = ContinuousClock.now
+        await onWindow?(true)
         let mark = CPUMark(pids)
         for connection in active { connection.start() }
         var previous = 0
@@ -230,6 +240,7 @@ final class BenchRunner: Sendable {
         }
         let atEnd = try await tally()
         let cpu = mark.window()
+        await onWindow?(false)
         for connection in active { connection.stop() }
         // Let what is in flight arrive: until nothing more comes for half a second (or 10 s).
         var settled = atEnd

@@ -19,11 +19,20 @@ extension Bench {
         @Option(help: "Seconds to measure.") var duration = 10
         @Option(help: "History variants to compare on the cluster (off, on, jetstream; comma-separated), instead of the cluster against one node.") var history: String?
         @Option(help: "Runs per history variant (interleaved).") var `repeat` = 1
+        @Option(help: "Node counts for the cost table (comma-separated, e.g. 1,3,5): per count, fan-out at saturation with the nodes' and the nats-server's CPU and bus messages per broadcast, cross-node latency at --rate, and a room on one node.") var cost: String?
+        @Option(help: "With --cost: broadcasts per second of the fixed-load latency phase.") var rate = 20
         @OptionGroup var generator: GeneratorOptions
 
         private var variants: [String] { (history ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }
 
+        private var nodeCounts: [Int] { (cost ?? "").split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) } }
+
         func validate() throws {
+            if cost != nil {
+                guard !nodeCounts.isEmpty, nodeCounts.allSatisfy({ (1...9).contains($0) }) else { throw ValidationError("--cost takes node counts 1…9, comma-separated") }
+                guard history == nil else { throw ValidationError("--cost and --history are separate runs") }
+                guard (1...10_000).contains(rate) else { throw ValidationError("--rate must be 1…10000") }
+            }
             guard variants.allSatisfy({ ["off", "on", "jetstream"].contains($0) }) else { throw ValidationError("--history takes off, on and jetstream, comma-separated") }
             guard (1...20).contains(`repeat`) else { throw ValidationError("--repeat must be 1…20") }
         }
@@ -31,6 +40,20 @@ extension Bench {
         func run() async throws {
             _ = BenchProcesses.raiseFileLimit()
             installSignalHandlers()
+            if cost != nil {
+                startWatchdog(seconds: nodeCounts.count * (3 * duration + 120 + clients / 100) + 60)
+                let table = ClusterCost(clients: clients, window: window, duration: duration, rate: rate, threads: generator.threads, progress: generator.progress,
+                    printsLines: !generator.json)
+                let rows = try await table.run(nodeCounts: nodeCounts)
+                if generator.json {
+                    let encoder = JSONEncoder()
+                    encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+                    print(String(decoding: try encoder.encode(rows), as: UTF8.self))
+                } else {
+                    print(ClusterCost.table(rows))
+                }
+                return
+            }
             let runs = history == nil ? 2 : variants.count * `repeat`
             startWatchdog(seconds: runs * (duration + 60 + clients / 250) + 60)
             var results: [BenchResult] = []

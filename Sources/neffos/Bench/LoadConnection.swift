@@ -35,6 +35,8 @@ final class LoadHandler: ChannelInboundHandler, @unchecked Sendable {
     private var phase = Phase.handshake
     private var context: ChannelHandlerContext?
     private var running = false
+    /// The timer of a paced publisher.
+    private var pacer: RepeatedTask?
     private var asks = 0
     private var reading = false
     private var needsFlush = false
@@ -202,6 +204,8 @@ final class LoadHandler: ChannelInboundHandler, @unchecked Sendable {
             break
         case .publisher(_, let room):
             publish(room: room)
+        case .pacedPublisher:
+            break
         case .asker:
             ask()
         case .churner:
@@ -289,6 +293,14 @@ final class LoadHandler: ChannelInboundHandler, @unchecked Sendable {
         switch role {
         case .receiver: break
         case .publisher(let window, let room): for _ in 0..<window { publish(room: room) }
+        case .pacedPublisher(let perSecond, let room):
+            guard let context else { break }
+            let period = TimeAmount.nanoseconds(Int64(1_000_000_000 / max(1, perSecond)))
+            pacer = context.eventLoop.scheduleRepeatedTask(initialDelay: period, delay: period) { [weak self] task in
+                guard let self, self.running else { return task.cancel() }
+                self.publish(room: room)
+                self.context?.flush()
+            }
         case .asker(let inflight, _, _): for _ in 0..<inflight { ask() }
         case .churner(let room): churn(room: room)
         }
@@ -300,7 +312,11 @@ final class LoadHandler: ChannelInboundHandler, @unchecked Sendable {
     }
 
     /// Stops sending (what is in flight still arrives and is recorded).
-    func stop() { running = false }
+    func stop() {
+        running = false
+        pacer?.cancel()
+        pacer = nil
+    }
 }
 
 /// A connected load connection.

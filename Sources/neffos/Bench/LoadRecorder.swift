@@ -69,6 +69,9 @@ enum LoadRole: Sendable {
     /// Also sends a `broadcast` of a timestamp (to `room`, or the namespace) each time it
     /// receives a tick, keeping `window` broadcasts in flight.
     case publisher(window: Int, room: String)
+    /// Sends a `broadcast` (to `room`, or the namespace) `perSecond` times a second from a
+    /// timer, whatever comes back: a fixed offered load, for latency below saturation.
+    case pacedPublisher(perSecond: Int, room: String)
     /// Keeps `inflight` asks of `event` (`echo` by default) about `room` going, recording each
     /// round trip.
     case asker(inflight: Int, event: String = "echo", room: String = "")

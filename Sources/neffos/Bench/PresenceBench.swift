@@ -202,7 +202,7 @@ private struct NodeProbe {
 }
 
 /// nats-server's message counters (`/varz`): messages published in, and delivered out.
-private struct BusCounters {
+struct BusCounters {
     var published: Double
     var delivered: Double
 
