@@ -131,17 +131,16 @@ extension UpgradeRequest {
     /// The request as the core sees it, from NIO's head: method, path with query, headers
     /// (with the `X-Websocket-Header-*` query parameters folded in), and the peer's address.
     package init(head: HTTPRequestHead, remoteAddress: SocketAddress?, identity: (any Sendable)? = nil) {
-        let request: HTTPRequest
-        if head.uri.hasPrefix("/"), let method = HTTPRequest.Method(head.method.rawValue) {
-            // The usual origin form, converted without a URL parse (this runs per connect).
-            request = HTTPRequest(
-                method: method, scheme: "http", authority: head.headers.first(name: "host"), path: head.uri,
-                headerFields: HTTPFields(head.headers, splitCookie: false))
+        if head.uri.hasPrefix("/") {
+            // The usual origin form, packed straight from NIO's head (this runs per connect).
+            self.init(
+                method: head.method.rawValue, scheme: "http", authority: head.headers.first(name: "host"), path: head.uri,
+                fields: head.headers.lazy.map { ($0.name, $0.value) }, remoteAddress: remoteAddress.map { "\($0)" }, identity: identity)
         } else {
-            request = (try? HTTPRequest(head, secure: false, splitCookie: false))
+            let request = (try? HTTPRequest(head, secure: false, splitCookie: false))
                 ?? HTTPRequest(method: .get, scheme: nil, authority: nil, path: head.uri, headerFields: HTTPFields(head.headers, splitCookie: false))
+            self.init(request, remoteAddress: remoteAddress.map { "\($0)" }, identity: identity)
         }
-        self.init(request, remoteAddress: remoteAddress.map { "\($0)" }, identity: identity)
     }
 }
 

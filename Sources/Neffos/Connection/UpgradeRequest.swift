@@ -6,12 +6,27 @@ import HTTPTypes
 /// Whatever transport brought the connection (the standalone `WebSocketListener`, a mount in
 /// Hummingbird or Vapor, or a transport of your own) fills it the same way.
 public struct UpgradeRequest: Sendable {
+    /// The request line and header fields, packed into one buffer (``PackedRequest``): a
+    /// connection keeps its request for life, and as `HTTPRequest` values they would take about
+    /// a kilobyte more per connection, in a dozen allocations.
+    private var packed: PackedRequest
+
     /// The request as it arrived: method, path with its query, and the header fields as sent.
-    public var http: HTTPRequest
+    ///
+    /// Built when read (the request is kept packed): read it once and keep the value when you
+    /// need several of its parts.
+    public var http: HTTPRequest {
+        get { packed.request() }
+        set { packed = PackedRequest(newValue, folded: packed.extraFields(), extraReplaces: packed.extraReplaces) }
+    }
     /// The header fields: the request's, followed by one field per `X-Websocket-Header-<Name>`
     /// query parameter (named `<Name>`; how browsers, which cannot set headers on a WebSocket,
-    /// send them with neffos.js). Look one up with ``header(_:)``.
-    public var headerFields: HTTPFields
+    /// send them with neffos.js). Look one up with ``header(_:)``, which reads the packed
+    /// fields without building this collection.
+    public var headerFields: HTTPFields {
+        get { packed.fields() }
+        set { packed = PackedRequest(packed.request(), folded: Array(newValue), extraReplaces: true) }
+    }
     /// The peer's address, as text, if known.
     public var remoteAddress: String?
     /// What the application's middleware established about the peer before the upgrade (an
@@ -29,17 +44,28 @@ public struct UpgradeRequest: Sendable {
     ///   - foldingQueryHeaders: whether `X-Websocket-Header-<Name>` query parameters become
     ///     header fields (the default, as neffos does).
     public init(_ http: HTTPRequest, remoteAddress: String? = nil, identity: (any Sendable)? = nil, foldingQueryHeaders: Bool = true) {
-        self.http = http
         self.remoteAddress = remoteAddress
         self.identity = identity
-        var fields = http.headerFields
+        var folded: [HTTPField] = []
         if foldingQueryHeaders, let query = Self.query(of: http.path ?? "/") {
-            for (name, value) in Self.headersFromQuery(query) {
-                guard let name = HTTPField.Name(name) else { continue }
-                fields.append(HTTPField(name: name, value: value))
+            folded = Self.headersFromQuery(query).compactMap { name, value in
+                HTTPField.Name(name).map { HTTPField(name: $0, value: value) }
             }
         }
-        self.headerFields = fields
+        packed = PackedRequest(http, folded: folded)
+    }
+
+    /// A request from its parts as a transport read them, packed without building an
+    /// `HTTPRequest` on the way (the listener's, per connect): `fields` are the header fields
+    /// as sent, names as received; `X-Websocket-Header-<Name>` query parameters are folded in.
+    package init(
+        method: String, scheme: String?, authority: String?, path: String,
+        fields: some Sequence<(name: String, value: String)>, remoteAddress: String?, identity: (any Sendable)? = nil
+    ) {
+        self.remoteAddress = remoteAddress
+        self.identity = identity
+        let folded = Self.query(of: path).map(Self.headersFromQuery) ?? []
+        packed = PackedRequest(method: method, scheme: scheme, authority: authority, path: path, fields: fields, folded: folded)
     }
 
     /// A `GET` request for `path` with `headers`, for tests and transports without HTTP.
@@ -54,18 +80,18 @@ public struct UpgradeRequest: Sendable {
 
     /// The request path, without the query.
     public var path: String {
-        let full = http.path ?? "/"
+        let full = packed.path
         return full.firstIndex(of: "?").map { String(full[..<$0]) } ?? full
     }
 
     /// The query (the text after `?`), if the request had one.
-    public var query: String? { Self.query(of: http.path ?? "/") }
+    public var query: String? { Self.query(of: packed.path) }
 
     /// The first value of header `name` (case-insensitive), if present; the
-    /// `X-Websocket-Header-*` query parameters count as headers.
+    /// `X-Websocket-Header-*` query parameters count as headers. Several fields of that name
+    /// read as one value, joined with `, ` (`; ` for `Cookie`), as `HTTPFields` does.
     public func header(_ name: String) -> String? {
-        guard let name = HTTPField.Name(name) else { return nil }
-        return headerFields[name]
+        packed.value(of: name)
     }
 
     /// The ``identity`` as a `T`, or `nil` when there is none or it is of another type.

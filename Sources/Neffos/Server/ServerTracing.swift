@@ -35,7 +35,7 @@ final class ServerTracing: Sendable {
 
     func startHandshake(_ conn: Conn, request: UpgradeRequest) {
         var context = InstrumentationContext.topLevel
-        tracer.extract(request.headerFields, into: &context, using: HTTPFieldsExtractor())
+        tracer.extract(request, into: &context, using: UpgradeRequestExtractor())
         let span = tracer.startAnySpan("neffos.handshake", context: context, ofKind: .server)
         span.attributes["neffos.node"] = node
         span.attributes["neffos.connection.id"] = conn.id
@@ -121,9 +121,9 @@ final class ServerTracing: Sendable {
 }
 
 /// Reads a trace context from an upgrade request's headers (`traceparent`, `tracestate`…).
-struct HTTPFieldsExtractor: Extractor {
-    func extract(key: String, from carrier: HTTPFields) -> String? {
-        HTTPField.Name(key).flatMap { carrier[$0] }
+struct UpgradeRequestExtractor: Extractor {
+    func extract(key: String, from carrier: UpgradeRequest) -> String? {
+        carrier.header(key)
     }
 }
 
