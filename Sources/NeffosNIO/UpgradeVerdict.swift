@@ -147,9 +147,7 @@ extension UpgradeRequest {
 extension StringProtocol {
     /// Whether this equals `other` ignoring ASCII case, without copying either.
     func isASCIICaseInsensitive(_ other: String) -> Bool {
-        utf8.elementsEqual(other.utf8) { a, b in
-            a == b || (a | 0x20 == b | 0x20 && (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(a | 0x20))
-        }
+        ASCII.equalsIgnoringCase(utf8, other.utf8)
     }
 
     /// This without the spaces and tabs around it.

@@ -109,9 +109,9 @@ struct PackedRequest: Sendable {
     func value(of name: String) -> String? {
         var found: String?
         forEachField(visibleOnly: true) { fieldName, value in
-            guard Self.equalsIgnoringCase(bytes[fieldName], name.utf8) else { return }
+            guard ASCII.equalsIgnoringCase(bytes[fieldName], name.utf8) else { return }
             if let earlier = found {
-                found = earlier + (Self.equalsIgnoringCase(name.utf8, "cookie".utf8) ? "; " : ", ") + string(value)
+                found = earlier + (ASCII.equalsIgnoringCase(name.utf8, "cookie".utf8) ? "; " : ", ") + string(value)
             } else {
                 found = string(value)
             }
@@ -171,11 +171,5 @@ struct PackedRequest: Sendable {
 
     private func string(_ range: Range<Int>) -> String {
         String(decoding: bytes[range], as: UTF8.self)
-    }
-
-    private static func equalsIgnoringCase(_ a: some Sequence<UInt8>, _ b: some Sequence<UInt8>) -> Bool {
-        a.elementsEqual(b) { x, y in
-            x == y || (x | 0x20 == y | 0x20 && (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(x | 0x20))
-        }
     }
 }
