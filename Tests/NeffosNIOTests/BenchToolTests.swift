@@ -129,4 +129,15 @@ struct BenchToolTests {
         #expect(status != 0)
         #expect(output.contains("loopback"), "it wrote:\n\(output)")
     }
+
+    @Test("more clients than the generator may open files is refused before dialling, naming the limit")
+    func fileLimit() async throws {
+        let tool = try ChildProcess.sibling("neffos")
+        let (status, output) = try await ChildProcess.run(
+            "/bin/sh", ["-c", "ulimit -n 256 && exec \"$0\" bench connect --clients 1000 --no-progress", tool],
+            environment: ["NEFFOS_TEST_MARK": mark], timeout: .seconds(60))
+        #expect(status != 0)
+        #expect(output.contains("may open 256 files") && output.contains("ulimit"), "it wrote:\n\(output)")
+        #expect(leftovers.isEmpty, "no bench server outlives the refusal")
+    }
 }

@@ -167,6 +167,7 @@ final class BenchRunner: Sendable {
         recoverFrom: (@Sendable (Int) -> String?)? = nil,
         plan: @escaping @Sendable (Int) -> (url: WebSocketURL, rooms: [String], role: LoadRole)
     ) async throws -> ([LoadConnection], Histogram<UInt64>) {
+        try Self.checkFileLimit(for: count)
         var connections: [LoadConnection?] = Array(repeating: nil, count: count)
         var opened = 0
         var setup = Histogram<UInt64>(highestTrackableValue: 120_000_000_000, numberOfSignificantValueDigits: .three)
@@ -199,6 +200,19 @@ final class BenchRunner: Sendable {
         }
         // In plan order: index i is the connection plan(i) described.
         return (connections.compactMap { $0 }, setup)
+    }
+
+    /// Refuses, before dialling, more connections than this process may open files: each is a
+    /// socket here, and the failure would otherwise come thousands of connections in as an
+    /// obscure EMFILE.
+    static func checkFileLimit(for count: Int) throws {
+        var limit = rlimit()
+        getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+        let open = Int(clamping: limit.rlim_cur)
+        let spare = 64  // the process's own files: event loops, pipes, the servers' output
+        guard count + spare > open else { return }
+        throw ToolError(
+            "\(count.formatted) connections need \(count.formatted) sockets in this generator, and it may open \(open.formatted) files (ulimit -n; hard limit \(Int(clamping: limit.rlim_max).formatted)): use at most \(max(0, open - spare).formatted) clients per generator, or raise the limit (ulimit -Hn, and fs.nr_open above it)")
     }
 
     /// The next connection made; a refusal past the server's connection limit (503) says so.
