@@ -28,7 +28,8 @@ import NeffosNATS
 //
 //   neffos-bench-server [--port 0] [--exchange URL] [--mount listener|hummingbird|vapor]
 //                       [--tls-cert FILE --tls-key FILE] [--tracer none|noop|memory]
-//                       [--presence off|on|events] [--history off|on|jetstream] [--log-level L]
+//                       [--presence off|on|events] [--history off|on|jetstream] [--max-connections N]
+//                       [--log-level L]
 //
 // --history jetstream keeps the history in JetStream on the --exchange nats:// server (which
 // must run with -js).
@@ -48,6 +49,7 @@ var exchangeFlag: String?
 var mount = "listener"
 var presenceFlag = "off"
 var historyFlag = "off"
+var maxConnections: Int?
 var arguments = CommandLine.arguments.dropFirst().makeIterator()
 while let argument = arguments.next() {
     switch argument {
@@ -60,8 +62,9 @@ while let argument = arguments.next() {
     case "--presence": presenceFlag = arguments.next() ?? presenceFlag
     case "--history": historyFlag = arguments.next() ?? historyFlag
     case "--log-level": logLevel = arguments.next().flatMap(Logger.Level.init(rawValue:)) ?? logLevel
+    case "--max-connections": maxConnections = arguments.next().flatMap(Int.init)
     default:
-        FileHandle.standardError.write(Data("usage: neffos-bench-server [--port N] [--exchange URL] [--mount listener|hummingbird|vapor] [--tls-cert FILE --tls-key FILE] [--tracer none|noop|memory] [--presence off|on|events] [--history off|on|jetstream] [--log-level trace|debug|info|warning]\n".utf8))
+        FileHandle.standardError.write(Data("usage: neffos-bench-server [--port N] [--exchange URL] [--mount listener|hummingbird|vapor] [--tls-cert FILE --tls-key FILE] [--tracer none|noop|memory] [--presence off|on|events] [--history off|on|jetstream] [--max-connections N] [--log-level trace|debug|info|warning]\n".utf8))
         exit(2)
     }
 }
@@ -126,6 +129,9 @@ var configuration = Neffos.Server.Configuration()
 configuration.logger = Logger(label: "bench-server")
 configuration.handshakeTimeout = .seconds(30)
 configuration.transport.pingInterval = nil
+// --max-connections: past the default 10,000, for `neffos bench scale` (the open-file limit
+// still bounds it, and the listener says so).
+if let maxConnections { configuration.transport.maxConnections = maxConnections }
 // --tracer: what tracing costs. none: no tracer; noop: the no-op tracer (the server makes no
 // span either); memory: every span recorded in memory (the cost of making them).
 switch tracerFlag {

@@ -16,7 +16,7 @@ struct Bench: AsyncParsableCommand {
             runs the same scenario against both servers and prints the ratio. --url drives a server \
             you started (loopback only).
             """,
-        subcommands: [Fanout.self, Rooms.self, Ask.self, Connect.self, Memory.self, Sweep.self, Cluster.self, Presence.self, Recovery.self, Abuse.self])
+        subcommands: [Fanout.self, Rooms.self, Ask.self, Connect.self, Memory.self, Sweep.self, Scale.self, Hold.self, Cluster.self, Presence.self, Recovery.self, Abuse.self])
 }
 
 /// Options every scenario takes.
@@ -185,7 +185,7 @@ func compareLine(_ ours: BenchResult, _ raw: BenchResult) -> String {
     return text
 }
 
-private let signalSources = Locked<[any DispatchSourceSignal]>([])
+let signalSources = Locked<[any DispatchSourceSignal]>([])
 
 /// Ctrl-C or SIGTERM: kill what was started, then exit.
 func installSignalHandlers() {

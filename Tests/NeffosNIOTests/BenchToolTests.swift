@@ -140,4 +140,26 @@ struct BenchToolTests {
         #expect(output.contains("may open 256 files") && output.contains("ulimit"), "it wrote:\n\(output)")
         #expect(leftovers.isEmpty, "no bench server outlives the refusal")
     }
+
+    @Test("scale spreads its clients over generator processes, broadcasts to all of them, and stops at the server's open-file limit, naming it")
+    func scale() async throws {
+        let tool = try ChildProcess.sibling("neffos")
+        let (status, output) = try await ChildProcess.run(
+            "/bin/sh", ["-c", "ulimit -n 400 && exec \"$0\" bench scale --sizes 150,500 --per-generator 100 --broadcasts 1 --json", tool],
+            environment: ["NEFFOS_TEST_MARK": mark], timeout: .seconds(120))
+        #expect(status == 0, "it wrote:\n\(output)")
+        let start = try #require(output.firstIndex(of: "["), "no JSON in:\n\(output)")
+        let end = try #require(output.lastIndex(of: "]"))
+        let rows = try #require(try JSONSerialization.jsonObject(with: Data(output[start...end].utf8)) as? [[String: Any]])
+        #expect(rows.count == 2, "\(rows)")
+        let measured = try #require(rows.first)
+        #expect(measured["generators"] as? Int == 2)
+        #expect(measured["serverFileLimit"] as? Int == 400)
+        #expect((measured["broadcasts"] as? Int ?? 0) >= 1)
+        #expect(measured["deliveries"] as? Int == measured["expectedDeliveries"] as? Int, "every client got every broadcast: \(measured)")
+        #expect((measured["bytesPerConnection"] as? Double ?? 0) > 0 && (measured["timeToAllMilliseconds"] as? Double ?? 0) > 0, "\(measured)")
+        let stopped = try #require(rows.last?["stoppedBy"] as? String, "\(rows)")
+        #expect(stopped.contains("may open 400 files") && stopped.contains("ulimit -n"), "\(stopped)")
+        #expect(leftovers.isEmpty, "no server or generator outlives the run")
+    }
 }

@@ -49,6 +49,23 @@ enum BenchProcesses {
         return server
     }
 
+    /// Starts a generator process of this tool (`neffos bench hold …`), stopped with the rest.
+    static func startGenerator(_ arguments: [String]) throws -> ChildProcess {
+        let process = try ChildProcess.start(try ChildProcess.sibling("neffos"), arguments)
+        children.withLock { $0.append(process) }
+        return process
+    }
+
+    /// The open-file limit (soft, hard) of process `pid`, from `/proc/PID/limits`.
+    static func fileLimit(of pid: Int32) -> (soft: Int, hard: Int)? {
+        guard let text = try? String(contentsOfFile: "/proc/\(pid)/limits", encoding: .utf8),
+            let line = text.split(separator: "\n").first(where: { $0.hasPrefix("Max open files") })
+        else { return nil }
+        let numbers = line.split(separator: " ").compactMap { Int($0) }
+        guard numbers.count >= 2 else { return nil }
+        return (numbers[0], numbers[1])
+    }
+
     /// Stops everything started so far.
     static func stopAll() async {
         let processes = children.withLock { list in

@@ -163,7 +163,7 @@ final class BenchRunner: Sendable {
     /// Opens `count` connections (at most `concurrency` handshakes at once); `plan(i)` gives
     /// each its URL, rooms and role. Returns them in plan order, and their setup latencies.
     func connect(
-        _ count: Int, concurrency: Int = 256,
+        _ count: Int, concurrency: Int = 256, sourceOffset: Int = 0,
         recoverFrom: (@Sendable (Int) -> String?)? = nil,
         plan: @escaping @Sendable (Int) -> (url: WebSocketURL, rooms: [String], role: LoadRole)
     ) async throws -> ([LoadConnection], Histogram<UInt64>) {
@@ -181,7 +181,7 @@ final class BenchRunner: Sendable {
                 let (url, rooms, role) = plan(index)
                 group.addTask {
                     let (connection, elapsed) = try await dialer.connect(
-                        to: url, namespace: namespace, rooms: rooms, role: role, sourceIndex: index, recoverFrom: recoverFrom?(index))
+                        to: url, namespace: namespace, rooms: rooms, role: role, sourceIndex: sourceOffset + index, recoverFrom: recoverFrom?(index))
                     return (index, connection, elapsed)
                 }
             }
