@@ -2,36 +2,93 @@ import NIOCore
 import NIOWebSocket
 import Neffos
 
-/// Rejects frames RFC 6455 says must fail the connection, before fragments are reassembled:
-/// a client's frame that is not masked, a server's that is (§5.1), reserved bits set without
-/// a negotiated extension (§5.2; we negotiate none), and text that is not UTF-8 (§8.1),
-/// checked fragment by fragment so that the connection fails as soon as a fragment breaks it
-/// rather than when the message is complete. The connection's handler then fails the
-/// connection with the violation's close code.
+/// What a connection's handler does with each received frame before it reads it: the checks
+/// RFC 6455 says must fail the connection, and the reassembly of fragmented messages.
 ///
-/// It also unmasks the frames it passes on, once, so that nothing after it copies them again.
-final class FrameValidator: ChannelInboundHandler, RemovableChannelHandler {
-    typealias InboundIn = WebSocketFrame
-    typealias InboundOut = WebSocketFrame
-
+/// Checks, before fragments are reassembled: a client's frame that is not masked, a server's
+/// that is (§5.1), reserved bits set without a negotiated extension (§5.2; we negotiate none),
+/// and text that is not UTF-8 (§8.1), fragment by fragment, so that the connection fails as
+/// soon as a fragment breaks it rather than when the message is complete. Frames are unmasked
+/// once, here. Then fragments are reassembled, bounded by `maxMessageSize` bytes and
+/// `maxFragments` fragments (control frames pass between them), with NIO's aggregator's errors.
+///
+/// A server connection's ``WebSocketHandler`` runs it inline (``WebSocketSettings/inbound``):
+/// as pipeline handlers of their own, the checks and the reassembly cost two more hops per
+/// frame and two more handlers per connection. The dialler's pipeline keeps them as handlers
+/// (``FrameValidator`` and NIO's aggregator).
+struct InboundFrames {
     /// Whether the peer is a client (whose frames must be masked).
-    private let peerIsClient: Bool
-    private var failed = false
+    let peerIsClient: Bool
+    let maxMessageSize: Int
+    let maxFragments: Int
+    /// Set by the first failure: nothing after it is read.
+    private(set) var failed = false
     /// The text message being received, if any: what its fragments so far left unfinished.
     private var text: UTF8Validation?
+    /// The fragmented message being reassembled, if any.
+    private var fragments: ByteBuffer?
+    private var fragmentOpcode = WebSocketOpcode.binary
+    private var fragmentCount = 0
 
-    init(peerIsClient: Bool) {
+    init(peerIsClient: Bool, maxMessageSize: Int = .max, maxFragments: Int = 1 << 16) {
         self.peerIsClient = peerIsClient
+        self.maxMessageSize = maxMessageSize
+        self.maxFragments = maxFragments
     }
 
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        guard !failed else { return }
-        var frame = unwrapInboundIn(data)
+    /// What a received frame comes to.
+    enum Outcome {
+        /// A frame to read: a whole message, or a control frame.
+        case frame(WebSocketFrame)
+        /// A fragment was kept (or the connection already failed): nothing to read yet.
+        case pending
+        /// The connection fails with this error (a ``ProtocolViolation`` or an
+        /// `NIOWebSocketFrameAggregator.Error`).
+        case failed(any Error)
+    }
+
+    mutating func receive(_ frame: WebSocketFrame) -> Outcome {
+        guard !failed else { return .pending }
+        var frame = frame
+        if let violation = check(&frame) { return fail(violation) }
+        switch frame.opcode {
+        case .text, .binary:
+            guard fragments == nil else { return fail(NIOWebSocketFrameAggregator.Error.receivedNewFrameWithoutFinishingPrevious) }
+            if frame.fin { return .frame(frame) }
+            guard frame.data.readableBytes <= maxMessageSize else { return fail(NIOWebSocketFrameAggregator.Error.accumulatedFrameSizeIsTooLarge) }
+            fragments = frame.data
+            fragmentOpcode = frame.opcode
+            fragmentCount = 1
+            return .pending
+        case .continuation:
+            guard var message = fragments else {
+                return fail(NIOWebSocketFrameAggregator.Error.didReceiveFragmentBeforeReceivingTextOrBinaryFrame)
+            }
+            fragmentCount += 1
+            guard fragmentCount <= maxFragments else { return fail(NIOWebSocketFrameAggregator.Error.tooManyFragments) }
+            guard message.readableBytes + frame.data.readableBytes <= maxMessageSize else {
+                return fail(NIOWebSocketFrameAggregator.Error.accumulatedFrameSizeIsTooLarge)
+            }
+            fragments = nil  // the only reference while it grows: no copy
+            var data = frame.data
+            message.writeBuffer(&data)
+            guard frame.fin else {
+                fragments = message
+                return .pending
+            }
+            return .frame(WebSocketFrame(fin: true, opcode: fragmentOpcode, data: message))
+        default:
+            return .frame(frame)
+        }
+    }
+
+    /// The RFC 6455 checks of one frame, which it unmasks: the violation, or `nil`.
+    mutating func check(_ frame: inout WebSocketFrame) -> ProtocolViolation? {
         if peerIsClient != (frame.maskKey != nil) {
-            return fail(context, peerIsClient ? .unmaskedFrame : .maskedServerFrame)
+            return peerIsClient ? .unmaskedFrame : .maskedServerFrame
         }
         if frame.rsv1 || frame.rsv2 || frame.rsv3 {
-            return fail(context, .reservedBits)
+            return .reservedBits
         }
         if let key = frame.maskKey {
             frame.data.webSocketUnmask(key)
@@ -42,20 +99,48 @@ final class FrameValidator: ChannelInboundHandler, RemovableChannelHandler {
             if frame.opcode == .text { text = UTF8Validation() }
             guard var validation = text else { break }  // a binary message's continuation
             let valid = frame.data.withUnsafeReadableBytes { validation.feed($0) }
-            guard valid, !frame.fin || validation.isComplete else { return fail(context, .invalidUTF8) }
+            guard valid, !frame.fin || validation.isComplete else { return .invalidUTF8 }
             text = frame.fin ? nil : validation
         case .binary:
             text = nil
         default:
             break
         }
+        return nil
+    }
+
+    private mutating func fail(_ error: any Error) -> Outcome {
+        failed = true
+        fragments = nil
+        return .failed(error)
+    }
+}
+
+/// The checks of ``InboundFrames`` as a pipeline handler, for the dialler's pipeline (before
+/// NIO's aggregator): it fails the connection through `errorCaught` with the violation, and
+/// passes on the frames unmasked.
+final class FrameValidator: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = WebSocketFrame
+    typealias InboundOut = WebSocketFrame
+
+    private var checks: InboundFrames
+
+    init(peerIsClient: Bool) {
+        checks = InboundFrames(peerIsClient: peerIsClient)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !failed else { return }
+        var frame = unwrapInboundIn(data)
+        if let violation = checks.check(&frame) {
+            failed = true
+            context.fireErrorCaught(violation)
+            return
+        }
         context.fireChannelRead(wrapInboundOut(frame))
     }
 
-    private func fail(_ context: ChannelHandlerContext, _ violation: ProtocolViolation) {
-        failed = true
-        context.fireErrorCaught(violation)
-    }
+    private var failed = false
 }
 
 /// A frame that breaks RFC 6455: the connection is failed with ``closeCode`` and this text.

@@ -51,9 +51,14 @@ final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler {
     var pingHoldTimer: Scheduled<Void>?
     var readRequestedWhilePaused = false
 
+    /// The received frames' checks and reassembly, when this handler runs them
+    /// (``WebSocketSettings/inbound``).
+    private var inbound: InboundFrames?
+
     init(eventLoop: any EventLoop, settings: WebSocketSettings, makeConn: @escaping (WebSocketTransport) -> Conn?) {
         self.eventLoop = eventLoop
         self.settings = settings
+        self.inbound = settings.inbound
         self.makeConn = makeConn
     }
 
@@ -110,7 +115,20 @@ final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler {
     // MARK: Reading
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let frame = unwrapInboundIn(data)
+        var frame = unwrapInboundIn(data)
+        if inbound != nil {
+            switch inbound!.receive(frame) {
+            case .frame(let whole):
+                frame = whole
+            case .pending:
+                inReadBurst = true
+                heartbeatState.trafficSeen()
+                return
+            case .failed(let error):
+                inReadBurst = true
+                return errorCaught(context: context, error: error)
+            }
+        }
         inReadBurst = true
         heartbeatState.trafficSeen()
         switch frame.opcode {
@@ -138,8 +156,8 @@ final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler {
         case .connectionClose:
             receiveClose(context: context, frame: frame)
         default:
-            // Continuations are reassembled by the aggregator before us; anything else is a
-            // protocol error.
+            // Continuations were reassembled before us (InboundFrames, or the aggregator in a
+            // dialled pipeline); anything else is a protocol error.
             close(code: .protocolError, reason: "unexpected frame")
         }
     }

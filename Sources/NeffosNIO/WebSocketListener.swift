@@ -293,10 +293,10 @@ extension WebSocketListener {
     }
 
     /// Installs what serves an upgraded WebSocket after NIO's frame decoder and encoder: the
-    /// ``FrameValidator``, the fragment aggregator (bounded by
-    /// ``Server/TransportConfiguration/maxMessageSize``) and the ``WebSocketHandler``, which
-    /// hands the connection to `server` (``Server/accept(transport:request:)``) once added.
-    /// Call it on the channel's event loop.
+    /// ``WebSocketHandler``, which checks and reassembles the frames itself (``InboundFrames``,
+    /// messages bounded by ``Server/TransportConfiguration/maxMessageSize``) and hands the
+    /// connection to `server` (``Server/accept(transport:request:)``) once added. Call it on the
+    /// channel's event loop.
     ///
     /// The listener calls it after the upgrade; the fuzzer (`neffos-fuzz frames`) calls it on a
     /// test channel, so that both run the same pipeline.
@@ -315,17 +315,11 @@ extension WebSocketListener {
             pingInterval: transport.pingInterval,
             logger: server.logger)
         settings.closeTimeout = transport.closeTimeout
+        settings.inbound = InboundFrames(peerIsClient: true, maxMessageSize: max(1, transport.maxMessageSize))
         let handler = WebSocketHandler(eventLoop: channel.eventLoop, settings: settings) { handler in
             server.accept(transport: handler, request: request)
         }
-        try channel.pipeline.syncOperations.addHandlers([
-            FrameValidator(peerIsClient: true),
-            NIOWebSocketFrameAggregator(
-                minNonFinalFragmentSize: 0,
-                maxAccumulatedFrameCount: 1 << 16,
-                maxAccumulatedFrameSize: max(1, transport.maxMessageSize)),
-            handler,
-        ])
+        try channel.pipeline.syncOperations.addHandler(handler)
     }
 }
 

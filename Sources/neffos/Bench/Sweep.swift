@@ -32,6 +32,12 @@ extension Bench {
         }
 
         func run() async throws {
+            // The folder first: a run of minutes must not end in "no such folder".
+            do {
+                try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
+            } catch {
+                throw ToolError("cannot write into --out \(out): \(error.localizedDescription)")
+            }
             let fileLimit = BenchProcesses.raiseFileLimit()
             installSignalHandlers()
             let kinds: [BenchOptions.Kind] = compare ? [.neffos, .raw] : [.neffos]
@@ -44,7 +50,10 @@ extension Bench {
             do {
                 for size in sizeList {
                     for kind in kinds {
-                        let server = try await BenchProcesses.startServer(raw: kind == .raw)
+                        // Past our server's default limit of 10,000 connections, up to the
+                        // open-file limit (the raw server has no limit of its own).
+                        let server = try await BenchProcesses.startServer(
+                            raw: kind == .raw, arguments: kind == .raw ? [] : ["--max-connections", "\(size + 100)"])
                         let runner = BenchRunner(threads: generator.threads, progress: generator.progress, pids: [server.pid])
                         let url = try WebSocketURL(server.url)
                         let result: BenchResult
