@@ -12,7 +12,7 @@ import Neffos
 /// once, here. Then fragments are reassembled, bounded by `maxMessageSize` bytes and
 /// `maxFragments` fragments (control frames pass between them), with NIO's aggregator's errors.
 ///
-/// A server connection's ``WebSocketHandler`` runs it inline (``WebSocketSettings/inbound``):
+/// A server connection's ``WebSocketHandler`` runs it inline:
 /// as pipeline handlers of their own, the checks and the reassembly cost two more hops per
 /// frame and two more handlers per connection. The dialler's pipeline keeps them as handlers
 /// (``FrameValidator`` and NIO's aggregator).

@@ -51,14 +51,17 @@ final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler {
     var pingHoldTimer: Scheduled<Void>?
     var readRequestedWhilePaused = false
 
-    /// The received frames' checks and reassembly, when this handler runs them
-    /// (``WebSocketSettings/inbound``).
+    /// The received frames' checks and reassembly, when this handler runs them (a server
+    /// connection's); `nil` when pipeline handlers before it do (the dialler's).
     private var inbound: InboundFrames?
 
-    init(eventLoop: any EventLoop, settings: WebSocketSettings, makeConn: @escaping (WebSocketTransport) -> Conn?) {
+    init(
+        eventLoop: any EventLoop, settings: WebSocketSettings, inbound: InboundFrames? = nil,
+        makeConn: @escaping (WebSocketTransport) -> Conn?
+    ) {
         self.eventLoop = eventLoop
         self.settings = settings
-        self.inbound = settings.inbound
+        self.inbound = inbound
         self.makeConn = makeConn
     }
 

@@ -315,8 +315,8 @@ extension WebSocketListener {
             pingInterval: transport.pingInterval,
             logger: server.logger)
         settings.closeTimeout = transport.closeTimeout
-        settings.inbound = InboundFrames(peerIsClient: true, maxMessageSize: max(1, transport.maxMessageSize))
-        let handler = WebSocketHandler(eventLoop: channel.eventLoop, settings: settings) { handler in
+        let inbound = InboundFrames(peerIsClient: true, maxMessageSize: max(1, transport.maxMessageSize))
+        let handler = WebSocketHandler(eventLoop: channel.eventLoop, settings: settings, inbound: inbound) { handler in
             server.accept(transport: handler, request: request)
         }
         try channel.pipeline.syncOperations.addHandler(handler)

@@ -12,9 +12,6 @@ struct WebSocketSettings: Sendable {
     var logger: Logger
     /// How long a closing handshake may take before the socket is closed regardless.
     var closeTimeout: Duration = .seconds(2)
-    /// The checks and reassembly the handler runs on received frames itself (a server
-    /// connection's); `nil` when pipeline handlers before it do them (the dialler's).
-    var inbound: InboundFrames?
 }
 
 /// The Sendable face of a ``WebSocketHandler``: the neffos connection's ``ConnTransport``.

@@ -80,3 +80,30 @@ struct UpgradeRequestTests {
         #expect(request.http.method == .get && request.http.path == "/p?X-Websocket-Header-A=1")
     }
 }
+
+/// The entries under one connection ID in the server's index: one inline, more in a dictionary.
+@Suite("ID entries")
+struct IDEntriesTests {
+    final class Item {}
+
+    @Test("entries are set, found, removed and listed whether one or several share the ID")
+    func entries() {
+        let (a, b, c) = (Item(), Item(), Item())
+        let (ka, kb, kc) = (ObjectIdentifier(a), ObjectIdentifier(b), ObjectIdentifier(c))
+        var entries = IDEntries<Item>()
+        #expect(entries.isEmpty)
+        entries[ka] = a
+        #expect(entries[ka] === a && entries[kb] == nil && entries.values.count == 1)
+        entries[kb] = b
+        entries[kc] = c
+        #expect(Set(entries.map(\.key)) == [ka, kb, kc])
+        entries[ka] = nil  // the inline one: another takes its place
+        #expect(entries[ka] == nil && entries[kb] === b && entries[kc] === c)
+        #expect(Set(entries.values.map(ObjectIdentifier.init)) == [kb, kc])
+        entries[kb] = nil
+        entries[kc] = nil
+        #expect(entries.isEmpty && entries.values.isEmpty)
+        entries[kc] = c
+        #expect(entries.values.count == 1 && entries[kc] === c)
+    }
+}

@@ -42,7 +42,7 @@ struct MemberSet {
 struct NamespaceIndex {
     var members = MemberSet()
     var rooms: [String: MemberSet] = [:]
-    var byID: [String: [ObjectIdentifier: Member]] = [:]
+    var byID: [String: IDEntries<Member>] = [:]
     /// The loop of each member, to find it again.
     var loops: [ObjectIdentifier: ObjectIdentifier] = [:]
 }
@@ -53,14 +53,14 @@ struct NamespaceIndex {
 struct ConnectionIndex {
     var connections: [ObjectIdentifier: Conn] = [:]
     var all: [ObjectIdentifier: Conn] = [:]
-    var byID: [String: [ObjectIdentifier: Conn]] = [:]
+    var byID: [String: IDEntries<Conn>] = [:]
     var namespaces: [String: NamespaceIndex] = [:]
 
     mutating func open(_ conn: Conn) {
         let key = ObjectIdentifier(conn)
         connections[key] = conn
         all[key] = conn
-        byID[conn.id, default: [:]][key] = conn
+        byID[conn.id, default: IDEntries()][key] = conn
     }
 
     /// Forgets `conn`; returns whether it was open.
@@ -87,7 +87,7 @@ struct ConnectionIndex {
         return withIndex(member.nsConn.namespace) { index in
             guard index.loops[key] == nil else { return false }
             index.members.insert(member)
-            index.byID[member.id, default: [:]][key] = member
+            index.byID[member.id, default: IDEntries()][key] = member
             index.loops[key] = ObjectIdentifier(member.transport.eventLoop)
             return true
         }
@@ -158,7 +158,7 @@ struct ConnectionIndex {
     func receivers(of target: BroadcastTarget) -> ([LoopGroup], Int) {
         guard let index = namespaces[target.namespace] else { return ([], 0) }
         let except = target.except
-        let excluded = except.flatMap { index.byID[$0] } ?? [:]
+        let excluded = except.flatMap { index.byID[$0] } ?? IDEntries()
         if !target.to.isEmpty {
             guard target.to != except, let members = index.byID[target.to] else { return ([], 0) }
             var set = MemberSet()
@@ -182,5 +182,47 @@ struct ConnectionIndex {
             if let loop = index.loops[key], set.contains(member.nsConn, loop: loop) { count -= 1 }
         }
         return (Array(set.groups.values), count)
+    }
+}
+
+/// The entries under one connection ID in an index. IDs are nearly always unique, so the first
+/// entry is kept inline and a dictionary is made only for a second: a dictionary per ID would
+/// cost every connection an allocation, twice (the server's IDs and its namespace's).
+struct IDEntries<Value>: Sequence {
+    private var first: (key: ObjectIdentifier, value: Value)?
+    private var rest: [ObjectIdentifier: Value] = [:]
+
+    init() {}
+
+    subscript(key: ObjectIdentifier) -> Value? {
+        get { first?.key == key ? first?.value : rest[key] }
+        set {
+            if first?.key == key {
+                first = newValue.map { (key, $0) } ?? rest.popFirst()
+            } else if first == nil, rest.isEmpty, let newValue {
+                first = (key, newValue)
+            } else {
+                rest[key] = newValue
+            }
+        }
+    }
+
+    var isEmpty: Bool { first == nil && rest.isEmpty }
+
+    var values: [Value] { map(\.value) }
+
+    func makeIterator() -> Iterator { Iterator(head: first, tail: rest.makeIterator()) }
+
+    struct Iterator: IteratorProtocol {
+        var head: (key: ObjectIdentifier, value: Value)?
+        var tail: Dictionary<ObjectIdentifier, Value>.Iterator
+
+        mutating func next() -> (key: ObjectIdentifier, value: Value)? {
+            if let entry = head {
+                head = nil
+                return entry
+            }
+            return tail.next().map { (key: $0.key, value: $0.value) }
+        }
     }
 }

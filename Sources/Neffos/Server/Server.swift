@@ -303,7 +303,7 @@ public final class Server: Sendable {
 
     /// The open connections whose ID is `id` (several when your ID generator repeats IDs).
     public func connections(id: String) -> [Conn] {
-        index.withLock { Array($0.byID[id]?.values ?? [:].values) }
+        index.withLock { $0.byID[id]?.values ?? [] }
     }
 
     /// Calls `body` for each open connection (a snapshot), in the caller's context (neffos's
