@@ -57,7 +57,7 @@ package enum UpgradeVerdict {
                 hosts += 1
             } else if name.isASCIICaseInsensitive("connection") {
                 connectionUpgrade = connectionUpgrade
-                    || value.split(separator: ",").contains { $0.trimmingASCIISpaces.isASCIICaseInsensitive("upgrade") }
+                    || value.utf8.split(separator: UInt8(ascii: ",")).contains { Substring($0).trimmingASCIISpaces.isASCIICaseInsensitive("upgrade") }
             } else if name.isASCIICaseInsensitive("sec-websocket-version") {
                 versions.append(value)
             } else if name.isASCIICaseInsensitive("sec-websocket-key") {
@@ -144,16 +144,28 @@ extension UpgradeRequest {
     }
 }
 
-extension StringProtocol {
+extension String {
     /// Whether this equals `other` ignoring ASCII case, without copying either.
     func isASCIICaseInsensitive(_ other: String) -> Bool {
         ASCII.equalsIgnoringCase(utf8, other.utf8)
     }
 
     /// This without the spaces and tabs around it.
-    var trimmingASCIISpaces: SubSequence {
-        let isSpace: (Character) -> Bool = { $0 == " " || $0 == "\t" }
-        guard let first = firstIndex(where: { !isSpace($0) }), let last = lastIndex(where: { !isSpace($0) }) else {
+    var trimmingASCIISpaces: Substring { self[...].trimmingASCIISpaces }
+}
+
+extension Substring {
+    /// Whether this equals `other` ignoring ASCII case, without copying either.
+    func isASCIICaseInsensitive(_ other: String) -> Bool {
+        ASCII.equalsIgnoringCase(utf8, other.utf8)
+    }
+
+    /// This without the spaces and tabs around it (looked for in its bytes, not its
+    /// characters).
+    var trimmingASCIISpaces: Substring {
+        let bytes = utf8
+        let isSpace = { (byte: UInt8) in byte == UInt8(ascii: " ") || byte == UInt8(ascii: "\t") }
+        guard let first = bytes.firstIndex(where: { !isSpace($0) }), let last = bytes.lastIndex(where: { !isSpace($0) }) else {
             return self[endIndex...]
         }
         return self[first...last]

@@ -37,7 +37,7 @@ extension Conn {
 
     private func handshakeTimedOut() {
         guard machine.withLock({ $0.handshakeTimerFired() }) else { return }
-        logger.debug("closing a connection that did not complete the neffos handshake in time")
+        logDebug("closing a connection that did not complete the neffos handshake in time")
         close(code: .policyViolation, reason: NeffosError.handshakeTimeout.text)
     }
 
@@ -56,7 +56,7 @@ extension Conn {
             let error = settings.handlerErrors.wireError(
                 for: error, event: "on-connect", known: settings.knownErrors, logger: logger)
             let text = NeffosError.wireText(of: error)
-            logger.debug("on-connect refused the connection", metadata: ["reason": "\(text)"])
+            logDebug("on-connect refused the connection", metadata: ["reason": "\(text)"])
             _ = transport.write(MessageCodec.refuseFrame(text: text), binary: false, reliable: true)
             transport.flush()
             server?.tracing?.endHandshake(self, refusal: text)
@@ -100,7 +100,7 @@ extension Conn {
             $0.queueDuringHandshake(frame, binary: binary, maxBytes: settings.maxBytesBeforeHandshake)
         }
         if !kept {
-            logger.debug("closing: too many frames before the handshake completed")
+            logDebug("closing: too many frames before the handshake completed")
             close(code: .policyViolation, reason: "too many frames before the handshake")
         }
     }
@@ -117,7 +117,7 @@ extension Conn {
                     frame, isBinary: binary, allowNative: namespaces.acceptsNativeMessages,
                     knownErrors: settings.knownErrors)
             } catch {
-                logger.debug("dropped an invalid frame", metadata: ["error": "\(error)", "bytes": "\(frame.readableBytes)"])
+                logDebug("dropped an invalid frame", metadata: ["error": "\(error)", "bytes": "\(frame.readableBytes)"])
                 server?.metrics.invalidFrame()
                 return
             }
@@ -159,7 +159,7 @@ extension Conn {
         // A reply to an ask that ended is dropped; any other token is a request (PROTOCOL.md
         // §4: the server dispatches what it does not recognise).
         if isClient || machine.withLock({ $0.endedAsks.contains(token) }) || (server?.askEnded(token) ?? false) {
-            logger.debug("dropped a late or duplicate reply", metadata: ["wait": "\(token)"])
+            logDebug("dropped a late or duplicate reply", metadata: ["wait": "\(token)"])
             return true
         }
         return false
@@ -188,7 +188,7 @@ extension Conn {
                 server?.metrics.readPaused()
             }
         case .drop(let why):
-            logger.debug("dropped an event", metadata: ["event": "\(message.event)", "namespace": "\(message.namespace)", "why": "\(why)"])
+            logDebug("dropped an event", metadata: ["event": "\(message.event)", "namespace": "\(message.namespace)", "why": "\(why)"])
         }
     }
 
@@ -277,7 +277,7 @@ extension Conn {
     private func handleEvent(_ message: Message) async {
         guard let ns = namespace(message.namespace) else {
             if message.wait.isEmpty {
-                logger.debug("dropped an event for a namespace not connected", metadata: ["namespace": "\(message.namespace)"])
+                logDebug("dropped an event for a namespace not connected", metadata: ["namespace": "\(message.namespace)"])
             } else {
                 sendError(to: message, NeffosError.badNamespace)
             }

@@ -55,7 +55,7 @@ extension Conn {
         do {
             sendUnchecked(try MessageCodec.encodeReply(to: request, body: reply.body), binary: reply.isBinary)
         } catch {
-            logger.debug("could not encode a reply", metadata: ["error": "\(error)"])
+            logDebug("could not encode a reply", metadata: ["error": "\(error)"])
         }
     }
 
@@ -66,7 +66,7 @@ extension Conn {
         do {
             sendUnchecked(try MessageCodec.encode(request.replying(error: error)), binary: false)
         } catch {
-            logger.debug("could not encode an error reply", metadata: ["error": "\(error)"])
+            logDebug("could not encode an error reply", metadata: ["error": "\(error)"])
         }
     }
 

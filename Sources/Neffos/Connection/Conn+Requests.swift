@@ -98,7 +98,7 @@ extension Conn {
         }
         if let refusal = machine.withLock({ $0.checkJoin(request.room, in: request.namespace, bounds: settings.membership) }) {
             server?.metrics.limitExceeded(request.room.utf8.count > settings.membership.maxNameBytes ? .nameLength : .rooms)
-            logger.debug("refused a join past a bound", metadata: ["room": "\(request.room.prefix(64))", "why": "\(refusal.detail ?? "")"])
+            logDebug("refused a join past a bound", metadata: ["room": "\(request.room.prefix(64))", "why": "\(refusal.detail ?? "")"])
             sendError(to: request, refusal)
             return
         }
@@ -188,7 +188,7 @@ extension Conn {
     }
 
     private func logHandlerError(_ event: EventName, _ error: any Error) {
-        logger.debug("a handler threw on a notification", metadata: ["event": "\(event)", "error": "\(error)"])
+        logDebug("a handler threw on a notification", metadata: ["event": "\(event)", "error": "\(error)"])
     }
 
     /// Fires room-leave and room-left, marked forced, for each of `rooms`.

@@ -124,6 +124,13 @@ public final class Conn: Sendable {
         return logger
     }
 
+    /// Logs at debug level through ``logger``, made only when the level lets the message
+    /// through (the framework's own debug messages, some of them per connection).
+    func logDebug(_ message: @autoclosure () -> Logger.Message, metadata: @autoclosure () -> Logger.Metadata? = nil) {
+        guard settings.logger.logLevel <= .debug else { return }
+        logger.debug(message(), metadata: metadata())
+    }
+
     let namespaces: Namespaces
     let settings: ConnSettings
     let delegate: any ConnDelegate

@@ -57,7 +57,7 @@ extension Server: ConnDelegate {
             opened.add(-1, ordering: .relaxed)
             metrics.connections.decrement()
         }
-        conn.logger.debug("connection closed", metadata: ["reason": "\(reason)"])
+        conn.logDebug("connection closed", metadata: ["reason": "\(reason)"])
     }
 
     func connDidFinish(_ conn: Conn, reason: CloseReason) async {
@@ -83,7 +83,7 @@ extension Server: ConnDelegate {
         let result: Result<Message, any Error> = reply.error.map { .failure($0) } ?? .success(reply)
         if let target = serverAsks.withLock({ $0.effect(of: reply.wait) }) {
             guard conn.isReceiver(of: target) else {
-                conn.logger.debug("dropped a reply to a server ask from a connection it did not go to", metadata: ["wait": "\(reply.wait)"])
+                conn.logDebug("dropped a reply to a server ask from a connection it did not go to", metadata: ["wait": "\(reply.wait)"])
                 return true
             }
             if resolveAsk(reply.wait, result) { return true }
