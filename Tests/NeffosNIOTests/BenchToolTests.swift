@@ -130,12 +130,17 @@ struct BenchToolTests {
         #expect(output.contains("loopback"), "it wrote:\n\(output)")
     }
 
+    /// Runs `neffos <arguments>` with its open-file limit lowered to `limit` (`ulimit -n`),
+    /// under this test's mark; returns its status and output.
+    func underFileLimit(_ limit: Int, _ arguments: String) async throws -> (Int32, String) {
+        try await ChildProcess.run(
+            "/bin/sh", ["-c", "ulimit -n \(limit) && exec \"$0\" \(arguments)", try ChildProcess.sibling("neffos")],
+            environment: ["NEFFOS_TEST_MARK": mark], timeout: .seconds(120))
+    }
+
     @Test("more clients than the generator may open files is refused before dialling, naming the limit")
     func fileLimit() async throws {
-        let tool = try ChildProcess.sibling("neffos")
-        let (status, output) = try await ChildProcess.run(
-            "/bin/sh", ["-c", "ulimit -n 256 && exec \"$0\" bench connect --clients 1000 --no-progress", tool],
-            environment: ["NEFFOS_TEST_MARK": mark], timeout: .seconds(60))
+        let (status, output) = try await underFileLimit(256, "bench connect --clients 1000 --no-progress")
         #expect(status != 0)
         #expect(output.contains("may open 256 files") && output.contains("ulimit"), "it wrote:\n\(output)")
         #expect(leftovers.isEmpty, "no bench server outlives the refusal")
@@ -143,10 +148,7 @@ struct BenchToolTests {
 
     @Test("scale spreads its clients over generator processes, broadcasts to all of them, and stops at the server's open-file limit, naming it")
     func scale() async throws {
-        let tool = try ChildProcess.sibling("neffos")
-        let (status, output) = try await ChildProcess.run(
-            "/bin/sh", ["-c", "ulimit -n 400 && exec \"$0\" bench scale --sizes 150,500 --per-generator 100 --broadcasts 1 --json", tool],
-            environment: ["NEFFOS_TEST_MARK": mark], timeout: .seconds(120))
+        let (status, output) = try await underFileLimit(400, "bench scale --sizes 150,500 --per-generator 100 --broadcasts 1 --json")
         #expect(status == 0, "it wrote:\n\(output)")
         let start = try #require(output.firstIndex(of: "["), "no JSON in:\n\(output)")
         let end = try #require(output.lastIndex(of: "]"))

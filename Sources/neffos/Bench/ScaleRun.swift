@@ -51,8 +51,9 @@ struct ScaleRun {
         // Broadcasts to all, one a second, from a publisher of this process.
         let runner = BenchRunner(threads: 1, progress: false, pids: [server.pid])
         do {
+            let url = try WebSocketURL(server.url)
             let (publisher, _) = try await runner.connect(1, sourceOffset: generators * perGenerator) { _ in
-                (try! WebSocketURL(server.url), [], .pacedPublisher(perSecond: 1, room: ""))
+                (url, [], .pacedPublisher(perSecond: 1, room: ""))
             }
             let (_, _, cpu) = try await runner.run("broadcasts", active: publisher, duration: .milliseconds(broadcasts * 1000 + 500))
             let sent = try await runner.tally().sent
