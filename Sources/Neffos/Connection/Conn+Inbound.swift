@@ -344,8 +344,8 @@ extension Conn {
     /// Whether the close events can fire at once, with no task: the connected namespaces'
     /// leave and disconnect handlers are synchronous or absent, and so is the owner's part.
     private func closesInline() -> Bool {
-        let events = machine.withLock { $0.namespaces.values.map(\.nsConn.events) }
-        return events.allSatisfy { $0.runInline(.roomLeave, .roomLeft, .namespaceDisconnect) }
+        // No user code runs in the check: it may be made under the lock, with no copy.
+        machine.withLock { $0.namespaces.values.allSatisfy { $0.nsConn.events.runInline(Events.closeEvents) } }
             && delegate.connFinishesNow(self)
     }
 

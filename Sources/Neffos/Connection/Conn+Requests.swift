@@ -32,7 +32,7 @@ extension Conn {
     /// Whether a namespace connect can be answered at once, with no task: the namespace's
     /// connect handlers are synchronous or absent (or it is not declared: an error reply).
     func connectsInline(_ request: Message) -> Bool {
-        namespaces[request.namespace]?.runInline(.namespaceConnect, .namespaceConnected) ?? true
+        namespaces[request.namespace]?.runInline(Events.connectEvents) ?? true
     }
 
     /// A connect's checks: answers it when it needs no handler (already connected, unknown

@@ -186,10 +186,16 @@ public struct Events: Sendable, ExpressibleByDictionaryLiteral {
     }
 
     /// Whether the handlers of all of `events` (each its own or the any-event handler) are
-    /// synchronous or absent: then they can run on the event loop with no task.
-    func runInline(_ events: EventName...) -> Bool {
+    /// synchronous or absent: then they can run on the event loop with no task. Asked per
+    /// connect and per close, with the lists below (static: no array made per call).
+    func runInline(_ events: [EventName]) -> Bool {
         events.allSatisfy { handler(for: $0)?.isSynchronous ?? true }
     }
+
+    /// The events a namespace connect fires.
+    static let connectEvents: [EventName] = [.namespaceConnect, .namespaceConnected]
+    /// The events a close fires in each connected namespace.
+    static let closeEvents: [EventName] = [.roomLeave, .roomLeft, .namespaceDisconnect]
 
     // MARK: Handlers that answer nothing
 
