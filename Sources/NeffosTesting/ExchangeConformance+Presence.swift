@@ -33,6 +33,15 @@ extension ExchangeConformance {
                 let (client, _, _) = try await member(cluster, at: index, rooms: ["lobby", "room-\(index)"])
                 ids.append(client.id)
             }
+            // A client that redialled under load leaves its first connection open until the
+            // server notices; the count below is of connections, so wait for each node to hold one.
+            for index in 0..<nodes {
+                do {
+                    try await cluster.servers[index].waitForConnectionSlots("node-\(index) holds one connection") { $0 == 1 }
+                } catch {
+                    throw ConformanceFailure("\(name): \(error)")
+                }
+            }
             for asker in 0..<nodes {
                 let server = cluster.servers[asker]
                 let members = try await server.clusterMembers(ofRoom: "lobby", in: "default")
