@@ -100,21 +100,47 @@ extension WebSocketHandler {
 
     // MARK: Heartbeat and read timeout
 
-    /// Schedules the next heartbeat tick (each tick schedules the next).
-    func scheduleBeat() {
-        guard let interval = settings.pingInterval else { return }
-        heartbeat = eventLoop.assumeIsolated().scheduleTask(in: interval.timeAmount) { [self] in
-            beat()
-            if case .open = closeState { scheduleBeat() }
+    /// Joins the loop's heartbeat and read-timeout wheels (``TickWheel``), as the settings ask.
+    func joinWheels() {
+        if let interval = settings.pingInterval {
+            let wheel = TickWheels.wheel(.heartbeat, period: interval, on: eventLoop)
+            heartbeatWheel = wheel
+            wheel.add(self)
+        }
+        if let timeout = settings.readTimeout {
+            let wheel = TickWheels.wheel(.readCheck, period: timeout, on: eventLoop)
+            readWheel = wheel
+            wheel.add(self)
         }
     }
 
-    /// Schedules the next read-timeout check.
-    func scheduleReadCheck() {
-        guard let timeout = settings.readTimeout else { return }
-        readWatch = eventLoop.assumeIsolated().scheduleTask(in: timeout.timeAmount) { [self] in
-            checkRead()
-            if case .open = closeState { scheduleReadCheck() }
+    func leaveWheels() {
+        heartbeatWheel?.remove(self)
+        heartbeatWheel = nil
+        readWheel?.remove(self)
+        readWheel = nil
+    }
+
+    /// This handler's seat in the wheel of `kind`.
+    subscript(seat kind: TickKind) -> WheelSeat? {
+        get {
+            switch kind {
+            case .heartbeat: heartbeatSeat
+            case .readCheck: readSeat
+            }
+        }
+        set {
+            switch kind {
+            case .heartbeat: heartbeatSeat = newValue
+            case .readCheck: readSeat = newValue
+            }
+        }
+    }
+
+    func visit(_ kind: TickKind) {
+        switch kind {
+        case .heartbeat: beat()
+        case .readCheck: checkRead()
         }
     }
 

@@ -11,7 +11,7 @@ import Neffos
 /// ``WebSocketTransport``, its Sendable face. The outbox is the channel's write buffer,
 /// bounded by its high watermark; a frame written while the channel is not writable is dropped
 /// (the caller counts it), unless it is a reliable one (a reply).
-final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler {
+final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler, TickWheelMember {
     typealias InboundIn = WebSocketFrame
     typealias OutboundIn = WebSocketFrame
     typealias OutboundOut = WebSocketFrame
@@ -39,8 +39,11 @@ final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler {
     var receivedClose: (code: CloseCode?, reason: String)?
     var closeError: (any Error)?
     var heartbeatState = Heartbeat()
-    var heartbeat: Scheduled<Void>?
-    var readWatch: Scheduled<Void>?
+    /// The loop's heartbeat and read-timeout wheels, while this handler is in them.
+    var heartbeatWheel: TickWheel<WebSocketHandler>?
+    var readWheel: TickWheel<WebSocketHandler>?
+    var heartbeatSeat: WheelSeat?
+    var readSeat: WheelSeat?
     var writeTimer: Scheduled<Void>?
     var closeFallback: Scheduled<Void>?
     var readingPaused = false
@@ -69,8 +72,7 @@ final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
-        scheduleBeat()
-        scheduleReadCheck()
+        joinWheels()
         let make = makeConn
         makeConn = nil
         conn = make?(WebSocketTransport(self))
@@ -105,10 +107,7 @@ final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private func stopTimers() {
         pingHoldTimer?.cancel()
         pingHoldTimer = nil
-        heartbeat?.cancel()
-        heartbeat = nil
-        readWatch?.cancel()
-        readWatch = nil
+        leaveWheels()
         writeTimer?.cancel()
         writeTimer = nil
         closeFallback?.cancel()

@@ -307,14 +307,7 @@ extension WebSocketListener {
         let outbox = max(1024, transport.maxOutboxBytes)
         try channel.syncOptions?.setOption(.writeBufferWaterMark, value: .init(low: outbox / 2, high: outbox))
         try channel.syncOptions?.setOption(.maxMessagesPerRead, value: 16)
-        var settings = WebSocketSettings(
-            isClient: false,
-            maxOutboxBytes: transport.maxOutboxBytes,
-            writeTimeout: transport.writeTimeout,
-            readTimeout: transport.readTimeout,
-            pingInterval: transport.pingInterval,
-            logger: server.logger)
-        settings.closeTimeout = transport.closeTimeout
+        let settings = server.transportValue { WebSocketSettings(server: server) }
         let inbound = InboundFrames(peerIsClient: true, maxMessageSize: max(1, transport.maxMessageSize))
         let handler = WebSocketHandler(eventLoop: channel.eventLoop, settings: settings, inbound: inbound) { handler in
             server.accept(transport: handler, request: request)

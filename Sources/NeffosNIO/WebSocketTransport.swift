@@ -2,16 +2,45 @@ import Logging
 import NIOCore
 import Neffos
 
-/// Settings of one WebSocket connection's handler.
-struct WebSocketSettings: Sendable {
-    var isClient: Bool
-    var maxOutboxBytes: Int
-    var writeTimeout: Duration?
-    var readTimeout: Duration?
-    var pingInterval: Duration?
-    var logger: Logger
+/// Settings of a WebSocket connection's handler.
+///
+/// A class, one per server (``Server/transportValue(_:)``) or per dialled connection: kept
+/// inline, these ~180 bytes were held once per connection.
+final class WebSocketSettings: Sendable {
+    let isClient: Bool
+    let maxOutboxBytes: Int
+    let writeTimeout: Duration?
+    let readTimeout: Duration?
+    let pingInterval: Duration?
+    let logger: Logger
     /// How long a closing handshake may take before the socket is closed regardless.
-    var closeTimeout: Duration = .seconds(2)
+    let closeTimeout: Duration
+
+    init(
+        isClient: Bool, maxOutboxBytes: Int, writeTimeout: Duration?, readTimeout: Duration?,
+        pingInterval: Duration?, logger: Logger, closeTimeout: Duration = .seconds(2)
+    ) {
+        self.isClient = isClient
+        self.maxOutboxBytes = maxOutboxBytes
+        self.writeTimeout = writeTimeout
+        self.readTimeout = readTimeout
+        self.pingInterval = pingInterval
+        self.logger = logger
+        self.closeTimeout = closeTimeout
+    }
+
+    /// A server connection's settings, from `server`'s transport configuration.
+    convenience init(server: Server) {
+        let transport = server.configuration.transport
+        self.init(
+            isClient: false,
+            maxOutboxBytes: transport.maxOutboxBytes,
+            writeTimeout: transport.writeTimeout,
+            readTimeout: transport.readTimeout,
+            pingInterval: transport.pingInterval,
+            logger: server.logger,
+            closeTimeout: transport.closeTimeout)
+    }
 }
 
 /// The Sendable face of a ``WebSocketHandler``: the neffos connection's ``ConnTransport``.

@@ -171,6 +171,8 @@ struct ConnStateMachine {
 
     var ownerEvents: [OwnerEvent] = []
     var notifying = false
+    /// ``Conn/store``, once used.
+    var store: ConnStore?
 
     init(isClient: Bool, maxQueuedEvents: Int, maxQueuedBytes: Int = .max) {
         self.isClient = isClient

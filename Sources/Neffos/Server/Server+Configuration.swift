@@ -147,8 +147,9 @@ extension Server {
         /// them for its life (``UpgradeRequest``). A bigger request is answered `431 Request
         /// Header Fields Too Large`. Default: 16 KiB.
         public var maxRequestHeaderBytes = 16 << 10
-        /// Closes a connection that sent nothing (no frame, no pong) for this long. Default:
-        /// `nil` (the ping heartbeat covers dead peers).
+        /// Closes a connection that sent nothing (no frame, no pong) for this long (checked
+        /// once a period, up to 1/32 of it late: one timer per event loop serves every
+        /// connection). Default: `nil` (the ping heartbeat covers dead peers).
         public var readTimeout: Duration?
         /// Closes a connection whose outbox stayed full for this long (a client that stopped
         /// reading). Default: 30 s.
@@ -159,7 +160,9 @@ extension Server {
         public var closeTimeout: Duration = .seconds(2)
         /// Pings each connection this often; a connection that sends nothing (no pong, no
         /// frame) through two pings is closed with 1008, two to three intervals after it went
-        /// silent. Default: 30 s. `nil` disables the heartbeat.
+        /// silent. One timer per event loop serves every connection's pings, spread over the
+        /// interval; a connection's pings come every interval, the first up to 1/32 of an
+        /// interval late. Default: 30 s. `nil` disables the heartbeat.
         public var pingInterval: Duration? = .seconds(30)
         /// Which browser pages may open a WebSocket: a defence against cross-site WebSocket
         /// hijacking (a page elsewhere riding on the user's cookies). Requests without an

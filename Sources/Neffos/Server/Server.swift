@@ -37,6 +37,8 @@ public final class Server: Sendable {
     /// bootstrapped).
     public var isTracing: Bool { tracing != nil }
     let settings: ConnSettings
+    /// What transports derive once from the configuration (``transportValue(_:)``).
+    private let transportValues = Locked<[ObjectIdentifier: any Sendable]>([:])
     /// Every open connection and membership (what broadcasts read).
     let index = Locked(ConnectionIndex())
     /// Taken around a broadcast's hand-off with ``Configuration/strictBroadcastOrdering``.
@@ -94,6 +96,17 @@ public final class Server: Sendable {
             maxPendingAsks: max(1, configuration.maxPendingAsks),
             membership: .init(maxRooms: max(0, configuration.maxRoomsPerConnection), maxNameBytes: max(1, configuration.maxNameLength)))
         if let store = configuration.history.shared as? any SharedHistoryStore { _ = openedShared.storeIfNil(OpenedSharedHistory(store)) }
+    }
+
+    /// The value of type `Value` a transport shares among this server's connections (its
+    /// settings, derived from ``configuration``): made by `make` on first use, one per type.
+    package func transportValue<Value: Sendable>(_ make: () -> Value) -> Value {
+        transportValues.withLock { values in
+            if let value = values[ObjectIdentifier(Value.self)] as? Value { return value }
+            let value = make()
+            values[ObjectIdentifier(Value.self)] = value
+            return value
+        }
     }
 
     // MARK: Starting
