@@ -25,6 +25,19 @@ final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler, Tic
         case closed
     }
 
+    enum ClosePhase { case open, closeSent, closed }
+
+    /// The handler's state that few connections ever need: kept out of line, so that an idle
+    /// connection does not hold ~150 bytes of empty timers and close details.
+    final class RareState {
+        var sentClose: (code: CloseCode, reason: String)?
+        var receivedClose: (code: CloseCode?, reason: String)?
+        var closeError: (any Error)?
+        var writeTimer: Scheduled<Void>?
+        var closeFallback: Scheduled<Void>?
+        var pingHoldTimer: Scheduled<Void>?
+    }
+
     let eventLoop: any EventLoop
     let settings: WebSocketSettings
     /// Creates the neffos connection once the handler is in the pipeline; dropped once used
@@ -35,24 +48,23 @@ final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler, Tic
     private(set) var conn: Conn?
     var inReadBurst = false
     var flushPending = false
-    var closeState = CloseState.open
-    var receivedClose: (code: CloseCode?, reason: String)?
-    var closeError: (any Error)?
+    private var closePhase = ClosePhase.open
     var heartbeatState = Heartbeat()
     /// The loop's heartbeat and read-timeout wheels, while this handler is in them.
     var heartbeatWheel: TickWheel<WebSocketHandler>?
     var readWheel: TickWheel<WebSocketHandler>?
     var heartbeatSeat: WheelSeat?
     var readSeat: WheelSeat?
-    var writeTimer: Scheduled<Void>?
-    var closeFallback: Scheduled<Void>?
     var readingPaused = false
     /// How pings are answered (at most one pong on its way, a bounded rate).
     var pongs = PongPolicy(now: .now())
     /// Reading stopped until a held ping can be answered (``PongPolicy``).
     var readingHeldForPing = false
-    var pingHoldTimer: Scheduled<Void>?
     var readRequestedWhilePaused = false
+
+    /// What only a closing, stalled or ping-flooding connection needs, made on first use
+    /// (``RareState``).
+    private var rareBox: RareState?
 
     /// The received frames' checks and reassembly, when this handler runs them (a server
     /// connection's); `nil` when pipeline handlers before it do (the dialler's).
@@ -66,6 +78,56 @@ final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler, Tic
         self.settings = settings
         self.inbound = inbound
         self.makeConn = makeConn
+    }
+
+    private var rare: RareState {
+        if let rareBox { return rareBox }
+        let made = RareState()
+        rareBox = made
+        return made
+    }
+
+    var closeState: CloseState {
+        get {
+            switch closePhase {
+            case .open: return .open
+            case .closed: return .closed
+            case .closeSent:
+                let sent = rareBox?.sentClose
+                return .closeSent(code: sent?.code ?? .normal, reason: sent?.reason ?? "")
+            }
+        }
+        set {
+            switch newValue {
+            case .open: closePhase = .open
+            case .closed: closePhase = .closed
+            case .closeSent(let code, let reason):
+                closePhase = .closeSent
+                rare.sentClose = (code, reason)
+            }
+        }
+    }
+
+    // Setting one of these to `nil` makes no box.
+    var receivedClose: (code: CloseCode?, reason: String)? {
+        get { rareBox?.receivedClose }
+        set { if newValue != nil || rareBox != nil { rare.receivedClose = newValue } }
+    }
+    var closeError: (any Error)? {
+        get { rareBox?.closeError }
+        set { if newValue != nil || rareBox != nil { rare.closeError = newValue } }
+    }
+    var writeTimer: Scheduled<Void>? {
+        get { rareBox?.writeTimer }
+        set { if newValue != nil || rareBox != nil { rare.writeTimer = newValue } }
+    }
+    var closeFallback: Scheduled<Void>? {
+        get { rareBox?.closeFallback }
+        set { if newValue != nil || rareBox != nil { rare.closeFallback = newValue } }
+    }
+    var pingHoldTimer: Scheduled<Void>? {
+        get { rareBox?.pingHoldTimer }
+        set { if newValue != nil || rareBox != nil { rare.pingHoldTimer = newValue } }
     }
 
     // MARK: Lifecycle

@@ -145,7 +145,7 @@ struct ConnStateMachine {
     /// Whether the handshake ever completed.
     var everOpened = false
     var transport: (any ConnTransport)?
-    var namespaces: [String: NamespaceEntry] = [:]
+    var namespaces: SmallDictionary<NamespaceEntry> = [:]
     /// This side's asks waiting for their reply.
     var pending = PendingReplies<Answer, ReplyEffect>()
     /// This side's asks that ended lately: a reply to one is late or duplicate.
