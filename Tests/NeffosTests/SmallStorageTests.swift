@@ -61,6 +61,24 @@ struct SmallStorageTests {
         #expect(small.isEmpty && small.count == 0 && small["two"] == nil)
     }
 
+    @Test("a small set answers as a Set does, over random inserts and removals")
+    func matchesSet() {
+        var random = SplitMix(state: 7)
+        var small: SmallSet<String> = []
+        var model: Set<String> = []
+        for _ in 0..<5_000 {
+            let room = ["lobby", "a", "b", "game-1", "x"].randomElement(using: &random)!
+            if Bool.random(using: &random) {
+                #expect(small.insert(room).inserted == model.insert(room).inserted)
+            } else {
+                #expect(small.remove(room) == model.remove(room))
+            }
+            #expect(small.count == model.count && small.isEmpty == model.isEmpty)
+            #expect(small.contains(room) == model.contains(room))
+            #expect(small.asSet == model && Set(small) == model && small.sorted() == model.sorted())
+        }
+    }
+
     @Test("a locked value is shared by its copies and changed under the lock from many tasks")
     func locked() async {
         let counter = Locked(0)

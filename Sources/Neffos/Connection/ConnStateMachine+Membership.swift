@@ -16,7 +16,7 @@ extension ConnStateMachine {
         guard let entry = namespaces.removeValue(forKey: name) else { return nil }
         for room in entry.rooms.sorted() { ownerEvents.append(.left(room, entry.nsConn)) }
         ownerEvents.append(.disconnected(entry.nsConn))
-        return (entry.nsConn, entry.rooms)
+        return (entry.nsConn, entry.rooms.asSet)
     }
 
     /// Removes every namespace (the connection closed), in name order.
@@ -61,7 +61,7 @@ extension ConnStateMachine {
     /// restore cut short by another loss left for this one (``restoreLater(_:rooms:)``).
     mutating func takeForRestore() -> [(NSConn, rooms: Set<String>)] {
         var taken: [String: (NSConn, rooms: Set<String>)] = [:]
-        for (name, entry) in namespaces { taken[name] = (entry.nsConn, entry.rooms) }
+        for (name, entry) in namespaces { taken[name] = (entry.nsConn, entry.rooms.asSet) }
         for (ns, rooms) in unrestored { taken[ns.namespace, default: (ns, [])].rooms.formUnion(rooms) }
         namespaces = [:]
         unrestored = []

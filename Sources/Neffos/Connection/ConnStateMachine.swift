@@ -78,7 +78,7 @@ struct ConnStateMachine {
     /// A connected namespace and the rooms joined in it.
     struct NamespaceEntry {
         let nsConn: NSConn
-        var rooms: Set<String> = []
+        var rooms: SmallSet<String> = []
     }
 
     /// An item of the ordered handler queue.

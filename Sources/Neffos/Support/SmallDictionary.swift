@@ -82,3 +82,57 @@ struct SmallDictionary<Value>: Sequence, ExpressibleByDictionaryLiteral {
 }
 
 extension SmallDictionary: Sendable where Value: Sendable {}
+
+/// A set that keeps one element inline and the rest in a `Set`: the rooms a connection joined
+/// in a namespace, where most join one and a one-element `Set` would cost each connection an
+/// allocation (~100 bytes) per namespace.
+struct SmallSet<Element: Hashable>: Sequence, ExpressibleByArrayLiteral {
+    private var first: Element?
+    private var rest: Set<Element> = []
+
+    init() {}
+
+    init(arrayLiteral elements: Element...) {
+        for element in elements { insert(element) }
+    }
+
+    var count: Int { (first == nil ? 0 : 1) + rest.count }
+
+    var isEmpty: Bool { first == nil && rest.isEmpty }
+
+    func contains(_ element: Element) -> Bool {
+        first == element || (!rest.isEmpty && rest.contains(element))
+    }
+
+    /// Adds `element`; `inserted` is `false` when it was there already.
+    @discardableResult
+    mutating func insert(_ element: Element) -> (inserted: Bool, memberAfterInsert: Element) {
+        if first == element { return (false, element) }
+        if first == nil && !rest.contains(element) {
+            first = element
+            return (true, element)
+        }
+        return rest.insert(element)
+    }
+
+    /// Removes `element`; returns it, or `nil` when it was not there.
+    @discardableResult
+    mutating func remove(_ element: Element) -> Element? {
+        if first == element { return first.take() }
+        return rest.remove(element)
+    }
+
+    /// The elements as a `Set`.
+    var asSet: Set<Element> {
+        guard let first else { return rest }
+        var all = rest
+        all.insert(first)
+        return all
+    }
+
+    func makeIterator() -> IndexingIterator<[Element]> {
+        ((first.map { [$0] } ?? []) + rest).makeIterator()
+    }
+}
+
+extension SmallSet: Sendable where Element: Sendable {}
