@@ -20,14 +20,15 @@ struct ConnStateMachine {
 
     /// Where the connection is in its life.
     enum Phase {
-        /// Before the neffos handshake completed.
-        case handshaking(Handshake)
+        /// Before the neffos handshake completed. (Boxed, as `closed`: inline, their payloads
+        /// made every connection's state ~65 bytes bigger for its whole life.)
+        indirect case handshaking(Handshake)
         /// Handshake done: messages flow.
         case open
         /// A client connection between a lost transport and a new one (reconnection).
         case reconnecting
         /// Closed for good.
-        case closed(CloseReason)
+        indirect case closed(CloseReason)
 
         var isClosed: Bool {
             if case .closed = self { return true }
@@ -154,7 +155,12 @@ struct ConnStateMachine {
     var closeRequested = false
     /// Why the handshake failed (the server's refusal, the handshake timeout): what waiters
     /// get instead of a plain "closed", whenever they arrive.
-    var failure: NeffosError?
+    var failure: NeffosError? {
+        get { failureBox?.error as? NeffosError }
+        set { failureBox = newValue.map(ErrorBox.init) }
+    }
+    /// ``failure``, boxed: rare, and 32 bytes inline.
+    private var failureBox: ErrorBox?
 
     /// Whether the handler queue is being drained (a handler task is running).
     var busy = false

@@ -33,7 +33,17 @@ public struct UpgradeRequest: Sendable {
     /// authenticated user, a tenant), set by the transport: the Hummingbird and Vapor mounts
     /// set it from their request-context closure. Read it in the ID generator or the connect hook
     /// with ``identity(as:)``.
-    public var identity: (any Sendable)?
+    public var identity: (any Sendable)? {
+        get { identityBox?.value }
+        set { identityBox = newValue.map(IdentityBox.init) }
+    }
+    /// ``identity``, boxed: most connections have none, and inline it took 40 bytes of each.
+    private var identityBox: IdentityBox?
+
+    private final class IdentityBox: Sendable {
+        let value: any Sendable
+        init(_ value: any Sendable) { self.value = value }
+    }
 
     /// Describes a request.
     ///
@@ -45,7 +55,7 @@ public struct UpgradeRequest: Sendable {
     ///     header fields (the default, as neffos does).
     public init(_ http: HTTPRequest, remoteAddress: String? = nil, identity: (any Sendable)? = nil, foldingQueryHeaders: Bool = true) {
         self.remoteAddress = remoteAddress
-        self.identity = identity
+        self.identityBox = identity.map(IdentityBox.init)
         var folded: [HTTPField] = []
         if foldingQueryHeaders, let query = Self.query(of: http.path ?? "/") {
             folded = Self.headersFromQuery(query).compactMap { name, value in
@@ -63,7 +73,7 @@ public struct UpgradeRequest: Sendable {
         fields: some Sequence<(name: String, value: String)>, remoteAddress: String?, identity: (any Sendable)? = nil
     ) {
         self.remoteAddress = remoteAddress
-        self.identity = identity
+        self.identityBox = identity.map(IdentityBox.init)
         let folded = Self.query(of: path).map(Self.headersFromQuery) ?? []
         packed = PackedRequest(method: method, scheme: scheme, authority: authority, path: path, fields: fields, folded: folded)
     }
