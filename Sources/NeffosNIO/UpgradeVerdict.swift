@@ -135,11 +135,11 @@ extension UpgradeRequest {
             // The usual origin form, packed straight from NIO's head (this runs per connect).
             self.init(
                 method: head.method.rawValue, scheme: "http", authority: head.headers.first(name: "host"), path: head.uri,
-                fields: head.headers.lazy.map { ($0.name, $0.value) }, remoteAddress: remoteAddress.map { "\($0)" }, identity: identity)
+                fields: head.headers.lazy.map { ($0.name, $0.value) }, peer: remoteAddress.map(PeerAddress.init), identity: identity)
         } else {
             let request = (try? HTTPRequest(head, secure: false, splitCookie: false))
                 ?? HTTPRequest(method: .get, scheme: nil, authority: nil, path: head.uri, headerFields: HTTPFields(head.headers, splitCookie: false))
-            self.init(request, remoteAddress: remoteAddress.map { "\($0)" }, identity: identity)
+            self.init(request, remoteAddress: remoteAddress.map { PeerAddress($0).description }, identity: identity)
         }
     }
 }
@@ -169,5 +169,24 @@ extension Substring {
             return self[endIndex...]
         }
         return self[first...last]
+    }
+}
+
+extension PeerAddress {
+    /// `address` kept as numbers when it is IPv4; otherwise `[host]:port` (IPv6) or NIO's text.
+    init(_ address: SocketAddress) {
+        switch address {
+        case .v4(let v4):
+            let port = UInt16(bigEndian: v4.address.sin_port)
+            self = .ipv4(UInt32(bigEndian: v4.address.sin_addr.s_addr), port: port)
+        case .v6:
+            if let ip = address.ipAddress, let port = address.port {
+                self = .text("[\(ip)]:\(port)")
+            } else {
+                self = .text("\(address)")
+            }
+        case .unixDomainSocket:
+            self = .text(address.pathname ?? "\(address)")
+        }
     }
 }

@@ -30,6 +30,18 @@ struct HandshakeTests {
         }
     }
 
+    @Test("the request's remote address is the peer's host:port, on every transport", .serialized, arguments: Mount.allCases)
+    func remoteAddress(on mount: Mount) async throws {
+        try await withServer(on: mount, ["default": Events()], configure: { config in
+            config.idGenerator = { request in request.remoteAddress ?? "none" }
+        }) { running in
+            let (socket, id) = try await handshake(running.url)
+            let parts = id.split(separator: ":")
+            #expect(parts.count == 2 && parts.first == "127.0.0.1" && UInt16(parts.last ?? "") != nil, "\(id)")
+            await socket.abort()
+        }
+    }
+
     @Test("X-Websocket-Header-* query parameters become request headers", .serialized, arguments: Mount.allCases)
     func urlHeaders(on mount: Mount) async throws {
         let seen = Mutex<[String]>([])

@@ -34,6 +34,18 @@ struct UpgradeRequestTests {
         #expect(bare.http.scheme == nil && bare.http.authority == nil && bare.http.method == .post)
     }
 
+    @Test("an IPv4 peer is kept as numbers and read as host:port; other addresses as given")
+    func peerAddress() {
+        #expect(PeerAddress.ipv4(0x7F00_0001, port: 5000).description == "127.0.0.1:5000")
+        #expect(PeerAddress.ipv4(0xCB71_91C9, port: 65535).description == "203.113.145.201:65535")
+        var request = UpgradeRequest(method: "GET", scheme: nil, authority: nil, path: "/", fields: [], peer: .ipv4(0x0A00_0002, port: 80))
+        #expect(request.remoteAddress == "10.0.0.2:80")
+        request.remoteAddress = "[::1]:9"
+        #expect(request.remoteAddress == "[::1]:9")
+        request.remoteAddress = nil
+        #expect(request.remoteAddress == nil)
+    }
+
     @Test("a header is looked up ignoring case; several fields of a name read as one value, cookies joined with ;")
     func lookups() {
         let request = UpgradeRequest(Self.request())
@@ -74,7 +86,7 @@ struct UpgradeRequestTests {
     func fromParts() {
         let request = UpgradeRequest(
             method: "GET", scheme: "http", authority: "h", path: "/p?X-Websocket-Header-A=1",
-            fields: [(name: "Host", value: "h"), (name: "Sec-WebSocket-Key", value: "k")], remoteAddress: nil)
+            fields: [(name: "Host", value: "h"), (name: "Sec-WebSocket-Key", value: "k")], peer: nil)
         #expect(request.header("sec-websocket-key") == "k")
         #expect(request.header("a") == "1")
         #expect(request.http.method == .get && request.http.path == "/p?X-Websocket-Header-A=1")

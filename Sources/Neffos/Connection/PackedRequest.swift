@@ -35,6 +35,13 @@ struct PackedRequest: Sendable {
             append(name)
             append(value)
         }
+        // Appending grew the array by doubling: kept for the connection's life, up to half of
+        // it would be spare capacity (~100 bytes of a typical upgrade's).
+        if bytes.capacity - bytes.count > 16 {
+            bytes = [UInt8](unsafeUninitializedCapacity: bytes.count) { buffer, count in
+                count = buffer.initialize(fromContentsOf: bytes)
+            }
+        }
     }
 
     init(_ request: HTTPRequest, folded: [HTTPField], extraReplaces: Bool = false) {

@@ -27,8 +27,15 @@ public struct UpgradeRequest: Sendable {
         get { packed.fields() }
         set { packed = PackedRequest(packed.request(), folded: Array(newValue), extraReplaces: true) }
     }
-    /// The peer's address, as text, if known.
-    public var remoteAddress: String?
+    /// The peer's address, as text, if known: `host:port` (`[host]:port` for IPv6) from the
+    /// bundled transports.
+    public var remoteAddress: String? {
+        get { peer?.description }
+        set { peer = newValue.map(PeerAddress.text) }
+    }
+    /// ``remoteAddress``, kept as numbers when it is an IPv4 address: as text it was a
+    /// string allocation per connection (and formatting per connect).
+    private var peer: PeerAddress?
     /// What the application's middleware established about the peer before the upgrade (an
     /// authenticated user, a tenant), set by the transport: the Hummingbird and Vapor mounts
     /// set it from their request-context closure. Read it in the ID generator or the connect hook
@@ -54,7 +61,7 @@ public struct UpgradeRequest: Sendable {
     ///   - foldingQueryHeaders: whether `X-Websocket-Header-<Name>` query parameters become
     ///     header fields (the default, as neffos does).
     public init(_ http: HTTPRequest, remoteAddress: String? = nil, identity: (any Sendable)? = nil, foldingQueryHeaders: Bool = true) {
-        self.remoteAddress = remoteAddress
+        self.peer = remoteAddress.map(PeerAddress.text)
         self.identityBox = identity.map(IdentityBox.init)
         var folded: [HTTPField] = []
         if foldingQueryHeaders, let query = Self.query(of: http.path ?? "/") {
@@ -70,9 +77,9 @@ public struct UpgradeRequest: Sendable {
     /// as sent, names as received; `X-Websocket-Header-<Name>` query parameters are folded in.
     package init(
         method: String, scheme: String?, authority: String?, path: String,
-        fields: some Sequence<(name: String, value: String)>, remoteAddress: String?, identity: (any Sendable)? = nil
+        fields: some Sequence<(name: String, value: String)>, peer: PeerAddress?, identity: (any Sendable)? = nil
     ) {
-        self.remoteAddress = remoteAddress
+        self.peer = peer
         self.identityBox = identity.map(IdentityBox.init)
         let folded = Self.query(of: path).map(Self.headersFromQuery) ?? []
         packed = PackedRequest(method: method, scheme: scheme, authority: authority, path: path, fields: fields, folded: folded)
@@ -159,5 +166,23 @@ public struct UpgradeRequest: Sendable {
         name.split(separator: "-", omittingEmptySubsequences: false)
             .map { $0.prefix(1).uppercased() + $0.dropFirst().lowercased() }
             .joined(separator: "-")
+    }
+}
+
+/// A peer's address as a transport knows it: an IPv4 address and port as numbers (formatted
+/// when read), anything else as text.
+package enum PeerAddress: Sendable, Equatable, CustomStringConvertible {
+    /// An IPv4 address (its four bytes, most significant first) and port.
+    case ipv4(UInt32, port: UInt16)
+    /// An address as text.
+    case text(String)
+
+    package var description: String {
+        switch self {
+        case .ipv4(let address, let port):
+            "\(address >> 24).\((address >> 16) & 0xFF).\((address >> 8) & 0xFF).\(address & 0xFF):\(port)"
+        case .text(let text):
+            text
+        }
     }
 }
