@@ -18,13 +18,18 @@ import Synchronization
 /// It sits first in the pipeline, on raw bytes: a request is in progress from its first byte
 /// until the server starts writing the response. The listener removes it at the upgrade
 /// (WebSocket connections have their own heartbeat and timeouts).
-final class HTTPGuard: ChannelDuplexHandler, RemovableChannelHandler {
+final class HTTPGuard: ChannelDuplexHandler, RemovableChannelHandler, TickWheelMember {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = ByteBuffer
     typealias OutboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
     static let name = "neffos.http-guard"
+
+    /// The guards' timers: a ``TickWheel`` per loop and timeout, not a scheduled task per
+    /// connection (each connect moved between the two timers three times, and each move
+    /// cancelled a task by scanning the loop's whole queue of them).
+    static let wheels = TickWheels<HTTPGuard>()
 
     private enum Phase {
         /// No request in progress: the idle timer runs.
@@ -37,7 +42,10 @@ final class HTTPGuard: ChannelDuplexHandler, RemovableChannelHandler {
     private let idleTimeout: TimeAmount?
     private let server: Server
     private var phase = Phase.idle
-    private var timer: Scheduled<Void>?
+    private var context: ChannelHandlerContext?
+    /// The wheel this guard is in, and its seat there.
+    private var wheel: TickWheel<HTTPGuard>?
+    private var seat: WheelSeat?
 
     init(requestTimeout: Duration?, idleTimeout: Duration?, server: Server) {
         self.requestTimeout = requestTimeout?.timeAmount
@@ -46,6 +54,7 @@ final class HTTPGuard: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
         if context.channel.isActive { arm(.idle, context: context) }
     }
 
@@ -66,29 +75,41 @@ final class HTTPGuard: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        timer?.cancel()
-        timer = nil
+        disarm()
         context.fireChannelInactive()
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
-        timer?.cancel()
-        timer = nil
+        disarm()
+        self.context = nil
     }
 
     private func arm(_ phase: Phase, context: ChannelHandlerContext) {
         self.phase = phase
-        timer?.cancel()
-        timer = nil
-        guard let delay = phase == .idle ? idleTimeout : requestTimeout else { return }
-        let bound = NIOLoopBound((handler: self, context: context), eventLoop: context.eventLoop)
-        timer = context.eventLoop.scheduleTask(in: delay) {
-            bound.value.handler.expire(phase, context: bound.value.context)
-        }
+        disarm()
+        guard let timeout = phase == .idle ? idleTimeout : requestTimeout else { return }
+        let wheel = Self.wheels.wheel(phase == .idle ? .httpIdle : .httpRequest, period: timeout, on: context.eventLoop)
+        self.wheel = wheel
+        wheel.add(self)
+    }
+
+    private func disarm() {
+        wheel?.remove(self)
+        wheel = nil
+    }
+
+    subscript(seat kind: TickKind) -> WheelSeat? {
+        get { seat }
+        set { seat = newValue }
+    }
+
+    func visit(_ kind: TickKind) {
+        disarm()
+        guard let context else { return }
+        expire(kind == .httpIdle ? .idle : .request, context: context)
     }
 
     private func expire(_ phase: Phase, context: ChannelHandlerContext) {
-        timer = nil
         server.countHTTPTimeout()
         server.logger.debug(
             "HTTP connection closed: \(phase == .idle ? "idle" : "request incomplete") for too long",

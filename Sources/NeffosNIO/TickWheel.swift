@@ -120,32 +120,35 @@ enum TickKind: Hashable {
     case heartbeat
     /// The read timeout: ``WebSocketHandler/checkRead()``.
     case readCheck
+    /// An HTTP connection with no request in progress for too long (``HTTPGuard``).
+    case httpIdle
+    /// An HTTP request that has not arrived in full in time (``HTTPGuard``).
+    case httpRequest
 }
 
-/// What a ``TickWheel`` visits: it keeps its seat for each kind of wheel.
+/// What a ``TickWheel`` visits: it keeps its seat for each kind of wheel it joins.
 protocol TickWheelMember: AnyObject {
     subscript(seat kind: TickKind) -> WheelSeat? { get set }
     func visit(_ kind: TickKind)
 }
 
-/// The wheels of the WebSocket handlers, one per event loop, kind and period.
-enum TickWheels {
+/// The wheels of one kind of member, one per event loop, kind and period, made on first use.
+final class TickWheels<Member: TickWheelMember>: Sendable {
     private struct Key: Hashable {
         let loop: ObjectIdentifier
         let kind: TickKind
         let period: Int64
     }
 
-    private static let wheels = Locked<[Key: NIOLoopBound<TickWheel<WebSocketHandler>>]>([:])
+    private let wheels = Locked<[Key: NIOLoopBound<TickWheel<Member>>]>([:])
 
-    /// The wheel of `kind` and `period` on `loop`, made on first use. Call it on `loop`.
-    static func wheel(_ kind: TickKind, period: Duration, on loop: any EventLoop) -> TickWheel<WebSocketHandler> {
-        let period = period.timeAmount
+    /// The wheel of `kind` and `period` on `loop`. Call it on `loop`.
+    func wheel(_ kind: TickKind, period: TimeAmount, on loop: any EventLoop) -> TickWheel<Member> {
         let key = Key(loop: ObjectIdentifier(loop), kind: kind, period: period.nanoseconds)
         return wheels.withLock { wheels in
             // A loop at the address of one that is gone gets a wheel of its own.
             if let bound = wheels[key], bound.eventLoop === loop { return bound.value }
-            let wheel = TickWheel<WebSocketHandler>(kind: kind, period: period, loop: loop)
+            let wheel = TickWheel<Member>(kind: kind, period: period, loop: loop)
             wheels[key] = NIOLoopBound(wheel, eventLoop: loop)
             return wheel
         }

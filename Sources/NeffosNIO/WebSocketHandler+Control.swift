@@ -103,16 +103,19 @@ extension WebSocketHandler {
     /// Joins the loop's heartbeat and read-timeout wheels (``TickWheel``), as the settings ask.
     func joinWheels() {
         if let interval = settings.pingInterval {
-            let wheel = TickWheels.wheel(.heartbeat, period: interval, on: eventLoop)
+            let wheel = Self.wheels.wheel(.heartbeat, period: interval.timeAmount, on: eventLoop)
             heartbeatWheel = wheel
             wheel.add(self)
         }
         if let timeout = settings.readTimeout {
-            let wheel = TickWheels.wheel(.readCheck, period: timeout, on: eventLoop)
+            let wheel = Self.wheels.wheel(.readCheck, period: timeout.timeAmount, on: eventLoop)
             readWheel = wheel
             wheel.add(self)
         }
     }
+
+    /// The WebSocket connections' wheels.
+    static let wheels = TickWheels<WebSocketHandler>()
 
     func leaveWheels() {
         heartbeatWheel?.remove(self)
@@ -127,12 +130,14 @@ extension WebSocketHandler {
             switch kind {
             case .heartbeat: heartbeatSeat
             case .readCheck: readSeat
+            case .httpIdle, .httpRequest: nil
             }
         }
         set {
             switch kind {
             case .heartbeat: heartbeatSeat = newValue
             case .readCheck: readSeat = newValue
+            case .httpIdle, .httpRequest: break
             }
         }
     }
@@ -141,6 +146,7 @@ extension WebSocketHandler {
         switch kind {
         case .heartbeat: beat()
         case .readCheck: checkRead()
+        case .httpIdle, .httpRequest: break
         }
     }
 
