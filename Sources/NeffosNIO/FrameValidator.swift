@@ -17,23 +17,24 @@ import Neffos
 /// frame and two more handlers per connection. The dialler's pipeline keeps them as handlers
 /// (``FrameValidator`` and NIO's aggregator).
 struct InboundFrames {
-    /// Whether the peer is a client (whose frames must be masked).
-    let peerIsClient: Bool
+    // Widest first and counts in 32 bits: every server connection holds one of these.
     let maxMessageSize: Int
-    let maxFragments: Int
-    /// Set by the first failure: nothing after it is read.
-    private(set) var failed = false
-    /// The text message being received, if any: what its fragments so far left unfinished.
-    private var text: UTF8Validation?
     /// The fragmented message being reassembled, if any.
     private var fragments: ByteBuffer?
+    let maxFragments: UInt32
+    private var fragmentCount: UInt32 = 0
+    /// The text message being received, if any: what its fragments so far left unfinished.
+    private var text: UTF8Validation?
+    /// Whether the peer is a client (whose frames must be masked).
+    let peerIsClient: Bool
+    /// Set by the first failure: nothing after it is read.
+    private(set) var failed = false
     private var fragmentOpcode = WebSocketOpcode.binary
-    private var fragmentCount = 0
 
     init(peerIsClient: Bool, maxMessageSize: Int = .max, maxFragments: Int = 1 << 16) {
         self.peerIsClient = peerIsClient
         self.maxMessageSize = maxMessageSize
-        self.maxFragments = maxFragments
+        self.maxFragments = UInt32(clamping: maxFragments)
     }
 
     /// What a received frame comes to.

@@ -13,14 +13,14 @@ struct Heartbeat: Equatable {
     }
 
     /// Pings sent since the peer last sent anything (any frame counts as an answer).
-    private(set) var unansweredPings = 0
+    private(set) var unansweredPings: UInt8 = 0
     /// Whether the peer sent anything since the last read-timeout check.
     private(set) var sawTrafficSinceCheck = false
 
     /// Pings that may go unanswered before the connection is closed. Two, not one: a loop that
     /// stalled (a loaded machine) may run the timer before it reads a pong already waiting in
     /// the socket.
-    static let allowedUnansweredPings = 2
+    static let allowedUnansweredPings: UInt8 = 2
 
     /// The peer sent a frame (data, ping, pong or close).
     mutating func trafficSeen() {
@@ -74,10 +74,10 @@ struct PongPolicy {
 
     private var tokens = Self.burst
     private var refilledAt: NIODeadline
-    /// Whether a pong was written and has not reached the socket yet.
-    private(set) var inFlight = false
     /// The latest ping not answered yet.
     private(set) var held: ByteBuffer?
+    /// Whether a pong was written and has not reached the socket yet.
+    private(set) var inFlight = false
 
     init(now: NIODeadline) {
         refilledAt = now

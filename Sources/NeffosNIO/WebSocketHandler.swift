@@ -38,6 +38,8 @@ final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler, Tic
         var pingHoldTimer: Scheduled<Void>?
     }
 
+    // Ordered widest first, the flags last: every connection holds one handler, and
+    // interleaved they cost padding.
     let eventLoop: any EventLoop
     let settings: WebSocketSettings
     /// Creates the neffos connection once the handler is in the pipeline; dropped once used
@@ -46,29 +48,27 @@ final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler, Tic
 
     var context: ChannelHandlerContext?
     private(set) var conn: Conn?
-    var inReadBurst = false
-    var flushPending = false
-    private var closePhase = ClosePhase.open
-    var heartbeatState = Heartbeat()
     /// The loop's heartbeat and read-timeout wheels, while this handler is in them.
     var heartbeatWheel: TickWheel<WebSocketHandler>?
     var readWheel: TickWheel<WebSocketHandler>?
-    var heartbeatSeat: WheelSeat?
-    var readSeat: WheelSeat?
-    var readingPaused = false
-    /// How pings are answered (at most one pong on its way, a bounded rate).
-    var pongs = PongPolicy(now: .now())
-    /// Reading stopped until a held ping can be answered (``PongPolicy``).
-    var readingHeldForPing = false
-    var readRequestedWhilePaused = false
-
     /// What only a closing, stalled or ping-flooding connection needs, made on first use
     /// (``RareState``).
     private var rareBox: RareState?
-
+    /// How pings are answered (at most one pong on its way, a bounded rate).
+    var pongs = PongPolicy(now: .now())
     /// The received frames' checks and reassembly, when this handler runs them (a server
     /// connection's); `nil` when pipeline handlers before it do (the dialler's).
     private var inbound: InboundFrames?
+    var heartbeatSeat: WheelSeat?
+    var readSeat: WheelSeat?
+    var heartbeatState = Heartbeat()
+    var inReadBurst = false
+    var flushPending = false
+    private var closePhase = ClosePhase.open
+    var readingPaused = false
+    /// Reading stopped until a held ping can be answered (``PongPolicy``).
+    var readingHeldForPing = false
+    var readRequestedWhilePaused = false
 
     init(
         eventLoop: any EventLoop, settings: WebSocketSettings, inbound: InboundFrames? = nil,

@@ -52,21 +52,18 @@ struct NamespaceIndex {
 /// members costs O(members of the room), never O(connections).
 struct ConnectionIndex {
     var connections: [ObjectIdentifier: Conn] = [:]
-    var all: [ObjectIdentifier: Conn] = [:]
     var byID: [String: IDEntries<Conn>] = [:]
     var namespaces: [String: NamespaceIndex] = [:]
 
     mutating func open(_ conn: Conn) {
         let key = ObjectIdentifier(conn)
         connections[key] = conn
-        all[key] = conn
         byID[conn.id, default: IDEntries()][key] = conn
     }
 
     /// Forgets `conn`; returns whether it was open.
     mutating func close(_ conn: Conn) -> Bool {
         let key = ObjectIdentifier(conn)
-        all[key] = nil
         guard connections.removeValue(forKey: key) != nil else { return false }
         let id = conn.id
         byID[id]?[key] = nil

@@ -357,7 +357,7 @@ public final class Server: Sendable {
     private func closeConnections(timeout: Duration) async {
         let drained = OnceFlag()
         lifecycle.withLock { $0.drained = drained }
-        for conn in index.withLock({ Array($0.all.values) }) {
+        for conn in index.withLock({ Array($0.connections.values) }) {
             conn.close(code: .goingAway, reason: "server shutting down")
         }
         if unfinished.load(ordering: .relaxed) == 0 { drained.set() }
