@@ -48,6 +48,7 @@ extension WebSocketHandler {
     }
 
     func setReadingPaused(_ paused: Bool) {
+        eventLoop.assertInEventLoop()
         guard paused != readingPaused else { return }
         readingPaused = paused
         if !paused && !readingHeldForPing && readRequestedWhilePaused {
@@ -58,7 +59,12 @@ extension WebSocketHandler {
 
     // MARK: Closing (ConnTransport)
 
+    /// Closes with the closing handshake; from any thread (it hops to the loop).
     func close(code: CloseCode, reason: String) {
+        guard eventLoop.inEventLoop else {
+            eventLoop.execute { self.close(code: code, reason: reason) }
+            return
+        }
         guard let context, sendClose(code: code, reason: reason, context: context) != nil else { return }
         // Wait for the peer's close frame, but not forever.
         scheduleCloseFallback(context)

@@ -7,8 +7,8 @@ import Neffos
 /// neffos connection on the event loop, writes the connection's frames, answers pings, runs
 /// the heartbeat and the timeouts, and carries out the close handshake.
 ///
-/// It lives on its channel's event loop and is not `Sendable`: the core reaches it through
-/// ``WebSocketTransport``, its Sendable face. The outbox is the channel's write buffer,
+/// It lives on its channel's event loop, and is the neffos connection's transport
+/// (``ConnTransport``, see WebSocketTransport.swift for why it may be `Sendable`). The outbox is the channel's write buffer,
 /// bounded by its high watermark; a frame written while the channel is not writable is dropped
 /// (the caller counts it), unless it is a reliable one (a reply).
 final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler, TickWheelMember {
@@ -41,10 +41,12 @@ final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler, Tic
     // Ordered widest first, the flags last: every connection holds one handler, and
     // interleaved they cost padding.
     let eventLoop: any EventLoop
+    /// The loop's write lane (``ConnTransport``).
+    let lane: LoopLane
     let settings: WebSocketSettings
     /// Creates the neffos connection once the handler is in the pipeline; dropped once used
     /// (what it captures, the upgrade request among it, is the connection's to keep).
-    private var makeConn: ((WebSocketTransport) -> Conn?)?
+    private var makeConn: ((WebSocketHandler) -> Conn?)?
 
     var context: ChannelHandlerContext?
     private(set) var conn: Conn?
@@ -72,9 +74,10 @@ final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler, Tic
 
     init(
         eventLoop: any EventLoop, settings: WebSocketSettings, inbound: InboundFrames? = nil,
-        makeConn: @escaping (WebSocketTransport) -> Conn?
+        makeConn: @escaping (WebSocketHandler) -> Conn?
     ) {
         self.eventLoop = eventLoop
+        self.lane = LoopLane.lane(for: eventLoop)
         self.settings = settings
         self.inbound = inbound
         self.makeConn = makeConn
@@ -137,7 +140,7 @@ final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler, Tic
         joinWheels()
         let make = makeConn
         makeConn = nil
-        conn = make?(WebSocketTransport(self))
+        conn = make?(self)
         if conn == nil { context.close(promise: nil) }
     }
 
@@ -327,6 +330,7 @@ final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler, Tic
     // MARK: Writing (ConnTransport)
 
     func write(_ frame: ByteBuffer, binary: Bool, reliable: Bool) -> Bool {
+        eventLoop.assertInEventLoop()
         guard case .open = closeState, let context else { return false }
         if !context.channel.isWritable {
             guard reliable else { return false }
@@ -346,6 +350,7 @@ final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler, Tic
     }
 
     func flush() {
+        eventLoop.assertInEventLoop()
         if inReadBurst {
             flushPending = true
         } else {

@@ -43,37 +43,12 @@ final class WebSocketSettings: Sendable {
     }
 }
 
-/// The Sendable face of a ``WebSocketHandler``: the neffos connection's ``ConnTransport``.
-///
-/// The core calls everything but ``close(code:reason:)`` on the event loop (the transport
-/// contract), where the loop-bound handler is reached directly; a close from another thread
-/// hops to the loop.
-final class WebSocketTransport: ConnTransport {
-    let eventLoop: any EventLoop
-    let lane: LoopLane
-    private let handler: NIOLoopBound<WebSocketHandler>
-
-    init(_ handler: WebSocketHandler) {
-        self.eventLoop = handler.eventLoop
-        self.lane = LoopLane.lane(for: handler.eventLoop)
-        self.handler = NIOLoopBound(handler, eventLoop: handler.eventLoop)
-    }
-
-    @inline(__always)
-    func write(_ frame: ByteBuffer, binary: Bool, reliable: Bool) -> Bool {
-        handler.value.write(frame, binary: binary, reliable: reliable)
-    }
-
-    @inline(__always)
-    func flush() { handler.value.flush() }
-
-    func setReadingPaused(_ paused: Bool) { handler.value.setReadingPaused(paused) }
-
-    func close(code: CloseCode, reason: String) {
-        if eventLoop.inEventLoop {
-            handler.value.close(code: code, reason: reason)
-        } else {
-            eventLoop.execute { self.handler.value.close(code: code, reason: reason) }
-        }
-    }
-}
+// The handler is the neffos connection's ``ConnTransport`` itself: a separate Sendable object
+// around it cost every connection an allocation (~64 bytes) and every write an event-loop
+// check and a pointer more.
+//
+// @unchecked Sendable: the handler's state is only touched on its event loop. NIO calls the
+// handler there; the core calls everything of ``ConnTransport`` but `close(code:reason:)` on
+// the event loop too (the transport contract, asserted in debug builds), and a close from
+// another thread hops to the loop.
+extension WebSocketHandler: @unchecked Sendable, ConnTransport {}
