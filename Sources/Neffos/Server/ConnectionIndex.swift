@@ -34,7 +34,12 @@ struct MemberSet {
     }
 
     func contains(_ ns: NSConn, loop: ObjectIdentifier) -> Bool {
-        groups[loop]?.members[ObjectIdentifier(ns)] != nil
+        contains(ObjectIdentifier(ns), loop: loop)
+    }
+
+    /// Whether the member with key `key` (its ``NSConn``'s identifier) on `loop` is in the set.
+    func contains(_ key: ObjectIdentifier, loop: ObjectIdentifier) -> Bool {
+        groups[loop]?.members[key] != nil
     }
 }
 
@@ -42,7 +47,9 @@ struct MemberSet {
 struct NamespaceIndex {
     var members = MemberSet()
     var rooms: [String: MemberSet] = [:]
-    var byID: [String: IDEntries<Member>] = [:]
+    /// The members under each connection ID: their keys and loops (their ``Member`` is in
+    /// ``members``; a copy here cost each connection ~50 bytes).
+    var byID: [String: IDEntries<ObjectIdentifier>] = [:]
     /// The loop of each member, to find it again.
     var loops: [ObjectIdentifier: ObjectIdentifier] = [:]
 }
@@ -84,8 +91,9 @@ struct ConnectionIndex {
         return withIndex(member.nsConn.namespace) { index in
             guard index.loops[key] == nil else { return false }
             index.members.insert(member)
-            index.byID[member.id, default: IDEntries()][key] = member
-            index.loops[key] = ObjectIdentifier(member.transport.eventLoop)
+            let loop = ObjectIdentifier(member.transport.eventLoop)
+            index.byID[member.id, default: IDEntries()][key] = loop
+            index.loops[key] = loop
             return true
         }
     }
@@ -159,9 +167,9 @@ struct ConnectionIndex {
         if !target.to.isEmpty {
             guard target.to != except, let members = index.byID[target.to] else { return ([], 0) }
             var set = MemberSet()
-            for (key, member) in members {
-                guard let loop = index.loops[key] else { continue }
-                if target.room.isEmpty || index.rooms[target.room]?.contains(member.nsConn, loop: loop) == true {
+            for (key, loop) in members {
+                guard let member = index.members.groups[loop]?.members[key] else { continue }
+                if target.room.isEmpty || index.rooms[target.room]?.contains(key, loop: loop) == true {
                     set.insert(member)
                 }
             }
@@ -175,9 +183,7 @@ struct ConnectionIndex {
             set = members
         }
         var count = set.count
-        for (key, member) in excluded {
-            if let loop = index.loops[key], set.contains(member.nsConn, loop: loop) { count -= 1 }
-        }
+        for (key, loop) in excluded where set.contains(key, loop: loop) { count -= 1 }
         return (Array(set.groups.values), count)
     }
 }
