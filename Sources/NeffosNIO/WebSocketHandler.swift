@@ -8,9 +8,10 @@ import Neffos
 /// the heartbeat and the timeouts, and carries out the close handshake.
 ///
 /// It lives on its channel's event loop, and is the neffos connection's transport
-/// (``ConnTransport``, see WebSocketTransport.swift for why it may be `Sendable`). The outbox is the channel's write buffer,
-/// bounded by its high watermark; a frame written while the channel is not writable is dropped
-/// (the caller counts it), unless it is a reliable one (a reply).
+/// (``ConnTransport``; see WebSocketTransport.swift for why it may be `Sendable`). The outbox
+/// is the channel's write buffer, bounded by its high watermark; a frame written while the
+/// channel is not writable is dropped (the caller counts it), unless it is a reliable one (a
+/// reply).
 final class WebSocketHandler: ChannelDuplexHandler, RemovableChannelHandler, TickWheelMember {
     typealias InboundIn = WebSocketFrame
     typealias OutboundIn = WebSocketFrame

@@ -146,7 +146,7 @@ public final class Conn: Sendable {
     /// The protocol state; see ``ConnStateMachine`` for the rule: ask it under the lock, act
     /// after.
     let machine: Locked<ConnStateMachine>
-    /// The ID a server gave this connection: it never changes.
+    /// The ID the connection was made with: on the server side its ID for life.
     private let serverID: String
     /// A client's ID, set at the handshake: behind its own lock so that it can be read while
     /// `machine` is held (a leaf lock). `nil` on the server side, which needs no lock.
