@@ -43,9 +43,10 @@ final class HTTPGuard: ChannelDuplexHandler, RemovableChannelHandler, TickWheelM
     private let server: Server
     private var phase = Phase.idle
     private var context: ChannelHandlerContext?
-    /// The wheel this guard is in, and its seat there.
+    /// The wheel this guard is in, and its seat there (for that wheel's kind only).
     private var wheel: TickWheel<HTTPGuard>?
     private var seat: WheelSeat?
+    private var seatKind: TickKind?
 
     init(requestTimeout: Duration?, idleTimeout: Duration?, server: Server) {
         self.requestTimeout = requestTimeout?.timeAmount
@@ -99,8 +100,11 @@ final class HTTPGuard: ChannelDuplexHandler, RemovableChannelHandler, TickWheelM
     }
 
     subscript(seat kind: TickKind) -> WheelSeat? {
-        get { seat }
-        set { seat = newValue }
+        get { seatKind == kind ? seat : nil }
+        set {
+            seat = newValue
+            seatKind = newValue == nil ? nil : kind
+        }
     }
 
     func visit(_ kind: TickKind) {
