@@ -21,7 +21,13 @@ extension ConnStateMachine {
 
     /// Removes every namespace (the connection closed), in name order.
     mutating func removeAllNamespaces() -> [(NSConn, rooms: Set<String>)] {
-        namespaces.keys.sorted().compactMap { removeNamespace($0) }
+        // Most connections have one namespace: no sorted copy of the names for it.
+        if namespaces.count <= 1 {
+            var all = namespaces.makeIterator()
+            guard let name = all.next()?.key else { return [] }
+            return removeNamespace(name).map { [$0] } ?? []
+        }
+        return namespaces.keys.sorted().compactMap { removeNamespace($0) }
     }
 
     /// Whether the peer may join `room` in namespace `name` within `bounds`; the error to

@@ -212,7 +212,7 @@ struct IDEntries<Value>: Sequence {
 
     var isEmpty: Bool { first == nil && rest.isEmpty }
 
-    var values: [Value] { map(\.value) }
+    var values: [Value] { map { $0.value } }
 
     func makeIterator() -> Iterator { Iterator(head: first, tail: rest.makeIterator()) }
 

@@ -57,9 +57,11 @@ struct SmallDictionary<Value>: Sequence, ExpressibleByDictionaryLiteral {
         return rest.removeValue(forKey: key)
     }
 
-    var keys: LazyMapSequence<Self, String> { lazy.map(\.key) }
+    // Closures, not key paths: a key path used as a function here was made at run time on
+    // every call (1.2 % of a connect storm's CPU, for the close check).
+    var keys: LazyMapSequence<Self, String> { lazy.map { $0.key } }
 
-    var values: LazyMapSequence<Self, Value> { lazy.map(\.value) }
+    var values: LazyMapSequence<Self, Value> { lazy.map { $0.value } }
 
     struct Iterator: IteratorProtocol {
         fileprivate var first: (key: String, value: Value)?
