@@ -42,6 +42,26 @@ struct HandshakeTests {
         }
     }
 
+    /// Sets a flag when freed: kept in a connection's store, it goes when the connection does.
+    final class FreedProbe: Sendable {
+        let freed: OnceFlag
+        init(_ freed: OnceFlag) { self.freed = freed }
+        deinit { freed.set() }
+    }
+
+    @Test("a closed connection is freed, with its handler: nothing keeps it alive", .serialized, arguments: Mount.allCases)
+    func freedAfterClose(on mount: Mount) async throws {
+        let freed = OnceFlag()
+        try await withServer(on: mount, ["default": Events()], configure: { config in
+            config.onConnect = { conn in conn.store["probe"] = FreedProbe(freed) }
+        }) { running in
+            let (socket, _) = try await handshake(running.url)
+            try await connectNamespace(socket, "default")
+            await socket.abort()
+            #expect(await freed.wait(timeout: .seconds(10)), "the connection was not freed after it closed")
+        }
+    }
+
     @Test("X-Websocket-Header-* query parameters become request headers", .serialized, arguments: Mount.allCases)
     func urlHeaders(on mount: Mount) async throws {
         let seen = Mutex<[String]>([])
