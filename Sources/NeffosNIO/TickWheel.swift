@@ -1,8 +1,9 @@
 import NIOCore
 import Neffos
 
-/// A periodic check of every WebSocket connection on one event loop (the heartbeat, or the
-/// read timeout), run by one scheduled task per loop and period instead of one per connection.
+/// A periodic check of every connection on one event loop (a WebSocket's heartbeat or read
+/// timeout, an HTTP connection's idle or request timeout), run by one scheduled task per loop,
+/// kind and period instead of one per connection.
 ///
 /// A per-connection timer costs a scheduled task in NIO's queue, a promise and three closures
 /// (~300 bytes a connection, held for the connection's life), a lock and a heap insertion each
@@ -14,7 +15,6 @@ import Neffos
 ///
 /// Loop-bound, like the handlers it serves: every method runs on ``loop``.
 final class TickWheel<Member: TickWheelMember> {
-
     let loop: any EventLoop
     let kind: TickKind
     let period: TimeAmount
@@ -28,7 +28,7 @@ final class TickWheel<Member: TickWheelMember> {
     /// Whether a visit is scheduled (while the wheel has members).
     private(set) var running = false
 
-    /// The most slots a period is cut into; the finest tick is 1 ms.
+    /// The most slots a period is cut into. A tick is never under 1 ms unless the period is.
     static var maxSlots: Int { 32 }
 
     init(kind: TickKind, period: TimeAmount, loop: any EventLoop) {
