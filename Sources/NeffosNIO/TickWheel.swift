@@ -24,9 +24,10 @@ final class TickWheel<Member: TickWheelMember> {
     /// The slot visited last.
     private var cursor = 0
     private(set) var count = 0
+    /// When the next visit is scheduled; `nil` while none is (the wheel is empty).
     private var nextVisit: NIODeadline?
     /// Whether a visit is scheduled (while the wheel has members).
-    private(set) var running = false
+    var running: Bool { nextVisit != nil }
 
     /// The most slots a period is cut into. A tick is never under 1 ms unless the period is.
     static var maxSlots: Int { 32 }
@@ -68,7 +69,6 @@ final class TickWheel<Member: TickWheelMember> {
     }
 
     private func start() {
-        running = true
         let next = loop.now + tick
         nextVisit = next
         schedule(at: next)
@@ -93,7 +93,6 @@ final class TickWheel<Member: TickWheelMember> {
             handler.visit(kind)
         }
         guard count > 0 else {
-            running = false
             nextVisit = nil
             return
         }
